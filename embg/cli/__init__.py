@@ -1,0 +1,1 @@
+"""Console entry points. Each turns EmbgError into one line on stderr and exit status 2."""

@@ -1,0 +1,84 @@
+"""embg-export: checkpoint -> bundle (.tflite or .onnx, tokenizer, manifest.json)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from embg.cli.common import run_cli, setup_logging, step
+from embg.errors import EmbgError
+from embg.model.resolve import DEFAULT_MODEL
+from embg.quantize.recipe import BITS_TO_PRESET, load_recipe, preset_names, recipe_for_bits
+
+TARGET_NAMES = ("tflite", "onnx")
+
+
+def parse_seq_lens(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise EmbgError(f"--seq-lens takes comma-separated integers, got {text!r}") from None
+    if not values:
+        raise EmbgError("--seq-lens is empty")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="embg-export",
+        description="Export EmbeddingGemma (whole embedder: token ids + mask in, normalised embedding out) "
+                    "to a LiteRT or ONNX bundle, quantized per a recipe, with parity checked on the written file.",
+        epilog="Examples:\n  embg-export --model tiny --target onnx --bits 8\n"
+               "  embg-export --target tflite --bits 4 --out bundles/int4\n"
+               "Built-in offline fixtures for --model: tiny, tiny-qat-q4_0, tiny-qat-q8_0, full.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"hub id, local checkpoint directory, or built-in fixture (default {DEFAULT_MODEL})")
+    parser.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    parser.add_argument("--target", required=True, help="tflite or onnx")
+    parser.add_argument("--bits", type=int, help=f"shorthand for a preset recipe: {BITS_TO_PRESET}")
+    parser.add_argument("--recipe", help=f"preset name ({', '.join(preset_names())}) or a recipe .json file")
+    parser.add_argument("--dim", type=int, help="Matryoshka output dimension (768, 512, 256 or 128 for the real model)")
+    parser.add_argument("--seq-lens", help="tflite: comma-separated sequence buckets, one signature each "
+                                           "(default 64,128,256,512,1024,2048)")
+    parser.add_argument("--web-compatible", action="store_true",
+                        help="onnx: avoid GatherBlockQuantized (onnxruntime-web lacks it); int4 embedding becomes int8")
+    parser.add_argument("--force-grid", action="store_true",
+                        help="with a -qat recipe: proceed even when weights are off the Q4_0/Q8_0 grid (warns)")
+    parser.add_argument("--out", type=Path, help="bundle directory (default ./<model>_<target>_<recipe>)")
+    parser.add_argument("--skip-parity", action="store_true", help="do not run the export-time parity check")
+    parser.add_argument("--verbose", action="store_true", help="show third-party converter output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+
+    def body() -> int:
+        from embg.export.pipeline import ExportRequest, export_bundle
+
+        if args.target not in TARGET_NAMES:
+            raise EmbgError(f"unknown --target {args.target!r}; choose one of {', '.join(TARGET_NAMES)}")
+        if args.bits is not None and args.recipe:
+            raise EmbgError("give --bits or --recipe, not both")
+        recipe = load_recipe(args.recipe) if args.recipe else recipe_for_bits(args.bits if args.bits is not None else 32)
+        print(recipe.summary(), file=sys.stderr)
+        request = ExportRequest(
+            model=args.model, target=args.target, recipe=recipe, out=args.out, dim=args.dim,
+            seq_lens=parse_seq_lens(args.seq_lens) if args.seq_lens else (), revision=args.revision,
+            token=os.environ.get("HF_TOKEN"), parity=not args.skip_parity,
+            options={"web_compatible": args.web_compatible, "force_grid": args.force_grid},
+        )
+        out = export_bundle(request, progress=step)
+        print(out)
+        return 0
+
+    return run_cli("embg-export", body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

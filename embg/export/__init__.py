@@ -1,0 +1,1 @@
+"""Export targets (one module each), the bundle Artifact and its manifest."""

@@ -1,0 +1,57 @@
+"""The export target interface and its registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from embg.model.graph import EmbeddingGemmaGraph
+from embg.model.load import LoadedModel
+from embg.quantize.recipe import QuantRecipe
+from embg.registry import Registry
+
+
+@dataclass
+class ExportJob:
+    """Everything a target needs to write its model file into a bundle directory."""
+
+    model: LoadedModel
+    graph: EmbeddingGemmaGraph
+    recipe: QuantRecipe
+    stem: str
+    seq_lens: tuple[int, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    progress: Callable[[str], None] = lambda message: None
+
+
+@dataclass
+class TargetResult:
+    model_file: str
+    files: list[str]
+    manifest: dict[str, Any]
+
+
+class ExportTarget(ABC):
+    name: str = ""
+    extension: str = ""
+    runtime: str = ""  # the Runtime that executes this target's files here
+
+    def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], options: dict[str, Any]) -> None:
+        """Refuse bad arguments before any expensive work (default: accept)."""
+
+    def default_seq_lens(self, max_positions: int) -> tuple[int, ...]:
+        return ()
+
+    @abstractmethod
+    def export(self, job: ExportJob, bundle: Path) -> TargetResult:
+        """Write the model file(s) for ``job`` into ``bundle`` and describe them."""
+
+
+TARGETS: Registry[ExportTarget] = Registry("target")
+
+
+def register_target(cls: type[ExportTarget]) -> type[ExportTarget]:
+    TARGETS.register(cls.name)(cls())
+    return cls

@@ -1,0 +1,163 @@
+"""ONNX target: torch.onnx dynamo export at opset 21 with dynamic batch and sequence, then the recipe.
+
+The dynamo exporter folds ``W.T`` into anonymous initializers (``t_3``, ``val_0``); weights get
+their torch names back by value so recipes can address layer groups, and the quantizers name
+their nodes after them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embg.errors import ExportError
+from embg.export.artifact import INPUT_NAMES, OUTPUT_NAME
+from embg.export.base import ExportJob, ExportTarget, TargetResult, register_target
+
+OPSET = 21
+# Above this the weights go to one external .data file next to the .onnx (protobuf caps files at 2 GB).
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
+def _quiet_exporter() -> None:
+    warnings.filterwarnings("ignore")
+    for name in ("torch.onnx", "torch.export", "torch._export", "torch.fx.experimental.symbolic_shapes",
+                 "torch._dynamo", "onnxscript", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def export_fp32(graph: torch.nn.Module, max_positions: int):
+    """The fp32 ONNX ModelProto of ``graph`` with dynamic batch and sequence axes."""
+    _quiet_exporter()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    seq = torch.export.Dim("sequence", min=1, max=max_positions)
+    ids = torch.full((2, 16), 5, dtype=torch.long)
+    mask = torch.ones((2, 16), dtype=torch.long)
+    mask[1, 9:] = 0
+    program = torch.onnx.export(
+        graph, (ids, mask), dynamo=True, opset_version=OPSET, verbose=False,
+        input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+        dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+    )
+    return program.model_proto
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
+
+
+def restore_weight_names(model, graph: torch.nn.Module) -> dict[str, str]:
+    """Rename folded 2-D initializers after the torch parameter they hold (as W or W.T); name their nodes."""
+    from onnx import numpy_helper
+
+    by_digest: dict[str, str] = {}
+    for name, param in graph.state_dict().items():
+        if param.ndim == 2:
+            array = param.detach().numpy()
+            by_digest.setdefault(_digest(array), name)
+            by_digest.setdefault(_digest(array.T), name)
+    renamed: dict[str, str] = {}
+    present = {i.name for i in model.graph.initializer}
+    for init in model.graph.initializer:
+        if len(init.dims) != 2 or init.name in by_digest.values():
+            continue
+        param = by_digest.get(_digest(numpy_helper.to_array(init)))
+        if param and param not in present:
+            renamed[init.name] = param
+            present.add(param)
+            init.name = param
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+                if node.op_type in ("MatMul", "Gather"):
+                    node.name = f"{renamed[name]}/{node.op_type}"
+    for node in model.graph.node:  # weights the exporter kept under their own name (the embedding)
+        if node.op_type == "Gather" and node.input[0] in by_digest.values():
+            node.name = f"{node.input[0]}/Gather"
+    missing = [n for n, p in graph.state_dict().items() if p.ndim == 2 and n not in present]
+    if missing:
+        raise ExportError(f"ONNX export: could not find the exported copy of {missing[:3]}")
+    return renamed
+
+
+def strip_debug_info(model) -> None:
+    """Drop the exporter's per-node metadata: stack traces with local paths, hundreds of KB on small models."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.metadata_props[:]
+    model.doc_string = ""
+
+
+def model_nbytes(model) -> int:
+    return sum(len(init.raw_data) for init in model.graph.initializer)
+
+
+def save_model(model, path: Path) -> list[str]:
+    """Save ``model`` (external data when large); returns the file names written."""
+    import onnx
+
+    data_name = path.name + ".data"
+    if model_nbytes(model) > EXTERNAL_DATA_BYTES:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
+        return [path.name, data_name]
+    onnx.save_model(model, str(path))
+    return [path.name]
+
+
+def files_size(directory: Path, names: list[str]) -> int:
+    return sum(os.path.getsize(directory / n) for n in names)
+
+
+@register_target
+class OnnxTarget(ExportTarget):
+    name = "onnx"
+    extension = ".onnx"
+    runtime = "onnxruntime"
+
+    def export(self, job: ExportJob, bundle: Path) -> TargetResult:
+        from embg.quantize.onnx_backend import op_counts, quantize_onnx_model, verify_quantized
+
+        job.progress(f"exporting to ONNX (opset {OPSET}, dynamic batch and sequence)")
+        model = export_fp32(job.graph, job.model.spec.max_positions)
+        restore_weight_names(model, job.graph)
+        strip_debug_info(model)
+        fp32_bytes = model_nbytes(model)
+        quant: dict[str, Any] = {}
+        if not job.recipe.is_float:
+            job.progress(f"quantizing with recipe {job.recipe.name}")
+            web = bool(job.options.get("web_compatible"))
+            model, plan = quantize_onnx_model(model, job.recipe, job.options.get("grids"), web_compatible=web)
+            quant["ops"] = verify_quantized(model, plan)
+            quant["notes"] = plan.notes
+            quantized_bytes = model_nbytes(model)
+            if quantized_bytes >= fp32_bytes:
+                raise ExportError(f"quantized weights ({quantized_bytes} B) are not smaller than fp32 ({fp32_bytes} B)")
+        path = bundle / f"{job.stem}{self.extension}"
+        files = save_model(model, path)
+        size = files_size(bundle, files)
+        job.progress(f"wrote {path.name} ({size / 1e6:.1f} MB)")
+        return TargetResult(
+            model_file=path.name,
+            files=files,
+            manifest={
+                "opset": OPSET,
+                "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in INPUT_NAMES],
+                "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", job.graph.output_dim]}],
+                "dynamic_axes": {"batch": "any", "sequence": f"1..{job.model.spec.max_positions}"},
+                "max_sequence_length": job.model.spec.max_positions,
+                "size_bytes": size,
+                "fp32_weight_bytes": fp32_bytes,
+                "op_counts": dict(sorted(op_counts(model).items())),
+                "quantization": quant,
+            },
+        )

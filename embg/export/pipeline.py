@@ -1,0 +1,139 @@
+"""From a request to a finished bundle: validate arguments, load strictly, convert, quantize,
+check parity on the written file in its runtime, write the manifest; all atomically."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from embg.atomic import atomic_directory, check_writable_destination
+from embg.errors import ExportError
+from embg.export.artifact import Artifact, artifact_stem, copy_tokenizer, tool_versions, write_manifest
+from embg.export.base import TARGETS, ExportJob
+from embg.model.weights import weights_sha256
+from embg.quantize.recipe import QuantRecipe
+
+log = logging.getLogger(__name__)
+
+
+def load_targets() -> None:
+    """Import every target module so the registry is complete."""
+    from embg.export import onnx_target  # noqa: F401
+
+    try:
+        from embg.export import tflite_target  # noqa: F401
+    except ImportError:  # pragma: no cover - the tflite extra is not installed
+        pass
+
+
+@dataclass
+class ExportRequest:
+    model: str
+    target: str
+    recipe: QuantRecipe
+    out: Path | None = None
+    dim: int | None = None
+    seq_lens: tuple[int, ...] = ()
+    revision: str | None = None
+    token: str | None = None
+    parity: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lambda m: None) -> Path:
+    """Write the bundle for ``request`` and return its directory."""
+    from embg.model.load import load_model
+
+    load_targets()
+    target = TARGETS.get(request.target)
+    target.check_request(request.recipe, request.seq_lens, request.options)
+    if request.out is not None:
+        check_writable_destination(request.out)
+    started = time.perf_counter()
+    progress(f"loading {request.model}")
+    model = load_model(request.model, request.revision, request.token)
+    graph = model.graph(request.dim)
+    seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)
+    target.check_request(request.recipe, seq_lens, {**request.options, "max_positions": model.spec.max_positions})
+    stem = artifact_stem(model.spec.model_id, target.name, request.recipe.name,
+                         seq_lens[0] if len(seq_lens) == 1 else None)
+    out = Path(request.out) if request.out is not None else Path.cwd() / stem
+    options = dict(request.options)
+    if request.recipe.uses_qat_grid:
+        from embg.quantize.qat import recover_grids
+
+        progress("recovering the QAT grid of every quantized weight")
+        options["grids"], options["grid_report"] = recover_grids(model.state_dict, request.recipe,
+                                                                 force=bool(options.get("force_grid")))
+    job = ExportJob(model=model, graph=graph, recipe=request.recipe, stem=stem, seq_lens=seq_lens,
+                    options=options, progress=progress)
+    with atomic_directory(out) as bundle:
+        result = target.export(job, bundle)
+        tokenizer_files = copy_tokenizer(model.spec.directory, bundle)
+        spec = model.spec
+        manifest = {
+            "model": {"id": spec.model_id, "revision": spec.revision, "weights_sha256": weights_sha256(spec)},
+            "target": target.name,
+            "runtime": target.runtime,
+            "recipe": request.recipe.to_dict(),
+            "model_file": result.model_file,
+            "files": result.files,
+            "embedding_dim": graph.output_dim,
+            "full_dim": spec.output_dim,
+            "matryoshka_dims": [d for d in spec.matryoshka_dims if d <= graph.output_dim],
+            "prompts": spec.prompts,
+            "tokenizer": {
+                "files": tokenizer_files,
+                "bos_id": int(model.tokenizer.backend.bos_token_id),
+                "eos_id": int(model.tokenizer.backend.eos_token_id),
+                "pad_id": model.tokenizer.pad_id,
+                "adds_bos_eos": True,
+                "padding_side": "right",
+                "max_length": spec.max_seq_length,
+            },
+            **result.manifest,
+            "qat_grid": options.get("grid_report"),
+            "tool_versions": tool_versions(),
+            "export_seconds": None,
+            "parity": None,
+        }
+        write_manifest(bundle, manifest)
+        if request.parity:
+            progress("checking parity of the written file in its runtime against sentence-transformers")
+            manifest["parity"] = export_parity(Artifact.load(bundle), model)
+            if manifest["parity"]["nonfinite"]:
+                raise ExportError(f"the exported model gives NaN/inf for {manifest['parity']['nonfinite']} text(s)")
+        manifest["export_seconds"] = round(time.perf_counter() - started, 1)
+        write_manifest(bundle, manifest)
+    progress(f"bundle ready: {out}")
+    return out
+
+
+def export_parity(artifact: Artifact, model) -> dict[str, Any]:
+    """Cosine of the exported file (in its runtime) against sentence-transformers on the checkpoint."""
+    import numpy as np
+
+    from embg.runtimes import load_all, load_runtime
+    from embg.runtimes.reference import SentenceTransformersReference
+    from embg.validate.parity import embed_texts, summarize
+    from embg.validate.texts import DOCUMENTS, QUERIES
+
+    load_all()
+    runtime = load_runtime(artifact.manifest["runtime"], artifact)
+    reference = SentenceTransformersReference(model.spec.directory)
+    ours, ref = [], []
+    dim = artifact.embedding_dim if artifact.embedding_dim != model.spec.output_dim else None
+    for texts, prompt in ((QUERIES, "query"), (DOCUMENTS, "document")):
+        prompt = prompt if prompt in model.spec.prompts else None
+        ours.append(embed_texts(runtime, model.tokenizer, texts, prompt))
+        batch_limit = runtime.max_length or model.spec.max_seq_length
+        prefixed = [model.tokenizer.prompt_text(prompt) + t for t in texts]
+        reference.model.max_seq_length = min(batch_limit, model.spec.max_seq_length)
+        ref.append(reference.encode(prefixed, dim=dim))
+    summary = summarize(np.concatenate(ours), np.concatenate(ref)).to_dict()
+    summary["runtime"] = runtime.version_info()
+    summary["reference"] = reference.version_info()
+    return summary

@@ -1,0 +1,189 @@
+"""The one export graph: (input_ids [B,S], attention_mask [B,S]) -> sentence_embedding float32 [B,D].
+
+It holds the whole embedder (embedding, every Gemma 3 layer, mean pooling, both Dense layers,
+L2 normalisation and an optional Matryoshka truncation) and is what every target converts.
+It re-states transformers' Gemma3TextModel with three deliberate differences, each a converter
+trap found on this architecture (DESIGN.md section 3):
+
+* masks are built here as finite additive tensors (``finfo.min``, never ``-inf``), so a query row
+  whose keys are all masked (padding wider than the sliding window) gives no NaN;
+* query heads are grouped onto the shared KV head by a reshape of the *query*, never by
+  ``repeat_kv`` (litert-torch turns repeat_kv + transpose into a wrong RESHAPE, silently);
+* the head is ``x @ W.T`` (a MatMul), not ``nn.Linear`` on a 2-D tensor (which exports as Gemm,
+  which the ONNX quantizers skip).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Gemma3TextConfig
+
+from embg.errors import CheckpointError
+from embg.model.spec import CheckpointSpec
+
+SLIDING, FULL = "sliding_attention", "full_attention"
+MASK_MIN = torch.finfo(torch.float32).min
+
+
+def text_config(spec: CheckpointSpec) -> Gemma3TextConfig:
+    """transformers' own reading of config.json, so window and rope follow the reference exactly."""
+    config = Gemma3TextConfig.from_dict(dict(spec.config))
+    if config.hidden_activation != "gelu_pytorch_tanh":
+        raise CheckpointError(f"hidden_activation {config.hidden_activation!r} is not Gemma 3's gelu_pytorch_tanh")
+    return config
+
+
+class RMSNorm(nn.Module):
+    """Gemma's RMSNorm: x / rms(x) * (1 + w)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: Gemma3TextConfig) -> None:
+        super().__init__()
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.scaling = config.query_pre_attn_scalar**-0.5
+        hidden = config.hidden_size
+        self.q_proj = nn.Linear(hidden, self.heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, hidden, bias=False)
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        groups = heads // kv_heads
+        q = self.q_norm(self.q_proj(x).view(batch, seq, heads, dim).transpose(1, 2))
+        k = self.k_norm(self.k_proj(x).view(batch, seq, kv_heads, dim).transpose(1, 2))
+        v = self.v_proj(x).view(batch, seq, kv_heads, dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        # Fold each KV head's query group into the sequence axis: [B, KV, G*S, D] x [B, KV, D, S].
+        q = q.reshape(batch, kv_heads, groups * seq, dim)
+        scores = torch.matmul(q, k.transpose(2, 3)) * self.scaling
+        scores = scores.reshape(batch, heads, seq, seq) + mask
+        probs = torch.softmax(scores, dim=-1).reshape(batch, kv_heads, groups * seq, seq)
+        out = torch.matmul(probs, v).reshape(batch, heads, seq, dim)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, heads * dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: Gemma3TextConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: Gemma3TextConfig, layer_type: str) -> None:
+        super().__init__()
+        self.layer_type = layer_type
+        eps = config.rms_norm_eps
+        self.self_attn = Attention(config)
+        self.mlp = MLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps)
+        self.pre_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
+        self.post_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, mask))
+        return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+
+
+class MatMulHead(nn.Module):
+    """A bias-free projection written as x @ W.T so every exporter emits MatMul (never Gemm)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x, self.weight.t())
+
+
+class EmbeddingGemmaGraph(nn.Module):
+    """The whole embedder as one traceable module. Build it with :func:`build_graph`."""
+
+    def __init__(self, config: Gemma3TextConfig, dense_shapes: list[tuple[int, int]], output_dim: int) -> None:
+        super().__init__()
+        self.window = int(config.sliding_window)  # already the bidirectional |q-k| < window bound
+        self.output_dim = output_dim
+        self.full_dim = dense_shapes[-1][1]
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.register_buffer("embed_scale", torch.tensor(config.hidden_size**0.5), persistent=False)
+        self.layers = nn.ModuleList(DecoderLayer(config, t) for t in config.layer_types[: config.num_hidden_layers])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.head = nn.ModuleList(MatMulHead(i, o) for i, o in dense_shapes)
+        dim = config.head_dim
+        for layer_type in (SLIDING, FULL):
+            base = config.rope_parameters[layer_type]["rope_theta"]
+            inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+            self.register_buffer(f"inv_freq_{layer_type}", inv_freq, persistent=False)
+
+    def _rope(self, positions: torch.Tensor, layer_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions[:, None] * getattr(self, f"inv_freq_{layer_type}")[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos()[None, None], emb.sin()[None, None]
+
+    def _masks(self, attention_mask: torch.Tensor, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        keys = attention_mask[:, None, None, :] > 0  # [B, 1, 1, S]
+        distance = (positions[:, None] - positions[None, :]).abs()
+        in_window = distance < self.window  # [S, S]
+        zero = torch.zeros((), dtype=torch.float32)
+        floor = torch.full((), MASK_MIN, dtype=torch.float32)
+        return {
+            FULL: torch.where(keys, zero, floor),
+            SLIDING: torch.where(keys & in_window[None, None], zero, floor),
+        }
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        seq = input_ids.shape[1]
+        positions = torch.arange(seq, dtype=torch.float32)
+        x = self.embed_tokens(input_ids) * self.embed_scale
+        masks = self._masks(attention_mask, positions)
+        rope = {t: self._rope(positions, t) for t in (SLIDING, FULL)}
+        for layer in self.layers:
+            cos, sin = rope[layer.layer_type]
+            x = layer(x, cos, sin, masks[layer.layer_type])
+        x = self.norm(x)
+        weights = attention_mask.to(torch.float32).unsqueeze(-1)
+        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        for projection in self.head:
+            pooled = projection(pooled)
+        embedding = F.normalize(pooled, p=2.0, dim=-1)
+        if self.output_dim != self.full_dim:
+            embedding = F.normalize(embedding[:, : self.output_dim], p=2.0, dim=-1)
+        return embedding
+
+
+def build_graph(spec: CheckpointSpec, state_dict: dict[str, torch.Tensor], output_dim: int | None = None) -> EmbeddingGemmaGraph:
+    """The export graph for ``spec`` with its weights loaded strictly, in eval mode, float32."""
+    output_dim = output_dim or spec.output_dim
+    if output_dim not in spec.matryoshka_dims:
+        raise CheckpointError(f"--dim {output_dim} is not one of this model's Matryoshka dims {list(spec.matryoshka_dims)}")
+    graph = EmbeddingGemmaGraph(text_config(spec), [(d.in_features, d.out_features) for d in spec.dense], output_dim)
+    graph.load_state_dict(state_dict, strict=True)
+    return graph.eval().requires_grad_(False)

@@ -1,0 +1,1 @@
+"""Quantization: recipes as data, one backend per target, QAT grid handling."""

@@ -1,0 +1,51 @@
+"""llama.cpp Q4_0 / Q8_0 grids: blocks of 32 along the input axis, symmetric, one scale per block.
+
+QAT checkpoints (embeddinggemma-300m-qat-q4_0/-q8_0-unquantized) are trained so their float
+weights sit on (or very near) these grids. Recovering the exact integers and scales lets the
+exporter carry the QAT weights losslessly instead of re-deriving min-max scales.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+BLOCK = 32
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    bits: int
+    qmin: int
+    qmax: int
+
+    def _blocks(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.shape[-1] % BLOCK:
+            raise ValueError(f"last axis {weight.shape[-1]} is not a multiple of {BLOCK}")
+        return weight.reshape(*weight.shape[:-1], weight.shape[-1] // BLOCK, BLOCK).to(torch.float32)
+
+    def scales(self, weight: torch.Tensor) -> torch.Tensor:
+        """llama.cpp's scale per block (Q4_0 keeps the sign of the largest-magnitude value)."""
+        blocks = self._blocks(weight)
+        if self.name == "q4_0":
+            index = blocks.abs().argmax(dim=-1, keepdim=True)
+            return (blocks.gather(-1, index) / -8.0).squeeze(-1)
+        return blocks.abs().amax(dim=-1) / 127.0
+
+    def quantize(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(integers int8 [..., n_blocks, 32], scales float32 [..., n_blocks]) as llama.cpp computes them."""
+        blocks = self._blocks(weight)
+        scale = self.scales(weight)
+        safe = torch.where(scale == 0, torch.ones_like(scale), scale)
+        q = torch.clamp(torch.round(blocks / safe[..., None]), self.qmin, self.qmax)
+        q = torch.where(scale[..., None] == 0, torch.zeros_like(q), q)
+        return q.to(torch.int8), scale
+
+    def snap(self, weight: torch.Tensor) -> torch.Tensor:
+        q, scale = self.quantize(weight)
+        return (q.to(torch.float32) * scale[..., None]).reshape(weight.shape)
+
+
+GRIDS = {"q4_0": Grid("q4_0", 4, -8, 7), "q8_0": Grid("q8_0", 8, -127, 127)}

@@ -1,0 +1,11 @@
+"""Runtimes: one per engine. Each takes token ids + mask and returns float32 embeddings."""
+
+from embg.runtimes.base import RUNTIMES, Runtime, load_runtime
+
+
+def load_all() -> None:
+    """Import every runtime module so the registry is complete (engines import lazily inside)."""
+    from embg.runtimes import onnxruntime_rt  # noqa: F401
+
+
+__all__ = ["RUNTIMES", "Runtime", "load_all", "load_runtime"]

@@ -1,0 +1,68 @@
+"""The reference: sentence-transformers on the original checkpoint directory.
+
+This is what users compare against, so parity is always measured against it (never against
+embg's own re-authored graph).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embg.errors import EmbgError
+
+
+class SentenceTransformersReference:
+    """sentence-transformers' full pipeline (Transformer, Pooling, Dense, Dense, Normalize)."""
+
+    name = "sentence-transformers"
+
+    def __init__(self, directory: Path, threads: int | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        check_bidirectional_support()
+        from sentence_transformers import SentenceTransformer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = SentenceTransformer(str(directory), device="cpu", trust_remote_code=False,
+                                         local_files_only=True)
+        self.model.eval()
+
+    def encode(self, texts: list[str], prompt_name: str | None = None, dim: int | None = None,
+               batch_size: int = 8) -> np.ndarray:
+        out = self.model.encode(texts, prompt_name=prompt_name, truncate_dim=dim, normalize_embeddings=True,
+                                batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
+
+    @torch.inference_mode()
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray, dim: int | None = None) -> np.ndarray:
+        features = {"input_ids": torch.as_tensor(input_ids, dtype=torch.long),
+                    "attention_mask": torch.as_tensor(attention_mask, dtype=torch.long)}
+        out = self.model(features)["sentence_embedding"]
+        if dim is not None:
+            out = torch.nn.functional.normalize(out[:, :dim], dim=-1)
+        return out.float().numpy()
+
+    def version_info(self) -> dict[str, Any]:
+        import sentence_transformers
+        import transformers
+
+        return {"runtime": self.name, "sentence_transformers": sentence_transformers.__version__,
+                "transformers": transformers.__version__, "torch": torch.__version__}
+
+
+def check_bidirectional_support() -> None:
+    """Older transformers silently ignore use_bidirectional_attention and run causal attention."""
+    from transformers.models.gemma3 import modeling_gemma3
+
+    if not hasattr(modeling_gemma3, "_bidirectional_window_overlay"):
+        import transformers
+
+        raise EmbgError(
+            f"transformers {transformers.__version__} does not implement Gemma 3 bidirectional attention; "
+            "it would compute causal embeddings. Install transformers>=5.2"
+        )

@@ -1,0 +1,1 @@
+"""Validation: evaluation texts, metrics, latency/memory probes, reports, the regression gate."""

@@ -1,0 +1,61 @@
+"""Shared fixtures: fixture checkpoints written once per test session in the real layout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def fixture_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fixtures")
+
+
+def _fixture(root: Path, kind: str) -> Path:
+    from embg.model.fixtures import write_fixture
+
+    out = root / kind
+    if not out.exists():
+        write_fixture(kind, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(fixture_root) -> Path:
+    return _fixture(fixture_root, "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_q4_dir(fixture_root) -> Path:
+    return _fixture(fixture_root, "tiny-qat-q4_0")
+
+
+@pytest.fixture(scope="session")
+def tiny_q8_dir(fixture_root) -> Path:
+    return _fixture(fixture_root, "tiny-qat-q8_0")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dir):
+    from embg.model.load import load_model
+
+    return load_model(str(tiny_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_dir):
+    from embg.runtimes.reference import SentenceTransformersReference
+
+    return SentenceTransformersReference(tiny_dir)
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))

@@ -1,0 +1,116 @@
+"""ONNX target: bundles from the tiny fixture, run in ONNX Runtime, against sentence-transformers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from embg.export.artifact import Artifact
+from embg.export.pipeline import ExportRequest, export_bundle
+from embg.quantize.recipe import recipe_for_bits
+from embg.runtimes import load_all, load_runtime
+from embg.validate.parity import embed_texts
+from embg.validate.texts import parity_texts
+from tests.conftest import cosine_rows
+
+TEXTS = parity_texts()
+
+
+@pytest.fixture(scope="module")
+def onnx_bundles(tiny_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx")
+    bundles = {}
+    for bits in (32, 8, 4):
+        request = ExportRequest(model=str(tiny_dir), target="onnx", recipe=recipe_for_bits(bits), out=root / f"b{bits}")
+        bundles[bits] = export_bundle(request)
+    bundles["web"] = export_bundle(ExportRequest(model=str(tiny_dir), target="onnx", recipe=recipe_for_bits(4),
+                                                 out=root / "web", options={"web_compatible": True}))
+    return bundles
+
+
+def runtime_for(bundle):
+    load_all()
+    artifact = Artifact.load(bundle)
+    return artifact, load_runtime("onnxruntime", artifact, threads=1)
+
+
+def bundle_bytes(bundle) -> int:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    return sum((bundle / f).stat().st_size for f in manifest["files"])
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+@pytest.mark.parametrize("prompt", ["query", "document"])
+def test_fp32_matches_reference(onnx_bundles, tiny_model, tiny_reference, batch_size, prompt):
+    _, runtime = runtime_for(onnx_bundles[32])
+    ours = embed_texts(runtime, tiny_model.tokenizer, TEXTS, prompt, batch_size=batch_size)
+    ref = tiny_reference.encode(TEXTS, prompt_name=prompt)
+    assert cosine_rows(ours, ref).min() >= 0.99999
+
+
+@pytest.mark.parametrize("dim", [64, 32, 16])
+def test_fp32_matryoshka_dims(tiny_dir, tiny_model, tiny_reference, tmp_path, dim):
+    bundle = export_bundle(ExportRequest(model=str(tiny_dir), target="onnx", recipe=recipe_for_bits(32),
+                                         out=tmp_path / "d", dim=dim, parity=False))
+    artifact, runtime = runtime_for(bundle)
+    assert artifact.embedding_dim == dim
+    ours = embed_texts(runtime, tiny_model.tokenizer, TEXTS, "query", batch_size=5)
+    ref = tiny_reference.encode(TEXTS, prompt_name="query", dim=dim)
+    assert ours.shape == (len(TEXTS), dim)
+    assert cosine_rows(ours, ref).min() >= 0.99999
+
+
+def test_int8_parity_and_size(onnx_bundles, tiny_model, tiny_reference):
+    _, runtime = runtime_for(onnx_bundles[8])
+    ours = embed_texts(runtime, tiny_model.tokenizer, TEXTS, "query", batch_size=5)
+    ref = tiny_reference.encode(TEXTS, prompt_name="query")
+    assert cosine_rows(ours, ref).min() >= 0.995
+    assert bundle_bytes(onnx_bundles[8]) <= 0.30 * bundle_bytes(onnx_bundles[32])
+    ops = {n.op_type for n in onnx.load(str(Artifact.load(onnx_bundles[8]).model_path)).graph.node}
+    assert "MatMulInteger" in ops and "MatMul" in ops  # weights int8; activation x activation stays float
+
+
+def test_int4_size_ops_and_no_nan(onnx_bundles, tiny_model, tiny_reference):
+    artifact, runtime = runtime_for(onnx_bundles[4])
+    ours = embed_texts(runtime, tiny_model.tokenizer, TEXTS, "document", batch_size=5)
+    assert np.isfinite(ours).all()
+    assert bundle_bytes(onnx_bundles[4]) <= 0.20 * bundle_bytes(onnx_bundles[32])
+    counts = artifact.manifest["quantization"]["ops"]
+    assert counts["GatherBlockQuantized"] == 1 and counts["MatMulNBits"] > 0 and counts["MatMulInteger"] > 0
+    drift = cosine_rows(ours, tiny_reference.encode(TEXTS, prompt_name="document"))
+    print(f"int4 onnx drift on tiny (random weights): min {drift.min():.4f} mean {drift.mean():.4f}")
+    assert artifact.manifest["parity"]["nonfinite"] == 0
+
+
+def test_web_compatible_variant_has_no_gather_block_quantized(onnx_bundles, tiny_model):
+    artifact, runtime = runtime_for(onnx_bundles["web"])
+    ops = {n.op_type for n in onnx.load(str(artifact.model_path)).graph.node}
+    assert "GatherBlockQuantized" not in ops and "MatMulNBits" in ops
+    assert np.isfinite(embed_texts(runtime, tiny_model.tokenizer, TEXTS[:4], "query")).all()
+
+
+def test_manifest_fields(onnx_bundles):
+    manifest = json.loads((onnx_bundles[8] / "manifest.json").read_text())
+    for key in ("model", "target", "recipe", "opset", "inputs", "outputs", "dynamic_axes", "embedding_dim",
+                "prompts", "tokenizer", "tool_versions", "parity"):
+        assert key in manifest, key
+    assert manifest["opset"] == 21
+    assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask"]
+    assert manifest["outputs"][0]["name"] == "sentence_embedding"
+    assert manifest["prompts"]["query"] == "task: search result | query: "
+    assert len(manifest["model"]["weights_sha256"]) == 64
+    assert "tokenizer.model" in manifest["tokenizer"]["files"]
+    for name in manifest["tokenizer"]["files"]:
+        assert (onnx_bundles[8] / name).is_file()
+    assert manifest["parity"]["cosine_min"] >= 0.995
+
+
+def test_dynamic_batch_and_sequence(onnx_bundles):
+    _, runtime = runtime_for(onnx_bundles[32])
+    for batch, seq in ((1, 1), (3, 40), (2, 300)):
+        ids = np.full((batch, seq), 7, dtype=np.int64)
+        out = runtime.embed(ids, np.ones_like(ids))
+        assert out.shape == (batch, 96) and np.isfinite(out).all()
