@@ -76,7 +76,15 @@ def _read_json(path: Path, what: str) -> Any:
         raise CheckpointError(f"{what} is not valid JSON ({path}): {exc}") from exc
 
 
-def _check_config(config: dict[str, Any], path: Path) -> None:
+# Keys the export graph and the strict weight check derive shapes from; without them we would
+# fail later with a bare KeyError instead of a one-line reason.
+REQUIRED_CONFIG_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                        "num_key_value_heads", "vocab_size")
+
+
+def _check_config(config: Any, path: Path) -> None:
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(config).__name__}")
     if "auto_map" in config or config.get("trust_remote_code"):
         raise CheckpointError(
             f"{path} asks for custom code (auto_map/trust_remote_code); embg never runs remote code"
@@ -91,6 +99,9 @@ def _check_config(config: dict[str, Any], path: Path) -> None:
             f"{path} does not set use_bidirectional_attention=true: this is a causal (decoder) config, "
             "not EmbeddingGemma; exporting it would give wrong embeddings"
         )
+    missing = [k for k in REQUIRED_CONFIG_KEYS if not isinstance(config.get(k), int)]
+    if missing:
+        raise CheckpointError(f"{path} lacks integer value(s) for {missing}; not a complete Gemma3TextModel config")
     heads, kv_heads = config.get("num_attention_heads"), config.get("num_key_value_heads")
     if not heads or not kv_heads or heads % kv_heads:
         raise CheckpointError(f"{path}: num_attention_heads must be a multiple of num_key_value_heads")
@@ -104,6 +115,18 @@ def _check_config(config: dict[str, Any], path: Path) -> None:
             raise CheckpointError(f"{path}: rope_type {params.get('rope_type')!r} for {layer_type} is not supported")
     if config.get("rope_scaling"):
         raise CheckpointError(f"{path}: rope_scaling is not supported by the export graph")
+
+
+def _check_tokenizer_config(directory: Path) -> None:
+    # transformers silently ignores a tokenizer auto_map when trust_remote_code is off and falls back
+    # to the built-in class, so the bundle would tokenize unlike the checkpoint's own (custom) code.
+    path = directory / "tokenizer_config.json"
+    if path.is_file():
+        cfg = _read_json(path, "tokenizer_config.json")
+        if isinstance(cfg, dict) and "auto_map" in cfg:
+            raise CheckpointError(
+                f"{path} asks for a custom tokenizer class (auto_map/trust_remote_code); embg never runs remote code"
+            )
 
 
 def _find_weight_files(directory: Path, what: str) -> tuple[Path, ...]:
@@ -129,7 +152,17 @@ def _find_weight_files(directory: Path, what: str) -> tuple[Path, ...]:
 
 def _read_modules(directory: Path) -> list[dict[str, Any]]:
     modules = _read_json(directory / "modules.json", "modules.json (the sentence-transformers head)")
-    kinds = tuple(str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules)
+    if not isinstance(modules, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("type"), str) and isinstance(m.get("path"), str) for m in modules
+    ):
+        raise CheckpointError(f"{directory / 'modules.json'} must be a list of modules, each with a 'type' and a 'path'")
+    # A type outside sentence_transformers is a module class that only custom code can provide.
+    foreign = [m["type"] for m in modules if not m["type"].startswith("sentence_transformers.")]
+    if foreign:
+        raise CheckpointError(
+            f"modules.json names custom module(s) {foreign} (trust_remote_code); embg never runs remote code"
+        )
+    kinds = tuple(m["type"].rsplit(".", 1)[-1] for m in modules)
     if kinds != EXPECTED_MODULES:
         missing_dense = kinds.count("Dense") < 2
         hint = " (the 2_Dense/3_Dense projection modules are missing)" if missing_dense else ""
@@ -141,6 +174,8 @@ def _read_modules(directory: Path) -> list[dict[str, Any]]:
 
 def _check_pooling(directory: Path) -> None:
     pooling = _read_json(directory / "config.json", "1_Pooling/config.json")
+    if not isinstance(pooling, dict):
+        raise CheckpointError(f"{directory}/config.json must hold a JSON object")
     # The hub's files use pooling_mode_*_tokens booleans; sentence-transformers 6 writes "pooling_mode".
     if "pooling_mode" in pooling:
         modes = {str(pooling["pooling_mode"])}
@@ -154,6 +189,8 @@ def _check_pooling(directory: Path) -> None:
 
 def _read_dense(directory: Path) -> DenseSpec:
     cfg = _read_json(directory / "config.json", f"{directory.name}/config.json")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("in_features"), int) or not isinstance(cfg.get("out_features"), int):
+        raise CheckpointError(f"{directory}/config.json must give integer in_features and out_features")
     if cfg.get("bias"):
         raise CheckpointError(f"{directory}: Dense with bias is not EmbeddingGemma's head")
     activation = cfg.get("activation_function", "torch.nn.modules.linear.Identity")
@@ -178,6 +215,7 @@ def read_checkpoint(directory: Path, model_id: str = "", revision: str | None = 
         raise CheckpointError(f"checkpoint directory not found: {directory}")
     config = _read_json(directory / "config.json", "config.json")
     _check_config(config, directory / "config.json")
+    _check_tokenizer_config(directory)
     weight_files = _find_weight_files(directory, "checkpoint")
     modules = _read_modules(directory)
     _check_pooling(directory / modules[1]["path"])

@@ -1,0 +1,325 @@
+"""Strict checkpoint loading: every unexportable checkpoint is refused through the CLI with one
+clear line, exit status 2 and nothing written; the hub's legacy on-disk layout still loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.conftest import cosine_rows
+
+EXPORT_ARGS = ("--target", "onnx", "--bits", "8")
+
+
+def run_export(argv: list[str], capsys) -> tuple[int, str, str]:
+    """embg-export in-process (a subprocess per case would re-import torch each time)."""
+    from embg.cli.export import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def error_line(err: str) -> str:
+    """The single error line, which must be the last thing the CLI printed, without a traceback."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("embg-export: error:")]
+    assert len(errors) == 1, err
+    assert lines[-1] == errors[0], err
+    return errors[0]
+
+
+def assert_nothing_written(out: Path, before: set[str] | None = None) -> None:
+    """``out`` was not created and its parent holds no leftover temporary directories."""
+    assert not out.exists() or out.is_file()
+    if out.parent.exists():
+        names = {p.name for p in out.parent.iterdir()}
+        leftovers = [n for n in names if n.startswith(f".{out.name}.")]
+        assert not leftovers, leftovers
+        if before is not None:
+            assert names == before, names ^ before
+
+
+def assert_refused(argv: list[str], out: Path, capsys, *needles: str) -> str:
+    """Run the CLI, expect exit 2 with one error line naming every needle, and no output."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    before = {p.name for p in out.parent.iterdir()}
+    code, stdout, err = run_export([*argv, "--out", str(out)], capsys)
+    assert code == 2, (stdout, err)
+    line = error_line(err)
+    for needle in needles:
+        assert needle.lower() in line.lower(), (needle, line)
+    assert not out.exists()
+    assert_nothing_written(out, before)
+    assert stdout.strip() == ""  # stdout is only ever the bundle path
+    return line
+
+
+# --------------------------------------------------------------------------- mutations
+
+def edit_json(path: Path, change: Callable[[object], object]) -> None:
+    """Apply ``change`` to the parsed JSON in place (its return value is ignored) and write it back."""
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def edit_weights(path: Path, change: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    tensors = load_file(str(path))
+    change(tensors)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def _causal_missing(d: Path) -> None:
+    edit_json(d / "config.json", lambda c: c.pop("use_bidirectional_attention"))
+
+
+def _causal_false(d: Path) -> None:
+    edit_json(d / "config.json", lambda c: c.update(use_bidirectional_attention=False))
+
+
+def _model_type(d: Path) -> None:
+    edit_json(d / "config.json", lambda c: c.update(model_type="gemma2"))
+
+
+def _missing_weight(d: Path) -> None:
+    edit_weights(d / "model.safetensors", lambda t: t.pop("layers.1.mlp.up_proj.weight"))
+
+
+def _extra_weight(d: Path) -> None:
+    edit_weights(d / "model.safetensors", lambda t: t.update({"lm_head.weight": torch.zeros(8192, 96)}))
+
+
+def _wrong_shape(d: Path) -> None:
+    edit_weights(d / "model.safetensors",
+                 lambda t: t.update({"layers.2.self_attn.k_proj.weight": torch.zeros(64, 96)}))
+
+
+def _dense_wrong_shape(d: Path) -> None:
+    edit_weights(d / "3_Dense" / "model.safetensors", lambda t: t.update({"linear.weight": torch.zeros(96, 96)}))
+
+
+def _dense_missing_key(d: Path) -> None:
+    edit_weights(d / "2_Dense" / "model.safetensors",
+                 lambda t: t.update({"weight": t.pop("linear.weight")}))
+
+
+def _no_dense_module(d: Path) -> None:
+    def drop(modules):
+        modules[:] = [m for m in modules if m["path"] != "2_Dense"]
+        for i, m in enumerate(modules):
+            m["idx"], m["name"] = i, str(i)
+
+    edit_json(d / "modules.json", drop)
+    shutil.rmtree(d / "2_Dense")
+
+
+def _dense_dir_removed(d: Path) -> None:
+    shutil.rmtree(d / "2_Dense")
+
+
+def _hub_pooling(**modes: bool) -> Callable[[Path], None]:
+    def mutate(d: Path) -> None:
+        flags = {f"pooling_mode_{m}": False for m in
+                 ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")}
+        flags.update({f"pooling_mode_{k}": v for k, v in modes.items()})
+        (d / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 96, **flags}))
+    return mutate
+
+
+def _st6_pooling(mode: str) -> Callable[[Path], None]:
+    def mutate(d: Path) -> None:
+        edit_json(d / "1_Pooling" / "config.json", lambda c: c.update(pooling_mode=mode))
+    return mutate
+
+
+def _pickle_weights(d: Path) -> None:
+    torch.save(load_file(str(d / "model.safetensors")), d / "pytorch_model.bin")
+    (d / "model.safetensors").unlink()
+
+
+def _pickle_dense(d: Path) -> None:
+    torch.save(load_file(str(d / "2_Dense" / "model.safetensors")), d / "2_Dense" / "pytorch_model.bin")
+    (d / "2_Dense" / "model.safetensors").unlink()
+
+
+def _auto_map(d: Path) -> None:
+    edit_json(d / "config.json",
+              lambda c: c.update(auto_map={"AutoModel": "modeling_custom.CustomModel"}))
+
+
+def _tokenizer_auto_map(d: Path) -> None:
+    edit_json(d / "tokenizer_config.json",
+              lambda c: c.update(auto_map={"AutoTokenizer": ["tokenization_custom.CustomTokenizer", None]}))
+
+
+def _custom_module(d: Path) -> None:
+    edit_json(d / "modules.json", lambda m: m[1].update(type="custom_pooling.Pooling"))
+
+
+def _truncated_weights(d: Path) -> None:
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+def _garbage_weights(d: Path) -> None:
+    (d / "model.safetensors").write_bytes(np.random.default_rng(0).bytes(4096))
+
+
+def _missing_config(d: Path) -> None:
+    (d / "config.json").unlink()
+
+
+def _invalid_config(d: Path) -> None:
+    (d / "config.json").write_text('{"model_type": "gemma3_text", ')
+
+
+def _invalid_modules(d: Path) -> None:
+    (d / "modules.json").write_text("[{]")
+
+
+def _config_lacks_hidden(d: Path) -> None:
+    edit_json(d / "config.json", lambda c: c.pop("hidden_size"))
+
+
+def _module_without_path(d: Path) -> None:
+    edit_json(d / "modules.json", lambda m: m[2].pop("path"))
+
+
+REFUSALS = {
+    "causal-flag-missing": (_causal_missing, ["use_bidirectional_attention", "causal"]),
+    "causal-flag-false": (_causal_false, ["use_bidirectional_attention", "causal"]),
+    "model-type": (_model_type, ["model_type", "'gemma2'", "gemma3_text"]),
+    "missing-weight": (_missing_weight, ["missing", "layers.1.mlp.up_proj.weight"]),
+    "unexpected-weight": (_extra_weight, ["unexpected", "lm_head.weight"]),
+    "wrong-shape": (_wrong_shape, ["layers.2.self_attn.k_proj.weight", "(64, 96)", "(32, 96)"]),
+    "dense-wrong-shape": (_dense_wrong_shape, ["3_Dense", "linear.weight", "shape"]),
+    "dense-missing-weight": (_dense_missing_key, ["2_Dense", "missing", "linear.weight"]),
+    "no-dense-module": (_no_dense_module, ["modules.json", "Dense", "missing"]),
+    "dense-dir-removed": (_dense_dir_removed, ["2_Dense", "not found"]),
+    "pooling-cls-hub": (_hub_pooling(cls_token=True), ["pooling", "cls_token", "mean"]),
+    "pooling-mean-and-max-hub": (_hub_pooling(mean_tokens=True, max_tokens=True), ["pooling", "max_tokens"]),
+    "pooling-cls-st6": (_st6_pooling("cls"), ["pooling", "cls", "mean"]),
+    "pooling-lasttoken-st6": (_st6_pooling("lasttoken"), ["pooling", "lasttoken"]),
+    "pickle-weights": (_pickle_weights, ["pickle", "pytorch_model.bin", "safetensors"]),
+    "pickle-dense": (_pickle_dense, ["pickle", "2_Dense", "pytorch_model.bin"]),
+    "auto-map": (_auto_map, ["auto_map", "remote code"]),
+    "tokenizer-auto-map": (_tokenizer_auto_map, ["tokenizer_config.json", "auto_map"]),
+    "custom-module-type": (_custom_module, ["custom_pooling.Pooling", "remote code"]),
+    "truncated-safetensors": (_truncated_weights, ["model.safetensors", "corrupt or truncated"]),
+    "garbage-safetensors": (_garbage_weights, ["model.safetensors", "corrupt or truncated"]),
+    "missing-config": (_missing_config, ["config.json", "not found"]),
+    "invalid-config-json": (_invalid_config, ["config.json", "not valid JSON"]),
+    "invalid-modules-json": (_invalid_modules, ["modules.json", "not valid JSON"]),
+    "config-lacks-hidden-size": (_config_lacks_hidden, ["hidden_size"]),
+    "module-without-path": (_module_without_path, ["modules.json", "'path'"]),
+}
+
+
+@pytest.fixture
+def bad_copy(tiny_dir, tmp_path) -> Path:
+    directory = tmp_path / "ckpt"
+    shutil.copytree(tiny_dir, directory)
+    return directory
+
+
+def test_unmutated_copy_is_accepted(bad_copy):
+    """Control: the copy itself loads, so each refusal below is caused by its mutation alone."""
+    from embg.model.load import load_model
+
+    model = load_model(str(bad_copy))
+    assert model.spec.output_dim == 96 and len(model.state_dict) == 80 + 2  # transformer + two Dense
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_bad_checkpoint_is_refused(case, bad_copy, tmp_path, capsys):
+    mutate, needles = REFUSALS[case]
+    mutate(bad_copy)
+    assert_refused(["--model", str(bad_copy), *EXPORT_ARGS], tmp_path / "work" / "out", capsys, *needles)
+
+
+def test_refusal_leaves_existing_bundle_untouched(bad_copy, tmp_path, capsys):
+    out = tmp_path / "work" / "out"
+    out.mkdir(parents=True)
+    (out / "manifest.json").write_text("previous bundle")
+    _causal_missing(bad_copy)
+    code, _, err = run_export(["--model", str(bad_copy), *EXPORT_ARGS, "--out", str(out)], capsys)
+    assert code == 2
+    assert "use_bidirectional_attention" in error_line(err)
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]
+    assert (out / "manifest.json").read_text() == "previous bundle"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
+
+
+def test_read_checkpoint_raises_checkpoint_error(bad_copy):
+    """Library callers get the typed error, not only the CLI."""
+    from embg.errors import CheckpointError
+    from embg.model.spec import read_checkpoint
+
+    _pickle_weights(bad_copy)
+    with pytest.raises(CheckpointError, match="pickle"):
+        read_checkpoint(bad_copy)
+
+
+# --------------------------------------------------------------------------- legacy hub layout
+
+LEGACY_MODULES = [
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+    {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"},
+    {"idx": 4, "name": "4", "path": "4_Normalize", "type": "sentence_transformers.models.Normalize"},
+]
+
+
+def make_legacy(directory: Path, max_seq_length: int = 2048) -> None:
+    """Rewrite a fixture copy into the layout google/embeddinggemma-300m has on the hub."""
+    (directory / "modules.json").write_text(json.dumps(LEGACY_MODULES, indent=2))
+    _hub_pooling(mean_tokens=True)(directory)
+    edit_json(directory / "1_Pooling" / "config.json", lambda c: c.update(include_prompt=True))
+    (directory / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}))
+    for dense in ("2_Dense", "3_Dense"):  # the hub's Dense configs predate module_*_name
+        edit_json(directory / dense / "config.json",
+                  lambda c: [c.pop(k, None) for k in ("module_input_name", "module_output_name")])
+
+
+def test_legacy_hub_layout_loads_and_matches(bad_copy, tiny_dir, tiny_reference):
+    from embg.model.load import load_model
+    from embg.model.spec import read_checkpoint
+    from embg.runtimes.reference import SentenceTransformersReference
+
+    make_legacy(bad_copy)
+    spec = read_checkpoint(bad_copy)
+    assert [d.path.name for d in spec.dense] == ["2_Dense", "3_Dense"]
+    assert spec.max_seq_length == 2048 and spec.output_dim == 96
+    assert spec.prompts["query"] == "task: search result | query: "
+
+    model = load_model(str(bad_copy))
+    texts = ["a short text", "a longer text " * 6, ""]
+    batch = model.tokenizer.encode(texts, prompt="query")
+    with torch.no_grad():
+        ours = model.graph()(torch.as_tensor(batch.input_ids), torch.as_tensor(batch.attention_mask)).numpy()
+
+    legacy_ref = SentenceTransformersReference(bad_copy).encode(texts, prompt_name="query")
+    modern_ref = tiny_reference.encode(texts, prompt_name="query")
+    # sentence-transformers reads the legacy layout as the same model ...
+    assert np.abs(legacy_ref - modern_ref).max() <= 1e-6
+    # ... and so does embg.
+    assert cosine_rows(ours, legacy_ref).min() >= 0.999999
+    assert np.abs(ours - legacy_ref).max() <= 1e-5
+
+
+def test_sentence_bert_max_seq_length_is_honoured(bad_copy):
+    from embg.model.spec import read_checkpoint
+
+    make_legacy(bad_copy, max_seq_length=64)
+    assert read_checkpoint(bad_copy).max_seq_length == 64
