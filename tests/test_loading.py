@@ -50,15 +50,19 @@ def assert_nothing_written(out: Path, before: set[str] | None = None) -> None:
 
 def assert_refused(argv: list[str], out: Path, capsys, *needles: str) -> str:
     """Run the CLI, expect exit 2 with one error line naming every needle, and no output."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    before = {p.name for p in out.parent.iterdir()}
+    # The closest existing ancestor must look exactly the same afterwards.
+    anchor = out.parent
+    while not anchor.exists():
+        anchor = anchor.parent
+    before = {p.name for p in anchor.iterdir()}
     code, stdout, err = run_export([*argv, "--out", str(out)], capsys)
     assert code == 2, (stdout, err)
     line = error_line(err)
     for needle in needles:
         assert needle.lower() in line.lower(), (needle, line)
     assert not out.exists()
-    assert_nothing_written(out, before)
+    assert {p.name for p in anchor.iterdir()} == before
+    assert_nothing_written(out, before if anchor == out.parent else None)
     assert stdout.strip() == ""  # stdout is only ever the bundle path
     return line
 
