@@ -1,0 +1,114 @@
+"""Drift and retrieval metrics between bundle embeddings and reference embeddings (pure numpy).
+
+Every function takes already-normalised float32 rows; none knows about runtimes or reports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from embg.validate.parity import cosine_rows
+
+TOP_K = 10
+
+
+def _r(value: float) -> float | None:
+    """JSON-friendly rounding; NaN becomes None so report.json stays valid JSON."""
+    return None if value is None or not np.isfinite(value) else round(float(value), 7)
+
+
+def renormalise(x: np.ndarray, dim: int) -> np.ndarray:
+    """Matryoshka: keep the first ``dim`` components, then L2-normalise again."""
+    cut = np.asarray(x[:, :dim], dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (cut / np.linalg.norm(cut, axis=1, keepdims=True)).astype(np.float32)
+
+
+def drift(ours: np.ndarray, ref: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """Per-text cosine (min, p1, mean), max |diff| and the number of rows holding NaN/inf."""
+    nonfinite = int((~np.isfinite(ours)).any(axis=1).sum())
+    cos = cosine_rows(ours, ref)
+    # a NaN row is a failure, not something to average away: count it as cosine -1
+    cos = np.where(np.isfinite(cos), cos, -1.0)
+    diff = np.abs(np.nan_to_num(ours, nan=np.inf) - ref) if len(ours) else np.zeros(1)
+    return {
+        "texts": int(len(cos)),
+        "cosine_min": _r(cos.min()),
+        "cosine_p1": _r(np.percentile(cos, 1)),
+        "cosine_mean": _r(cos.mean()),
+        "max_abs_diff": _r(float(np.max(diff))),  # None when any value is NaN/inf
+        "nonfinite": nonfinite,
+    }, cos
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), per row."""
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty_like(scores, dtype=np.float64)
+    ranks[order] = np.arange(len(scores), dtype=np.float64)
+    for value in np.unique(scores[np.isfinite(scores)]):
+        tied = scores == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = _ranks(a) - (len(a) - 1) / 2, _ranks(b) - (len(b) - 1) / 2
+    denom = np.sqrt((ra * ra).sum() * (rb * rb).sum())
+    return float((ra * rb).sum() / denom) if denom > 0 else 1.0
+
+
+def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
+    """O(n^2) tau-b: document pools here are tens to hundreds of texts."""
+    da = np.sign(a[:, None] - a[None, :])
+    db = np.sign(b[:, None] - b[None, :])
+    upper = np.triu_indices(len(a), 1)
+    da, db = da[upper], db[upper]
+    denom = np.sqrt(np.count_nonzero(da) * np.count_nonzero(db))
+    return float((da * db).sum() / denom) if denom > 0 else 1.0
+
+
+def top_k(scores: np.ndarray, k: int) -> list[set[int]]:
+    return [set(np.argsort(-row, kind="mergesort")[:k].tolist()) for row in scores]
+
+
+def retrieval(ours_q: np.ndarray, ours_d: np.ndarray, ref_q: np.ndarray, ref_d: np.ndarray,
+              k: int = TOP_K) -> dict[str, Any]:
+    """Agreement of query -> document rankings between bundle and reference, plus cross-precision recall.
+
+    top10_overlap: |top-k(bundle) & top-k(reference)| / k, mean and min over queries.
+    spearman / kendall: rank correlation of each query's scores over all documents (mean, min).
+    cross_recall_at_10: bundle queries searched against REFERENCE documents (on-device query, server
+    index), recall of the reference-vs-reference top-k.
+    """
+    if len(ours_q) == 0 or len(ours_d) == 0:
+        return {"queries": len(ours_q), "documents": len(ours_d), "k": 0}
+    k = min(k, len(ours_d))
+    clean = lambda x: np.nan_to_num(np.asarray(x, dtype=np.float64), nan=-2.0, posinf=-2.0, neginf=-2.0)  # noqa: E731
+    ours, ref, cross = clean(ours_q) @ clean(ours_d).T, clean(ref_q) @ clean(ref_d).T, clean(ours_q) @ clean(ref_d).T
+    ref_top, ours_top, cross_top = top_k(ref, k), top_k(ours, k), top_k(cross, k)
+    overlap = np.array([len(a & b) / k for a, b in zip(ours_top, ref_top)])
+    recall = np.array([len(a & b) / k for a, b in zip(cross_top, ref_top)])
+    rho = np.array([spearman(o, r) for o, r in zip(ours, ref)])
+    tau = np.array([kendall_tau_b(o, r) for o, r in zip(ours, ref)])
+    return {
+        "queries": int(len(ours_q)), "documents": int(len(ours_d)), "k": int(k),
+        "top10_overlap_mean": _r(overlap.mean()), "top10_overlap_min": _r(overlap.min()),
+        "spearman_mean": _r(rho.mean()), "spearman_min": _r(rho.min()),
+        "kendall_mean": _r(tau.mean()), "kendall_min": _r(tau.min()),
+        "cross_recall_at_10": _r(recall.mean()), "cross_recall_at_10_min": _r(recall.min()),
+    }
+
+
+def histogram(values: np.ndarray, limit: float | None = None, bins: int = 30) -> dict[str, list[float]]:
+    """Histogram of per-text cosine for the report; the range always shows the threshold with room below it."""
+    values = np.asarray(values, dtype=np.float64)
+    high = max(1.0, float(values.max())) if len(values) else 1.0
+    low = float(values.min()) if len(values) else 0.0
+    if limit is not None:
+        low = min(low, limit - (1.0 - limit))  # e.g. 0.9998 for the fp32 floor 0.9999
+    counts, edges = np.histogram(values, bins=bins, range=(min(low, high - 1e-6), high))
+    return {"edges": [round(float(e), 9) for e in edges], "counts": counts.astype(int).tolist()}

@@ -1,0 +1,73 @@
+"""Write a validation report: report.json (the data), summary.md (short, for CI logs), report.html."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+# columns of the Markdown summary: (header, metric path, format)
+SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("cos min", "drift.cosine_min", "{:.5f}"),
+    ("cos p1", "drift.cosine_p1", "{:.5f}"),
+    ("cos mean", "drift.cosine_mean", "{:.5f}"),
+    ("NaN rows", "drift.nonfinite", "{:d}"),
+    ("top10", "retrieval.top10_overlap_mean", "{:.3f}"),
+    ("rho", "retrieval.spearman_mean", "{:.4f}"),
+    ("xR@10", "retrieval.cross_recall_at_10", "{:.3f}"),
+    ("load s", "latency.cold_load_s", "{:.2f}"),
+    ("RSS MB", "memory.runtime_rss_mb", "{:.0f}"),
+    ("MB", "size.model_file_mb", "{:.1f}"),
+)
+
+
+def lookup(tree: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def fmt(value: Any, pattern: str = "{:.6g}") -> str:
+    if value is None:
+        return "n/a"
+    try:
+        return pattern.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def markdown_summary(report: dict[str, Any]) -> str:
+    status = "PASS" if report["passed"] else "FAIL"
+    lines = [f"## embg-validate: {status} ({len(report['bundles'])} bundle(s), {report['texts']['count']} texts, "
+             f"{report['device'].get('machine', '?')}, {report['seconds']} s)", "",
+             "| bundle | runtime | class | " + " | ".join(h for h, _, _ in SUMMARY_COLUMNS) + " | p50 ms (longest) | gate |",
+             "|---|---|---|" + "---|" * len(SUMMARY_COLUMNS) + "---|---|"]
+    for entry in report["bundles"]:
+        metrics = entry["metrics"]
+        cells = [fmt(lookup(metrics, path), pattern) for _, path, pattern in SUMMARY_COLUMNS]
+        buckets = list(metrics["latency"]["buckets"].values())
+        longest = max(buckets, key=lambda b: (b["seq_len"], -b["batch"])) if buckets else None
+        p50 = f"{longest['p50_ms']:.1f} @seq{longest['seq_len']}x{longest['batch']}" if longest else "n/a"
+        lines.append(f"| {entry['name']} | {entry['runtime'].get('runtime')} | {entry['threshold_class']} | "
+                     + " | ".join(cells) + f" | {p50} | {'pass' if entry['passed'] else '**FAIL**'} |")
+    if report["failures"]:
+        lines += ["", "Failing metrics:"] + [f"- {f}" for f in report["failures"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(report: dict[str, Any], directory: Path) -> dict[str, Path]:
+    """report.json, summary.md and report.html in ``directory`` (created if needed)."""
+    from embg.validate.html_report import render_html
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {"json": directory / "report.json", "markdown": directory / "summary.md",
+             "html": directory / "report.html"}
+    # allow_nan=False: a NaN that slipped through must be a bug we see, not invalid JSON we ship
+    paths["json"].write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(markdown_summary(report), encoding="utf-8")
+    paths["html"].write_text(render_html(report), encoding="utf-8")
+    return paths

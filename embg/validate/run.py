@@ -1,0 +1,377 @@
+"""embg-validate end to end: check inputs, run every bundle in its runtime against the reference,
+measure, gate, and hand a report dict to the writers.
+
+Order matters for users: everything that can be bad input (bundles, runtime names, texts file,
+baseline, model, weights hash) is checked before any slow work, so exit 2 comes fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embg.errors import EmbgError
+from embg.export.artifact import Artifact, tool_versions
+from embg.validate import gate, latency, metrics
+from embg.validate.textsets import EvalText, builtin_texts, check_tasks, load_texts_file
+from embg.validate.thresholds import BASELINE_MARGINS, THRESHOLDS, limits_for
+
+REPORT_SCHEMA = 1
+FIXTURE_PREFIX = "embg-fixture:"
+
+
+@dataclass
+class ValidateOptions:
+    bundles: list[Path]
+    model: str | None = None
+    texts: Path | None = None
+    threads: int | None = 1
+    report_dir: Path = Path("validate-report")
+    baseline: Path | None = None
+    runtime: str | None = None
+    latency_repeats: int = 10
+    latency_warmup: int = 2
+    memory: bool = True
+    argv: list[str] = field(default_factory=list)
+    progress: Callable[[str], None] = lambda message: None
+
+
+@dataclass
+class Prepared:
+    artifacts: list[Artifact]
+    runtime_names: list[str]
+    texts: list[EvalText]
+    texts_source: str
+    model: Any  # embg.model.load.LoadedModel
+    baseline: dict[str, Any] | None
+
+
+# ---------------------------------------------------------------- input checks (exit 2)
+
+def load_bundles(paths: list[Path]) -> list[Artifact]:
+    artifacts = []
+    for path in paths:
+        if not Path(path).is_dir():
+            raise EmbgError(f"bundle directory not found: {path}")
+        artifacts.append(Artifact.load(Path(path)))
+    return artifacts
+
+
+def runtime_names_for(artifacts: list[Artifact], override: str | None) -> list[str]:
+    """The manifest names each bundle's runtime; --runtime overrides it but must run the same target."""
+    from embg.runtimes import RUNTIMES, load_all
+
+    load_all()
+    names = []
+    for artifact in artifacts:
+        name = override or artifact.manifest.get("runtime")
+        if not name:
+            raise EmbgError(f"{artifact.directory}: the manifest names no runtime; pass --runtime")
+        runtime_cls = RUNTIMES.get(name)  # unknown names raise EmbgError listing the known ones
+        if runtime_cls.target != artifact.target:
+            raise EmbgError(f"runtime {name} runs {runtime_cls.target} bundles, but {artifact.directory} is a "
+                            f"{artifact.target} bundle")
+        names.append(name)
+    return names
+
+
+def model_argument(artifacts: list[Artifact], model: str | None) -> tuple[str, str | None]:
+    """--model, or the model id (and revision) every bundle's manifest records."""
+    if model:
+        return model, None
+    ids = {(a.manifest["model"]["id"], a.manifest["model"].get("revision")) for a in artifacts}
+    if len(ids) != 1:
+        raise EmbgError("the bundles come from different models "
+                        f"({', '.join(sorted(i for i, _ in ids))}); pass --model")
+    model_id, revision = ids.pop()
+    return model_id.removeprefix(FIXTURE_PREFIX), revision
+
+
+def check_same_weights(artifacts: list[Artifact], spec) -> str:
+    from embg.model.weights import weights_sha256
+
+    digest = weights_sha256(spec)
+    for artifact in artifacts:
+        recorded = artifact.manifest.get("model", {}).get("weights_sha256")
+        if recorded != digest:
+            raise EmbgError(
+                f"{artifact.directory} was exported from different weights than --model {spec.directory}: "
+                f"manifest weights_sha256 {str(recorded)[:12]}... != checkpoint {digest[:12]}...; "
+                "validate against the checkpoint the bundle was made from")
+    return digest
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise EmbgError(f"baseline report not found: {path}")
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EmbgError(f"baseline {path} is not a JSON report: {exc}") from exc
+    if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA or "bundles" not in data:
+        raise EmbgError(f"baseline {path} is not an embg-validate report with schema {REPORT_SCHEMA}")
+    return data
+
+
+def prepare(options: ValidateOptions) -> Prepared:
+    from embg.model.load import load_model
+
+    if not options.bundles:
+        raise EmbgError("give at least one bundle directory")
+    if options.threads is not None and options.threads < 1:
+        raise EmbgError("--threads must be at least 1")
+    artifacts = load_bundles(options.bundles)
+    names = runtime_names_for(artifacts, options.runtime)
+    texts = load_texts_file(options.texts) if options.texts else builtin_texts()
+    baseline = load_baseline(options.baseline) if options.baseline else None
+    model_id, revision = model_argument(artifacts, options.model)
+    options.progress(f"loading the reference checkpoint {model_id}")
+    model = load_model(model_id, revision, os.environ.get("HF_TOKEN"))
+    check_tasks(texts, model.spec.prompts)
+    options.progress("checking every bundle was exported from these weights")
+    check_same_weights(artifacts, model.spec)
+    return Prepared(artifacts, names, texts, str(options.texts) if options.texts else "builtin", model, baseline)
+
+
+# ---------------------------------------------------------------- measuring one bundle
+
+class ReferenceCache:
+    """sentence-transformers embeddings per (truncation length, dim): shared by bundles that agree."""
+
+    def __init__(self, model, threads: int | None) -> None:
+        from embg.runtimes.reference import SentenceTransformersReference
+
+        self.model = model
+        self.reference = SentenceTransformersReference(model.spec.directory, threads=threads)
+        self._cache: dict[tuple[int, int | None], np.ndarray] = {}
+
+    def embeddings(self, texts: list[EvalText], max_length: int, dim: int | None) -> np.ndarray:
+        key = (max_length, dim)
+        if key not in self._cache:
+            # same truncation as the runtime: the reference must see exactly the tokens the bundle sees
+            self.reference.model.max_seq_length = min(max_length, self.model.spec.max_seq_length)
+            # prompt_name, as users call sentence-transformers (it also decides whether pooling sees the prompt)
+            self._cache[key] = by_task(texts, self.model.tokenizer, lambda rows, task: self.reference.encode(
+                [r.text for r in rows], prompt_name=task, dim=dim, batch_size=len(rows)))
+        return self._cache[key]
+
+
+MAX_BATCH_ROWS = 8
+MAX_BATCH_TOKENS = 8192
+
+
+def length_batches(lengths: list[int], max_rows: int = MAX_BATCH_ROWS,
+                   max_tokens: int = MAX_BATCH_TOKENS) -> list[list[int]]:
+    """Indices grouped by similar length, each batch at most ``max_rows`` x width <= ``max_tokens``.
+
+    Padding every short text to the longest one (2048 tokens) would dominate the run time; texts
+    of different lengths still share batches, so padding wider than the sliding window is exercised.
+    """
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        current = batches[-1] if batches else None
+        if current is not None and len(current) < max_rows and lengths[i] * (len(current) + 1) <= max_tokens:
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def by_task(texts: list[EvalText], tokenizer, embed: Callable[[list[EvalText], str | None], np.ndarray]) -> np.ndarray:
+    """Embed texts grouped by task prompt and length, returned in the original order."""
+    out: np.ndarray | None = None
+    for task in sorted({t.task for t in texts}):
+        index = [i for i, t in enumerate(texts) if t.task == task]
+        prefix = tokenizer.prompt_text(task or None)
+        lengths = [len(ids) for ids in tokenizer.backend([prefix + texts[i].text for i in index])["input_ids"]]
+        for batch in length_batches(lengths):
+            rows = embed([texts[index[j]] for j in batch], task or None)
+            if out is None:
+                out = np.zeros((len(texts), rows.shape[1]), dtype=np.float32)
+            out[[index[j] for j in batch]] = rows
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def retrieval_split(texts: list[EvalText], ours: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+    q = [i for i, t in enumerate(texts) if t.is_query]
+    d = [i for i, t in enumerate(texts) if t.is_document]
+    if not q or not d:
+        return {}
+    return metrics.retrieval(ours[q], ours[d], ref[q], ref[d])
+
+
+def worst_texts(texts: list[EvalText], cos: np.ndarray, count: int = 5) -> list[dict[str, Any]]:
+    order = np.argsort(cos, kind="mergesort")[:count]
+    return [{"index": int(i), "task": texts[i].task, "kind": texts[i].kind, "cosine": round(float(cos[i]), 7),
+             "preview": texts[i].text[:80]} for i in order]
+
+
+def measure_bundle(artifact: Artifact, runtime_name: str, prepared: Prepared, reference: ReferenceCache,
+                   options: ValidateOptions) -> dict[str, Any]:
+    from embg.runtimes import load_runtime
+    from embg.validate.memory import measure_peak_rss
+    from embg.validate.parity import embed_texts
+
+    say = options.progress
+    tokenizer = prepared.model.tokenizer
+    texts = prepared.texts
+    say(f"{artifact.directory.name}: loading in {runtime_name}")
+    runtime, load_s = latency.timed(lambda: load_runtime(runtime_name, artifact, threads=options.threads))
+    try:
+        max_length = runtime.max_length or tokenizer.max_length
+        buckets = latency.plan(artifact.manifest, runtime.max_length)
+        prose = tokenizer.encode([t.text for t in texts if t.kind == "long"][:1] or [texts[0].text],
+                                 prompt="document", max_length=max(b.seq_len for b in buckets)).input_ids[0]
+        first = latency.Bucket(buckets[0].seq_len, buckets[0].batch)
+        ids = np.resize(prose, first.seq_len)[None].repeat(first.batch, 0)
+        _, first_s = latency.timed(lambda: runtime.embed(ids, np.ones_like(ids)))
+        say(f"{artifact.directory.name}: embedding {len(texts)} texts")
+        ours = by_task(texts, tokenizer, lambda rows, task: embed_texts(runtime, tokenizer, [r.text for r in rows],
+                                                                         task, batch_size=len(rows)))
+        full = artifact.manifest.get("full_dim", artifact.embedding_dim)
+        dim = artifact.embedding_dim if artifact.embedding_dim != full else None
+        say(f"{artifact.directory.name}: reference embeddings (max length {max_length})")
+        ref = reference.embeddings(texts, max_length, dim)
+        drift, cos = metrics.drift(ours, ref)
+        matryoshka = {}
+        for d in artifact.manifest.get("matryoshka_dims") or [artifact.embedding_dim]:
+            o, r = metrics.renormalise(ours, d), metrics.renormalise(ref, d)
+            matryoshka[str(d)] = {**metrics.drift(o, r)[0],
+                                  "top10_overlap_mean": retrieval_split(texts, o, r).get("top10_overlap_mean")}
+        say(f"{artifact.directory.name}: latency over {len(buckets)} bucket(s)")
+        timings = latency.measure(runtime.embed, prose, buckets, options.latency_repeats, options.latency_warmup,
+                                  say)
+        version = runtime.version_info()
+    finally:
+        runtime.close()
+    memory: dict[str, Any] = {}
+    if options.memory:
+        say(f"{artifact.directory.name}: peak RSS in a separate process")
+        try:
+            memory = measure_peak_rss(artifact.directory, runtime_name, options.threads,
+                                      max(b.seq_len for b in buckets))
+        except EmbgError as exc:  # a runtime that crashes is a failing bundle, not bad input
+            memory = {"error": str(exc)}
+    files = artifact.manifest.get("files") or [artifact.manifest["model_file"]]
+    size = {"model_file_mb": round(artifact.model_path.stat().st_size / 2**20, 3),
+            "bundle_mb": round(sum(p.stat().st_size for p in artifact.directory.iterdir() if p.is_file()) / 2**20, 3),
+            "model_files_mb": round(sum((artifact.directory / f).stat().st_size for f in files) / 2**20, 3)}
+    return {
+        "runtime": version, "cos": cos,
+        "metrics": {"drift": drift, "matryoshka": matryoshka, "retrieval": retrieval_split(texts, ours, ref),
+                    "latency": {"cold_load_s": round(load_s, 4), "first_embed_s": round(first_s, 4),
+                                "buckets": timings},
+                    "memory": memory, "size": size},
+    }
+
+
+# ---------------------------------------------------------------- gate + report dict
+
+def baseline_entry(baseline: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The baseline's bundle with the same directory name, else the only one with the same target+recipe."""
+    if not baseline:
+        return None
+    bundles = baseline.get("bundles", [])
+    same_name = [b for b in bundles if b.get("name") == entry["name"]]
+    if same_name:
+        return same_name[0]
+    same_kind = [b for b in bundles if (b.get("target"), b.get("recipe")) == (entry["target"], entry["recipe"])]
+    return same_kind[0] if len(same_kind) == 1 else None
+
+
+def device_info() -> dict[str, Any]:
+    info = {"platform": platform.platform(), "machine": platform.machine(), "system": platform.system(),
+            "python": platform.python_version(), "cpu_count": os.cpu_count(), "hostname": platform.node()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        if names:
+            info["cpu"] = names[0]
+    except OSError:
+        pass
+    try:
+        info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return info
+
+
+def run(options: ValidateOptions) -> dict[str, Any]:
+    """Validate every bundle; returns the report dict (its "passed" decides the exit status)."""
+    started = time.perf_counter()
+    prepared = prepare(options)
+    reference = ReferenceCache(prepared.model, options.threads)
+    entries = []
+    for number, (artifact, runtime_name) in enumerate(zip(prepared.artifacts, prepared.runtime_names), 1):
+        options.progress(f"[{number}/{len(prepared.artifacts)}] {artifact.directory}")
+        measured = measure_bundle(artifact, runtime_name, prepared, reference, options)
+        recipe = artifact.manifest.get("recipe") or {}
+        class_name, limits = limits_for(recipe)
+        entry = {
+            "name": artifact.directory.name, "path": str(artifact.directory.resolve()),
+            "manifest_sha256": artifact.manifest_sha256, "target": artifact.target, "recipe": recipe.get("name"),
+            "runtime": measured["runtime"], "model": artifact.manifest.get("model"),
+            "embedding_dim": artifact.embedding_dim, "matryoshka_dims": artifact.manifest.get("matryoshka_dims"),
+            "signatures": artifact.manifest.get("signatures"), "threshold_class": class_name,
+            "thresholds": {k: list(v) for k, v in limits.items()},
+            "metrics": measured["metrics"],
+            "cosine_histogram": metrics.histogram(measured["cos"], limits.get("cosine_min", (">=", None))[1]),
+            "cosine_per_text": [round(float(c), 7) for c in measured["cos"]],
+            "worst_texts": worst_texts(prepared.texts, measured["cos"]),
+        }
+        checks = gate.threshold_checks(entry["metrics"], limits)
+        if "error" in entry["metrics"]["memory"]:
+            checks.append(gate.Check("memory.probe", None, "<=", 0, False))
+        old = baseline_entry(prepared.baseline, entry)
+        if old is not None:
+            checks += gate.baseline_checks(entry["metrics"], old.get("metrics", {}))
+        entry["baseline"] = None if old is None else {"name": old.get("name"),
+                                                      "manifest_sha256": old.get("manifest_sha256")}
+        entry["checks"] = [c.to_dict() for c in checks]
+        entry["failures"] = [c.describe() for c in gate.failures(checks)]
+        entry["passed"] = not entry["failures"]
+        options.progress(f"{entry['name']}: {'PASS' if entry['passed'] else 'FAIL'}"
+                         + "".join(f"\n    {f}" for f in entry["failures"]))
+        entries.append(entry)
+    used = sorted({e["threshold_class"] for e in entries})
+    return {
+        "schema": REPORT_SCHEMA,
+        "tool": "embg-validate",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": options.argv,
+        "passed": all(e["passed"] for e in entries),
+        "failures": [f"{e['name']}: {f}" for e in entries for f in e["failures"]],
+        "device": device_info(),
+        "versions": tool_versions(),
+        "reference": {**reference.reference.version_info(), "model_id": prepared.model.spec.model_id,
+                      "revision": prepared.model.spec.revision,
+                      "weights_sha256": entries[0]["model"]["weights_sha256"] if entries else None},
+        "texts": {"source": prepared.texts_source, "count": len(prepared.texts),
+                  "by_kind": _count(t.kind for t in prepared.texts), "by_task": _count(t.task for t in prepared.texts)},
+        "settings": {"threads": options.threads, "latency_repeats": options.latency_repeats,
+                     "latency_warmup": options.latency_warmup, "runtime_override": options.runtime,
+                     "python": sys.executable},
+        "thresholds": {name: {k: list(v) for k, v in THRESHOLDS[name].items()} for name in used},
+        "baseline_margins": [{"metric": p, "kind": k, "margin": m} for p, k, m in BASELINE_MARGINS],
+        "baseline": None if prepared.baseline is None else {"path": str(options.baseline),
+                                                            "created": prepared.baseline.get("created")},
+        "seconds": round(time.perf_counter() - started, 1),
+        "bundles": entries,
+    }
+
+
+def _count(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        out[value or "none"] = out.get(value or "none", 0) + 1
+    return out

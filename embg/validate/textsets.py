@@ -1,0 +1,111 @@
+"""Evaluation texts for embg-validate: the built-in set and user files, each text with its task prompt.
+
+The built-in set reuses the hand-written texts of ``embg.validate.texts`` and adds long natural
+prose (shipped as package data) so that every run crosses the sliding window and the largest
+bucket (> 2048 tokens with the real tokenizer), which is where masks and truncation go wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from embg.errors import EmbgError
+from embg.validate import texts as base
+
+QUERY, DOCUMENT = "query", "document"
+TASK_ALIASES = {"q": QUERY, "d": DOCUMENT, "doc": DOCUMENT, "passage": DOCUMENT}
+
+
+@dataclass(frozen=True)
+class EvalText:
+    """One evaluation text: ``task`` is a prompt name ("query", "document", "STS", ...) or "" for none."""
+
+    text: str
+    task: str
+    kind: str  # what the text exercises, for the report ("query", "code", "long", "edge", ...)
+
+    @property
+    def is_query(self) -> bool:
+        return self.task == QUERY
+
+    @property
+    def is_document(self) -> bool:
+        return self.task == DOCUMENT
+
+
+def _data(name: str) -> str:
+    return resources.files("embg.validate").joinpath("data", name).read_text(encoding="utf-8").strip()
+
+
+def builtin_texts() -> list[EvalText]:
+    """Queries and documents in Latin, Cyrillic, Arabic, CJK, Devanagari and emoji; code; long prose; edge cases."""
+    long_en = _data("long_prose_en.txt")
+    medium_ru = _data("medium_prose_ru.txt")
+    first_paragraphs = "\n\n".join(long_en.split("\n\n")[:3])
+    rows = [EvalText(t, QUERY, "query") for t in base.QUERIES]
+    rows += [
+        EvalText("when was the lighthouse on the northern headland built", QUERY, "query"),
+        EvalText("история деревни у реки и половодье", QUERY, "query"),
+        EvalText("function that returns the n-th Fibonacci number", QUERY, "query"),
+        EvalText("SQL count orders per customer", QUERY, "query"),
+    ]
+    rows += [EvalText(t, DOCUMENT, "document") for t in base.DOCUMENTS]
+    rows += [EvalText(t, DOCUMENT, "code") for t in base.CODE]
+    rows += [
+        EvalText(base.LONG_DOCUMENT, DOCUMENT, "medium"),
+        EvalText(medium_ru, DOCUMENT, "medium"),          # crosses the 257-token window in Cyrillic
+        EvalText(first_paragraphs, DOCUMENT, "medium"),   # ~700 tokens: window crossed, below big buckets
+        EvalText(long_en, DOCUMENT, "long"),              # > 2048 tokens: truncated at the largest bucket
+        EvalText(long_en, QUERY, "long"),
+    ]
+    rows += [EvalText(t, task, "edge") for t in base.EDGE for task in (QUERY, DOCUMENT)]
+    return rows
+
+
+def _normalise_task(task: object, where: str) -> str:
+    if not isinstance(task, str):
+        raise EmbgError(f"{where}: 'task' must be a string (query, document or a prompt name)")
+    return TASK_ALIASES.get(task.strip(), task.strip())
+
+
+def load_texts_file(path: Path) -> list[EvalText]:
+    """One text per line (run as both query and document), or JSONL objects {"task": ..., "text": ...}."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmbgError(f"texts file not found: {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise EmbgError(f"texts file {path} is not UTF-8: {exc}") from exc
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise EmbgError(f"texts file {path} is empty: give one text per line or JSONL with task and text")
+    if all(line.lstrip().startswith("{") for line in lines):
+        return _parse_jsonl(lines, path)
+    # plain lines: each becomes a query and a document so retrieval agreement has both sides
+    return [EvalText(line, task, "user") for line in lines for task in (QUERY, DOCUMENT)]
+
+
+def _parse_jsonl(lines: list[str], path: Path) -> list[EvalText]:
+    rows = []
+    for number, line in enumerate(lines, 1):
+        where = f"{path}:{number}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EmbgError(f"{where}: not valid JSON: {exc}") from exc
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise EmbgError(f'{where}: expected {{"task": "query"|"document"|<prompt name>, "text": "..."}}')
+        rows.append(EvalText(item["text"], _normalise_task(item.get("task", DOCUMENT), where), "user"))
+    return rows
+
+
+def check_tasks(rows: list[EvalText], prompts: dict[str, str]) -> None:
+    """Every task must be a prompt of the model (or "" for none): a typo would silently change embeddings."""
+    unknown = sorted({r.task for r in rows if r.task and r.task not in prompts})
+    if unknown:
+        raise EmbgError(f"unknown task(s) {', '.join(unknown)} in the texts; this model's prompts are "
+                        f"{', '.join(sorted(prompts))}")
