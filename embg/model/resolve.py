@@ -63,7 +63,9 @@ def _resolve_hub(repo_id: str, revision: str | None, token: str | None) -> Resol
             "or pass a local directory with --model PATH"
         ) from exc
     directory = Path(path)
-    return ResolvedModel(directory, repo_id, revision or directory.name)
+    # snapshot_download returns .../snapshots/<commit>: record the commit, not a movable branch
+    # name such as "main", so the manifest pins exactly what was exported.
+    return ResolvedModel(directory, repo_id, directory.name)
 
 
 def resolve_model(model: str, revision: str | None = None, token: str | None = None) -> ResolvedModel:
