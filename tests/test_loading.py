@@ -13,9 +13,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from embg.model.fixtures import FIXTURE_KINDS
+from embg.model.weights import expected_transformer_shapes
 from tests.conftest import cosine_rows
 
 EXPORT_ARGS = ("--target", "onnx", "--bits", "8")
+
+# Shapes come from the fixture definition, so the tests follow it if the tiny sizes change.
+TINY = FIXTURE_KINDS["tiny"]
+HIDDEN = TINY.config["hidden_size"]
+KV_ROWS = TINY.config["num_key_value_heads"] * TINY.config["head_dim"]
+HEAD_OUT = TINY.head[1]
 
 
 def run_export(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -99,16 +107,16 @@ def _missing_weight(d: Path) -> None:
 
 
 def _extra_weight(d: Path) -> None:
-    edit_weights(d / "model.safetensors", lambda t: t.update({"lm_head.weight": torch.zeros(8192, 96)}))
+    edit_weights(d / "model.safetensors", lambda t: t.update({"lm_head.weight": torch.zeros(TINY.config["vocab_size"], HIDDEN)}))
 
 
 def _wrong_shape(d: Path) -> None:
     edit_weights(d / "model.safetensors",
-                 lambda t: t.update({"layers.2.self_attn.k_proj.weight": torch.zeros(64, 96)}))
+                 lambda t: t.update({"layers.2.self_attn.k_proj.weight": torch.zeros(2 * KV_ROWS, HIDDEN)}))
 
 
 def _dense_wrong_shape(d: Path) -> None:
-    edit_weights(d / "3_Dense" / "model.safetensors", lambda t: t.update({"linear.weight": torch.zeros(96, 96)}))
+    edit_weights(d / "3_Dense" / "model.safetensors", lambda t: t.update({"linear.weight": torch.zeros(HEAD_OUT, HEAD_OUT)}))
 
 
 def _dense_missing_key(d: Path) -> None:
@@ -135,7 +143,7 @@ def _hub_pooling(**modes: bool) -> Callable[[Path], None]:
         flags = {f"pooling_mode_{m}": False for m in
                  ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")}
         flags.update({f"pooling_mode_{k}": v for k, v in modes.items()})
-        (d / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 96, **flags}))
+        (d / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": HIDDEN, **flags}))
     return mutate
 
 
@@ -204,7 +212,7 @@ REFUSALS = {
     "model-type": (_model_type, ["model_type", "'gemma2'", "gemma3_text"]),
     "missing-weight": (_missing_weight, ["missing", "layers.1.mlp.up_proj.weight"]),
     "unexpected-weight": (_extra_weight, ["unexpected", "lm_head.weight"]),
-    "wrong-shape": (_wrong_shape, ["layers.2.self_attn.k_proj.weight", "(64, 96)", "(32, 96)"]),
+    "wrong-shape": (_wrong_shape, ["layers.2.self_attn.k_proj.weight", str((2 * KV_ROWS, HIDDEN)), str((KV_ROWS, HIDDEN))]),
     "dense-wrong-shape": (_dense_wrong_shape, ["3_Dense", "linear.weight", "shape"]),
     "dense-missing-weight": (_dense_missing_key, ["2_Dense", "missing", "linear.weight"]),
     "no-dense-module": (_no_dense_module, ["modules.json", "Dense", "missing"]),
@@ -240,7 +248,8 @@ def test_unmutated_copy_is_accepted(bad_copy):
     from embg.model.load import load_model
 
     model = load_model(str(bad_copy))
-    assert model.spec.output_dim == 96 and len(model.state_dict) == 80 + 2  # transformer + two Dense
+    assert model.spec.output_dim == HEAD_OUT
+    assert len(model.state_dict) == len(expected_transformer_shapes(TINY.config)) + 2  # + two Dense
 
 
 @pytest.mark.parametrize("case", list(REFUSALS))
@@ -304,7 +313,7 @@ def test_legacy_hub_layout_loads_and_matches(bad_copy, tiny_dir, tiny_reference)
     make_legacy(bad_copy)
     spec = read_checkpoint(bad_copy)
     assert [d.path.name for d in spec.dense] == ["2_Dense", "3_Dense"]
-    assert spec.max_seq_length == 2048 and spec.output_dim == 96
+    assert spec.max_seq_length == 2048 and spec.output_dim == HEAD_OUT
     assert spec.prompts["query"] == "task: search result | query: "
 
     model = load_model(str(bad_copy))
@@ -327,3 +336,92 @@ def test_sentence_bert_max_seq_length_is_honoured(bad_copy):
 
     make_legacy(bad_copy, max_seq_length=64)
     assert read_checkpoint(bad_copy).max_seq_length == 64
+
+
+# --------------------------------------------------------------------------- tokenizer and prompts
+
+BOS, EOS, PAD = 2, 1, 0
+
+
+def st_ids(reference, texts: list[str], max_length: int) -> list[list[int]]:
+    """sentence-transformers' own tokenization of ``texts``, unpadded: the behaviour to match."""
+    reference.model.max_seq_length = max_length
+    features = reference.model.tokenize(texts)
+    return [row[mask.bool()].tolist() for row, mask in zip(features["input_ids"], features["attention_mask"])]
+
+
+def rows(batch) -> list[list[int]]:
+    return [ids[mask.astype(bool)].tolist() for ids, mask in zip(batch.input_ids, batch.attention_mask)]
+
+
+def test_long_text_truncated_with_warning(tiny_model, tiny_reference, caplog):
+    tok = tiny_model.tokenizer
+    assert tok.max_length == 2048
+    long_text = "the quick brown fox jumps over the lazy dog " * 400
+    texts = ["short", long_text]
+    with caplog.at_level("WARNING", logger="embg.model.tokenizer"):
+        batch = tok.encode(texts)
+    warnings = [r for r in caplog.records if r.name == "embg.model.tokenizer" and "truncated" in r.getMessage()]
+    assert len(warnings) == 1 and "2048" in warnings[0].getMessage()
+    assert batch.truncated == [1]
+    assert batch.input_ids.shape == (2, 2048)
+    assert batch.attention_mask[1].all()
+    assert rows(batch) == st_ids(tiny_reference, texts, 2048)  # BOS first, EOS kept last, as ST does
+    assert batch.input_ids[1, 0] == BOS and batch.input_ids[1, -1] == EOS
+    # (Running the graph at 2048 costs ~5 s here; parity at long lengths is test_graph_parity's job.)
+
+
+def test_pad_to_shorter_than_text_truncates(tiny_model, caplog):
+    with caplog.at_level("WARNING", logger="embg.model.tokenizer"):
+        batch = tiny_model.tokenizer.encode(["one two three four five six seven eight nine ten eleven", "hi"],
+                                            pad_to=8)
+    assert batch.input_ids.shape == (2, 8) and batch.truncated == [0]
+    assert any("truncated" in r.getMessage() for r in caplog.records)
+    assert batch.input_ids[0, 0] == BOS and batch.input_ids[0, -1] == EOS
+    assert batch.attention_mask[1].tolist()[:3] == [1, 1, 1] and batch.attention_mask[1, -1] == 0
+
+
+def test_short_texts_do_not_warn(tiny_model, caplog):
+    with caplog.at_level("WARNING", logger="embg.model.tokenizer"):
+        batch = tiny_model.tokenizer.encode(["a few words"], pad_to=32)
+    assert batch.truncated == [] and not caplog.records
+    assert batch.input_ids.shape == (1, 32)
+
+
+def test_empty_and_whitespace_texts(tiny_model, tiny_reference):
+    texts = ["", " ", "   \n\t  "]
+    batch = tiny_model.tokenizer.encode(texts)
+    encoded = rows(batch)
+    assert encoded[0] == [BOS, EOS]
+    for row in encoded[1:]:
+        assert row[0] == BOS and row[-1] == EOS and len(row) >= 3  # Gemma keeps whitespace as tokens
+    assert encoded == st_ids(tiny_reference, texts, 2048)
+    with torch.no_grad():
+        out = tiny_model.graph()(torch.as_tensor(batch.input_ids), torch.as_tensor(batch.attention_mask)).numpy()
+    assert np.isfinite(out).all()
+    # With a prompt, an empty text is the prompt alone.
+    prompted = rows(tiny_model.tokenizer.encode([""], prompt="document"))[0]
+    assert prompted == rows(tiny_model.tokenizer.encode(["title: none | text: "]))[0]
+
+
+def test_padding_is_on_the_right(tiny_model):
+    batch = tiny_model.tokenizer.encode(["a", "a considerably longer text with several more tokens in it"])
+    mask = batch.attention_mask[0]
+    length = int(mask.sum())
+    assert mask[:length].all() and not mask[length:].any()  # ones first, then zeros
+    assert (batch.input_ids[0, length:] == PAD).all()
+    assert batch.input_ids[0, 0] == BOS and batch.input_ids[0, length - 1] == EOS
+    assert batch.input_ids.dtype == np.int64 and batch.attention_mask.dtype == np.int64
+
+
+def test_prompt_by_name(tiny_model):
+    from embg.errors import EmbgError
+
+    tok = tiny_model.tokenizer
+    named = rows(tok.encode(["how long is the nile"], prompt="query"))[0]
+    literal = rows(tok.encode(["task: search result | query: how long is the nile"]))[0]
+    plain = rows(tok.encode(["how long is the nile"]))[0]
+    assert named == literal and named != plain
+    assert rows(tok.encode(["x"], prompt="STS"))[0] == rows(tok.encode(["task: sentence similarity | query: x"]))[0]
+    with pytest.raises(EmbgError, match="unknown prompt name 'querry'"):
+        tok.encode(["x"], prompt="querry")

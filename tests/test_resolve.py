@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from embg.model.fixtures import FIXTURE_KINDS
 from tests.test_loading import assert_refused
 
 COMMIT = "3f2c1b0a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a"
@@ -72,7 +73,7 @@ def test_load_model_records_snapshot_commit(hub, revision):
     model = load_model(REPO, revision=revision)
     assert model.spec.model_id == REPO
     assert model.spec.revision == COMMIT
-    assert model.spec.output_dim == 96
+    assert model.spec.output_dim == FIXTURE_KINDS["tiny"].head[1]
     assert model.tokenizer.prompt_text("query") == "task: search result | query: "
 
 
