@@ -1,0 +1,251 @@
+"""embg-validate end to end on tiny fixture bundles: pass, broken bundle, baseline, HTML, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from embg.cli.validate import main
+from embg.export.artifact import Artifact
+from embg.export.pipeline import ExportRequest, export_bundle
+from embg.model.weights import file_sha256
+from embg.quantize.recipe import recipe_for_bits
+
+try:
+    from embg.export import tflite_target  # noqa: F401
+
+    HAVE_TFLITE = True
+except ImportError:  # the tflite extra is not installed
+    HAVE_TFLITE = False
+
+TFLITE_SEQ_LENS = (32, 128)
+
+
+def run_main(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bundles(tiny_dir, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("validate-bundles")
+    made = {}
+    for bits in (32, 8):
+        made[f"onnx{bits}"] = export_bundle(ExportRequest(model=str(tiny_dir), target="onnx",
+                                                          recipe=recipe_for_bits(bits), out=root / f"onnx{bits}",
+                                                          parity=False))
+        if HAVE_TFLITE:
+            made[f"tflite{bits}"] = export_bundle(ExportRequest(
+                model=str(tiny_dir), target="tflite", recipe=recipe_for_bits(bits), out=root / f"tflite{bits}",
+                seq_lens=TFLITE_SEQ_LENS, parity=False))
+    return made
+
+
+@pytest.fixture(scope="module")
+def passing_run(bundles, tiny_dir, tmp_path_factory):
+    report = tmp_path_factory.mktemp("report-pass")
+    code, out, err = run_main([*bundles.values(), "--model", tiny_dir, "--report", report, "--latency-repeats", 2])
+    return code, out, err, report
+
+
+def test_fixture_bundles_pass_the_gate(passing_run, bundles):
+    code, out, err, report = passing_run
+    assert code == 0, out + err
+    assert "embg-validate: PASS" in out
+    assert "[embg]" in err  # progress goes to stderr
+    assert (report / "summary.md").read_text().startswith("## embg-validate: PASS")
+    data = json.loads((report / "report.json").read_text())
+    assert data["passed"] and [b["name"] for b in data["bundles"]] == list(bundles)
+
+
+def test_report_json_has_every_field(passing_run, bundles):
+    data = json.loads((passing_run[3] / "report.json").read_text())
+    assert data["schema"] == 1
+    for key in ("created", "command", "device", "versions", "reference", "texts", "settings", "thresholds",
+                "baseline_margins", "bundles", "failures"):
+        assert key in data, key
+    assert {"platform", "machine", "python", "cpu_count"} <= set(data["device"])
+    assert {"onnxruntime", "torch", "transformers"} <= set(data["versions"])
+    assert data["reference"]["runtime"] == "sentence-transformers"
+    assert data["texts"]["count"] >= 30 and data["texts"]["by_kind"]["long"] >= 1
+    for entry in data["bundles"]:
+        bundle = bundles[entry["name"]]
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        assert entry["manifest_sha256"] == file_sha256(bundle / "manifest.json")
+        assert entry["runtime"]["runtime"] == manifest["runtime"]
+        m = entry["metrics"]
+        assert {"texts", "cosine_min", "cosine_p1", "cosine_mean", "max_abs_diff", "nonfinite"} <= set(m["drift"])
+        assert m["drift"]["nonfinite"] == 0 and m["drift"]["texts"] == data["texts"]["count"]
+        assert {"top10_overlap_mean", "spearman_mean", "kendall_mean", "cross_recall_at_10"} <= set(m["retrieval"])
+        assert sorted(map(int, m["matryoshka"])) == sorted(manifest["matryoshka_dims"])
+        assert m["latency"]["cold_load_s"] > 0 and m["latency"]["first_embed_s"] > 0
+        buckets = m["latency"]["buckets"]
+        if manifest.get("signatures"):  # fixed-shape bundles are timed exactly at their signatures
+            assert sorted(b["seq_len"] for b in buckets.values()) == sorted(TFLITE_SEQ_LENS)
+        else:
+            assert set(buckets) == {f"seq{n}_b{b}" for n in (16, 64, 256) for b in (1, 4)}
+        assert all(b["p90_ms"] >= b["p50_ms"] > 0 for b in buckets.values())
+        assert 0 < m["memory"]["runtime_rss_mb"] < m["memory"]["peak_rss_mb"]
+        assert m["memory"]["output_finite"]
+        assert m["size"]["model_file_mb"] == pytest.approx(Artifact.load(bundle).model_path.stat().st_size / 2**20,
+                                                           abs=1e-3)
+        # every gated value carries its limit, and the limits come from the table of the recipe's class
+        assert entry["threshold_class"] == ("fp32" if entry["recipe"] == "fp32" else "int8")
+        gated = {c["metric"] for c in entry["checks"]}
+        assert {"drift.cosine_min", "drift.cosine_p1", "drift.cosine_mean", "drift.max_abs_diff", "drift.nonfinite",
+                "retrieval.top10_overlap_mean", "retrieval.spearman_mean", "retrieval.cross_recall_at_10"} <= gated
+        assert all(c["passed"] and c["op"] in (">=", "<=") for c in entry["checks"])
+        assert sum(entry["cosine_histogram"]["counts"]) == data["texts"]["count"]
+
+
+def _break_weights(bundle: Path, out: Path) -> Path:
+    """Scale one MLP gate weight by 3 inside the .onnx (gate -> GELU is not scale-invariant, unlike
+    projections followed by Gemma 3's RMSNorms), keeping the manifest: the file no longer matches."""
+    shutil.copytree(bundle, out)
+    artifact = Artifact.load(out)
+    model = onnx.load(str(artifact.model_path))
+    target = next(t for t in model.graph.initializer if t.name == "layers.2.mlp.gate_proj.weight")
+    target.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(target) * np.float32(3.0), target.name))
+    onnx.save(model, str(artifact.model_path))
+    return out
+
+
+def test_broken_bundle_fails_naming_the_metric(bundles, tiny_dir, tmp_path):
+    broken = _break_weights(bundles["onnx32"], tmp_path / "broken")
+    code, out, err = run_main([broken, "--model", tiny_dir, "--report", tmp_path / "r", "--latency-repeats", 1,
+                               "--no-memory"])
+    assert code == 1, out + err
+    assert "FAIL" in out and "drift.cosine_min" in out
+    data = json.loads((tmp_path / "r" / "report.json").read_text())  # the report is still written
+    failing = {c["metric"] for c in data["bundles"][0]["checks"] if not c["passed"]}
+    assert {"drift.cosine_min", "drift.cosine_mean"} <= failing
+    assert (tmp_path / "r" / "report.html").is_file()
+
+
+def test_baseline_regression_fails_and_shows_change(passing_run, bundles, tiny_dir, tmp_path):
+    baseline = json.loads((passing_run[3] / "report.json").read_text())
+    for entry in baseline["bundles"]:
+        for bucket in entry["metrics"]["latency"]["buckets"].values():
+            bucket["p50_ms"] *= 1000.0  # a slow baseline: latency never regresses (timing is not asserted)
+        if entry["name"] == "onnx8":
+            entry["metrics"]["drift"]["cosine_min"] = 1.0  # a better baseline: int8 drifts more than the margin
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(baseline))
+    code, out, err = run_main([bundles["onnx32"], bundles["onnx8"], "--model", tiny_dir, "--report", tmp_path / "r",
+                               "--baseline", path, "--latency-repeats", 1, "--no-memory"])
+    assert code == 1, out + err
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    fp32, int8 = data["bundles"]
+    assert fp32["passed"] and not int8["passed"]
+    regress = next(c for c in int8["checks"] if c["metric"] == "drift.cosine_min" and c["source"] == "baseline")
+    assert not regress["passed"] and regress["baseline"] == 1.0 and regress["change"] < -0.001
+    assert [c["metric"] for c in int8["checks"] if not c["passed"]] == ["drift.cosine_min"]
+    latency = [c for c in fp32["checks"] if c["source"] == "baseline" and c["metric"].startswith("latency.")]
+    assert latency and all(c["passed"] and c["change"] < 0 for c in latency)
+    assert "drift.cosine_min" in out and "baseline 1" in out
+    assert "baseline" in (tmp_path / "r" / "report.html").read_text()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install -y chromium)")
+def test_html_report_renders_in_headless_chromium(passing_run, bundles, tmp_path):
+    page = (passing_run[3] / "report.html").resolve()
+    html = page.read_text()
+    for remote in ('src="http', "href=\"http", "<link", "url(http", "<script src"):  # self-contained page
+        assert remote not in html, remote
+    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'p'}",
+            "--enable-logging=stderr", "--v=0"]
+    done = subprocess.run([*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Uncaught" not in done.stderr and "CONSOLE" not in done.stderr.upper().replace("CONSOLE(", "")
+    dom = done.stdout
+    # the inline script ran (no JS error before it) and counted the SVG plots it found
+    expected = 2 + len(bundles)
+    assert f"plots rendered: {expected}" in dom
+    for element_id in ["plot-latency", "plot-size-drift", *[f"plot-cosine-hist-{i}" for i in range(len(bundles))]]:
+        start = dom.index(f'id="{element_id}"')
+        assert "<svg" in dom[start:start + 400], element_id
+    shot = tmp_path / "shot.png"
+    subprocess.run([*base, "--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, text=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+# ---------------------------------------------------------------- bad input: exit 2, one clear line
+
+def _copy_with_manifest(bundle: Path, out: Path, edit) -> Path:
+    shutil.copytree(bundle, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    edit(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def _other_weights(m):
+    m["model"]["weights_sha256"] = "0" * 64
+
+
+BAD_INPUT = {
+    "missing bundle": (lambda b, t: [t / "nope"], "bundle directory not found"),
+    "missing model file": (lambda b, t: [_drop_model_file(b, t)], "lacks its model file"),
+    "different model": (lambda b, t: [_copy_with_manifest(b, t / "other", _other_weights)],
+                        "different weights than --model"),
+    "unknown runtime": (lambda b, t: [b, "--runtime", "nope"], "unknown runtime 'nope'"),
+    "wrong runtime for target": (lambda b, t: [b, "--runtime", "litert"], "runs tflite bundles"),
+    "empty texts": (lambda b, t: [b, "--texts", _write(t / "empty.txt", "\n \n")], "is empty"),
+    "missing texts": (lambda b, t: [b, "--texts", t / "none.txt"], "texts file not found"),
+    "unknown task": (lambda b, t: [b, "--texts", _write(t / "t.jsonl", '{"task": "qurey", "text": "x"}\n')],
+                     "unknown task"),
+    "bad baseline": (lambda b, t: [b, "--baseline", _write(t / "b.json", '{"schema": 99}')], "not an embg-validate"),
+}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _drop_model_file(bundle: Path, tmp: Path) -> Path:
+    out = tmp / "nomodel"
+    shutil.copytree(bundle, out)
+    Artifact.load(out).model_path.unlink()
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_exits_2_with_a_clear_message(case, bundles, tiny_dir, tmp_path):
+    if case == "wrong runtime for target" and not HAVE_TFLITE:
+        pytest.skip("litert runtime not installed")
+    build, message = BAD_INPUT[case]
+    code, out, err = run_main([*build(bundles["onnx8"], tmp_path), "--model", tiny_dir, "--report", tmp_path / "r"])
+    assert code == 2, out + err
+    assert message in err and "embg-validate: error:" in err
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_missing_model_exits_2(bundles, tmp_path):
+    code, _, err = run_main([bundles["onnx8"], "--model", tmp_path / "no-such-checkpoint", "--report", tmp_path / "r"])
+    assert code == 2 and "no such directory" in err
+
+
+def test_model_defaults_to_the_manifest_model(bundles, tmp_path):
+    # the bundle was exported from the tiny directory, recorded in the manifest: no --model needed
+    text = _write(tmp_path / "t.txt", "how do I reset my password\nSettings > Account > Reset password\n")
+    code, out, err = run_main([bundles["onnx32"], "--texts", text, "--report", tmp_path / "r", "--latency-repeats", 1,
+                               "--no-memory"])
+    assert code == 0, out + err
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["texts"]["source"] == str(text)
