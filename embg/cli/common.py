@@ -25,6 +25,8 @@ def quiet_third_party() -> None:
 
 
 def setup_logging(verbose: bool) -> None:
+    if verbose:
+        os.environ["EMBG_VERBOSE"] = "1"
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     if not verbose:
         quiet_third_party()

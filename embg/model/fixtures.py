@@ -1,11 +1,13 @@
 """Fixture checkpoints written in the exact on-disk layout of google/embeddinggemma-300m.
 
 Kinds:
-  tiny            6 layers (5 sliding : 1 full), hidden 96, 3 query heads on 1 KV head, a
-                  8192-piece real SentencePiece tokenizer, sliding window 16 (a token sees
-                  |q-k| <= 8) so ordinary test texts cross it. Seconds to write. The
-                  embedding holds ~59% of the parameters (65% in the real model), so size
-                  ratios between recipes resemble the real model's.
+  tiny            6 layers (5 sliding : 1 full), hidden 192, 3 query heads of 64 on 1 KV head,
+                  an 8192-piece real SentencePiece tokenizer, sliding window 16 (a token sees
+                  |q-k| <= 8) so ordinary test texts cross it; 3.8M parameters, seconds to
+                  write. Sized so that size ratios between recipes resemble the real model's:
+                  the embedding holds ~42% of the parameters, and rows are wide enough that
+                  per-row quantization parameters (LiteRT keeps a float scale and an int64
+                  zero point per row, per signature) do not dominate as they would at 96.
   tiny-qat-q4_0   tiny with every embedding/linear weight snapped to the llama.cpp Q4_0 grid
   tiny-qat-q8_0   the same on the Q8_0 grid
   full            the real config.json values and vocabulary (307,581,696 parameters with the
@@ -66,8 +68,8 @@ FULL_CONFIG: dict[str, Any] = {
     "final_logit_softcapping": None, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2,
 }
 TINY_CONFIG: dict[str, Any] = {
-    **FULL_CONFIG, "vocab_size": 8192, "hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 6,
-    "head_dim": 32, "query_pre_attn_scalar": 32, "sliding_window": 16,
+    **FULL_CONFIG, "vocab_size": 8192, "hidden_size": 192, "intermediate_size": 384, "num_hidden_layers": 6,
+    "head_dim": 64, "query_pre_attn_scalar": 64, "sliding_window": 16,
 }
 
 
@@ -82,9 +84,9 @@ class FixtureKind:
 
 
 FIXTURE_KINDS: dict[str, FixtureKind] = {
-    "tiny": FixtureKind(TINY_CONFIG, (384, 96)),
-    "tiny-qat-q4_0": FixtureKind(TINY_CONFIG, (384, 96), snap="q4_0"),
-    "tiny-qat-q8_0": FixtureKind(TINY_CONFIG, (384, 96), snap="q8_0"),
+    "tiny": FixtureKind(TINY_CONFIG, (768, 192)),
+    "tiny-qat-q4_0": FixtureKind(TINY_CONFIG, (768, 192), snap="q4_0"),
+    "tiny-qat-q8_0": FixtureKind(TINY_CONFIG, (768, 192), snap="q8_0"),
     "full": FixtureKind(FULL_CONFIG, (3072, 768)),
 }
 

@@ -160,8 +160,10 @@ class EmbeddingGemmaGraph(nn.Module):
         }
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        seq = input_ids.shape[1]
-        positions = torch.arange(seq, dtype=torch.float32)
+        # Positions come from the input rather than arange(S): with fixed shapes a converter would
+        # otherwise fold rope tables and window masks into per-bucket constants (MBs per signature).
+        # (a comparison on the data, which no converter folds; it is always true for a 0/1 mask).
+        positions = torch.cumsum((attention_mask[0] >= 0).to(torch.float32), dim=0) - 1.0
         x = self.embed_tokens(input_ids) * self.embed_scale
         masks = self._masks(attention_mask, positions)
         rope = {t: self._rope(positions, t) for t in (SLIDING, FULL)}

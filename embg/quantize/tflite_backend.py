@@ -1,0 +1,120 @@
+"""Quantize a float .tflite per a recipe with ai-edge-quantizer, and prove it did.
+
+The quantizer matches recipe entries by regex on op output names and silently skips anything
+it does not support (weight-only blockwise int4, GATHER, ...). So: every weight is identified by
+value (its float data equals a known graph parameter), each op gets an exact-name rule built
+from its group's rule, and afterwards every planned weight tensor is checked for the planned
+type, or the export fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embg.errors import ExportError
+from embg.quantize import tflite_flatbuffer as fb
+from embg.quantize.groups import group_of
+from embg.quantize.recipe import GroupRule, QuantRecipe
+
+ALGORITHM_KEYS = {"min-max": "min_max_uniform_quantize", "qat-grid": "min_max_uniform_quantize"}
+
+
+@dataclass
+class TflitePlan:
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    expected: dict[tuple[int, int], tuple[str, str, GroupRule]] = field(default_factory=dict)  # (sg, op) -> (param, group, rule)
+    param_of_tensor: dict[tuple[int, int], str] = field(default_factory=dict)
+
+
+def _weight_config(rule: GroupRule) -> dict[str, Any]:
+    if rule.activations != "dynamic_int8":
+        # Weight-only on LiteRT: blockwise int4 is skipped silently, and int8/fp16 rebuild fp32
+        # weights at run time (RSS above fp32). Dynamic-range is the only sound choice.
+        raise ExportError("LiteRT weight-only quantization (activations fp32) skips blockwise int4 and rebuilds "
+                          "float weights at run time; use activations dynamic_int8 or bits 32 for that group")
+    granularity = "CHANNELWISE" if rule.granularity == "channel" else f"BLOCKWISE_{rule.block_size}"
+    return {
+        "weight_tensor_config": {"num_bits": rule.bits, "symmetric": True, "granularity": granularity, "dtype": "INT"},
+        "compute_precision": "INTEGER",
+        "explicit_dequantize": False,
+        "skip_checks": False,
+        "min_weight_elements": 0,
+    }
+
+
+def param_digests(graph: torch.nn.Module) -> dict[str, str]:
+    """sha1 of each 2-D parameter's float32 bytes, as stored by the converter ([out, in])."""
+    digests = {}
+    for name, value in graph.state_dict().items():
+        if value.ndim == 2:
+            digests[hashlib.sha1(np.ascontiguousarray(value.numpy(), dtype=np.float32).tobytes()).hexdigest()] = name
+    return digests
+
+
+def plan_quantization(model, graph: torch.nn.Module, recipe: QuantRecipe) -> TflitePlan:
+    digests = param_digests(graph)
+    plan = TflitePlan()
+    groups_by_output: dict[tuple[str, str], set[str]] = defaultdict(set)
+    rules_by_output: dict[tuple[str, str], GroupRule] = {}
+    for use in fb.weight_uses(model):
+        param = digests.get(use.digest or "")
+        if param is None:
+            raise ExportError(f"LiteRT weight {use.tensor_name!r} matches no graph parameter; cannot plan quantization")
+        plan.param_of_tensor[(use.subgraph, use.tensor_index)] = param
+        group = group_of(param)
+        rule = recipe.rule(group) if group else GroupRule()
+        if rule.is_float:
+            continue
+        if use.op == "EMBEDDING_LOOKUP" and rule.granularity == "block" and rule.bits == 8:
+            raise ExportError("LiteRT has no blockwise int8 embedding lookup; use granularity channel for int8")
+        plan.expected[(use.subgraph, use.op_index)] = (param, group, rule)
+        key = (use.op, use.scope)
+        groups_by_output[key].add(group)
+        rules_by_output[key] = rule
+    for (op, scope), groups in groups_by_output.items():
+        if len(groups) > 1:
+            raise ExportError(f"LiteRT names ops of groups {sorted(groups)} alike ({scope!r}); a recipe cannot tell "
+                              "them apart, give those groups the same rule")
+        plan.entries.append({"regex": f"^{re.escape(scope)}$", "operation": op,
+                             "algorithm_key": ALGORITHM_KEYS[rules_by_output[(op, scope)].algorithm],
+                             "op_config": _weight_config(rules_by_output[(op, scope)])})
+    return plan
+
+
+def quantize_tflite(float_path: Path, out_path: Path, graph: torch.nn.Module, recipe: QuantRecipe) -> TflitePlan:
+    from ai_edge_quantizer import quantizer
+
+    model = fb.read_model(float_path)
+    plan = plan_quantization(model, graph, recipe)
+    if not plan.entries:
+        raise ExportError(f"recipe {recipe.name} quantizes nothing in this model")
+    result = quantizer.Quantizer(str(float_path), plan.entries).quantize()
+    out_path.write_bytes(bytes(result.quantized_model))
+    return plan
+
+
+def verify_quantized(path: Path, plan: TflitePlan) -> dict[str, int]:
+    """Each planned weight must now have the planned integer type (and block size); returns type counts."""
+    model = fb.read_model(path)
+    counts: dict[str, int] = defaultdict(int)
+    for (sg_index, op_index), (param, group, rule) in plan.expected.items():
+        subgraph = model.subgraphs[sg_index]
+        op = subgraph.operators[op_index]
+        tensor = subgraph.tensors[int(op.inputs[fb.WEIGHT_OPS[fb.op_name(model, op)]])]
+        kind = fb.type_name(tensor.type)
+        want = f"INT{rule.bits}"
+        details = tensor.quantization.details if tensor.quantization else None
+        block = getattr(details, "blockSize", None)
+        if kind != want or (rule.granularity == "block") != (block is not None) or (block and block != rule.block_size):
+            raise ExportError(f"{param} ({group}) was planned as {rule.describe()} but the file holds {kind}"
+                              f"{f' block {block}' if block else ''}: the quantizer skipped it silently")
+        counts[f"{want}{'_block' + str(block) if block else '_channel'}"] += 1
+    return dict(counts)

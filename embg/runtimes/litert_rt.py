@@ -1,0 +1,124 @@
+"""LiteRT: ai-edge-litert's Interpreter (XNNPACK on CPU) or its CompiledModel API, or the older
+tflite-runtime package on boards that only have that. Picks the smallest bucket per batch."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embg.errors import EmbgError
+from embg.export.artifact import OUTPUT_NAME, Artifact
+from embg.runtimes.base import RUNTIMES, Runtime, truncate_to
+
+log = logging.getLogger(__name__)
+
+
+def make_interpreter(path: Path, threads: int | None = None):
+    """(Interpreter, package name): ai-edge-litert when installed, else tflite-runtime."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        package = "ai-edge-litert"
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+
+            package = "tflite-runtime"
+        except ImportError:
+            raise EmbgError("no LiteRT runtime installed: pip install ai-edge-litert (or tflite-runtime)") from None
+    try:
+        return Interpreter(model_path=str(path), num_threads=threads or None), package
+    except Exception as exc:  # the interpreter raises ValueError/RuntimeError for unloadable files
+        raise EmbgError(f"LiteRT cannot load {Path(path).name}: {exc}") from exc
+
+
+def choose_bucket(buckets: list[int], length: int) -> int:
+    """The smallest bucket that holds ``length`` tokens (the largest when none does)."""
+    for bucket in buckets:
+        if bucket >= length:
+            return bucket
+    return buckets[-1]
+
+
+def fit_to(input_ids: np.ndarray, attention_mask: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad or cut (only padding is cut: callers truncate real tokens first) to ``width`` columns."""
+    batch, seq = input_ids.shape
+    if seq >= width:
+        return input_ids[:, :width], attention_mask[:, :width]
+    ids = np.zeros((batch, width), dtype=input_ids.dtype)
+    mask = np.zeros((batch, width), dtype=attention_mask.dtype)
+    ids[:, :seq], mask[:, :seq] = input_ids, attention_mask
+    return ids, mask
+
+
+@RUNTIMES.register("litert")
+class LiteRtRuntime(Runtime):
+    name = "litert"
+    target = "tflite"
+
+    def __init__(self, artifact: Artifact, threads: int | None = None, api: str = "interpreter") -> None:
+        self.signatures = {int(s["seq_len"]): s["name"] for s in artifact.manifest["signatures"]}
+        self.buckets = sorted(self.signatures)
+        self.threads = threads
+        self.dim = artifact.embedding_dim
+        self.api = api
+        self.last_bucket: int | None = None
+        if api == "interpreter":
+            self.interpreter, self.package = make_interpreter(artifact.model_path, threads)
+            self._runners = {name: self.interpreter.get_signature_runner(name) for name in self.signatures.values()}
+        elif api == "compiled":
+            self._compiled = self._load_compiled(artifact.model_path, threads)
+            self.package = "ai-edge-litert"
+        else:
+            raise EmbgError(f"unknown LiteRT api {api!r}; use interpreter or compiled")
+
+    @staticmethod
+    def _load_compiled(path: Path, threads: int | None):
+        try:
+            from ai_edge_litert.compiled_model import CompiledModel
+            from ai_edge_litert.cpu_options import CpuOptions
+            from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+            from ai_edge_litert.options import Options
+        except ImportError:
+            raise EmbgError("this ai-edge-litert has no CompiledModel API; use --api interpreter") from None
+        options = Options(hardware_accelerators=HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=threads or 1))
+        return CompiledModel.from_file(str(path), options=options)
+
+    @property
+    def max_length(self) -> int:
+        return self.buckets[-1]
+
+    def _run_one(self, name: str, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.api == "interpreter":
+            return self._runners[name](input_ids=ids, attention_mask=mask)[OUTPUT_NAME]
+        model = self._compiled
+        inputs = {"input_ids": model.create_input_buffer_by_name(name, "input_ids"),
+                  "attention_mask": model.create_input_buffer_by_name(name, "attention_mask")}
+        inputs["input_ids"].write(ids)
+        inputs["attention_mask"].write(mask)
+        output = model.create_output_buffer_by_name(name, OUTPUT_NAME)
+        model.run_by_name(name, inputs, {OUTPUT_NAME: output})
+        return output.read(ids.shape[0] * self.dim, np.float32).reshape(ids.shape[0], self.dim)
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        input_ids, attention_mask = truncate_to(input_ids, attention_mask, self.max_length)
+        longest = int(np.asarray(attention_mask).sum(axis=1).max()) if len(input_ids) else 0
+        bucket = choose_bucket(self.buckets, longest)
+        self.last_bucket = bucket
+        ids, mask = fit_to(np.asarray(input_ids, dtype=np.int32), np.asarray(attention_mask, dtype=np.int32), bucket)
+        name = self.signatures[bucket]
+        rows = [self._run_one(name, ids[i:i + 1], mask[i:i + 1]) for i in range(len(ids))]
+        return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
+
+    def version_info(self) -> dict[str, Any]:
+        from importlib import metadata
+
+        try:
+            version = metadata.version(self.package)
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        return {"runtime": self.name, "package": self.package, "version": version, "api": self.api,
+                "delegate": "XNNPACK" if self.api == "interpreter" else "CompiledModel CPU", "threads": self.threads}

@@ -1,0 +1,182 @@
+"""TFLite target: one .tflite with a signature per bucket, run in LiteRT, against sentence-transformers."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from embg.errors import EmbgError
+from embg.export.artifact import Artifact
+from embg.export.pipeline import ExportRequest, export_bundle
+from embg.quantize import tflite_flatbuffer as fb
+from embg.quantize.recipe import recipe_for_bits
+from embg.runtimes import load_all, load_runtime
+from embg.validate.parity import embed_texts
+from embg.validate.texts import QUERIES, parity_texts
+from tests.conftest import cosine_rows
+
+BUCKETS = (64, 256)
+TEXTS = parity_texts()
+
+
+@pytest.fixture(scope="module")
+def tflite_bundles(tiny_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tflite")
+    return {bits: export_bundle(ExportRequest(model=str(tiny_dir), target="tflite", recipe=recipe_for_bits(bits),
+                                              seq_lens=BUCKETS, out=root / f"b{bits}"))
+            for bits in (32, 8, 4)}
+
+
+def runtime_for(bundle, **options):
+    load_all()
+    artifact = Artifact.load(bundle)
+    return artifact, load_runtime("litert", artifact, threads=1, **options)
+
+
+def reference_at(reference, texts, prompt, max_len):
+    reference.model.max_seq_length = max_len
+    try:
+        return reference.encode(texts, prompt_name=prompt)
+    finally:
+        reference.model.max_seq_length = 2048
+
+
+@pytest.mark.parametrize("prompt", ["query", "document"])
+def test_fp32_every_bucket_matches_reference(tflite_bundles, tiny_model, tiny_reference, prompt):
+    _, runtime = runtime_for(tflite_bundles[32])
+    for bucket in BUCKETS:
+        batch = tiny_model.tokenizer.encode(TEXTS, prompt=prompt, max_length=bucket)
+        # Force this bucket for every row: short texts then carry padding far wider than the window.
+        ours = np.concatenate([runtime._run_one(f"seq{bucket}", *_pad(batch, i, bucket)) for i in range(len(TEXTS))])
+        ref = reference_at(tiny_reference, TEXTS, prompt, bucket)
+        cos = cosine_rows(ours, ref)
+        assert np.isfinite(ours).all()
+        assert cos.min() >= 0.99999, (bucket, cos.min())
+
+
+def _pad(batch, row, width):
+    ids = np.zeros((1, width), np.int32)
+    mask = np.zeros((1, width), np.int32)
+    n = int(batch.attention_mask[row].sum())
+    ids[0, :n] = batch.input_ids[row, :n]
+    mask[0, :n] = 1
+    return ids, mask
+
+
+def test_runtime_picks_smallest_bucket_and_batches(tflite_bundles, tiny_model, tiny_reference):
+    _, runtime = runtime_for(tflite_bundles[32])
+    short = embed_texts(runtime, tiny_model.tokenizer, QUERIES, "query", batch_size=4)
+    assert runtime.last_bucket == 64
+    ref = reference_at(tiny_reference, QUERIES, "query", 256)
+    assert cosine_rows(short, ref).min() >= 0.99999
+
+
+def test_long_text_is_truncated_with_warning_not_crash(tflite_bundles, tiny_model, caplog):
+    _, runtime = runtime_for(tflite_bundles[32])
+    batch = tiny_model.tokenizer.encode(["word " * 2000], prompt="document")
+    with caplog.at_level(logging.WARNING):
+        out = runtime.embed(batch.input_ids, batch.attention_mask)
+    assert out.shape == (1, 192) and np.isfinite(out).all()
+    assert "truncated" in caplog.text
+    assert runtime.last_bucket == 256
+
+
+def test_int8_parity_size_and_tensor_types(tflite_bundles, tiny_model, tiny_reference):
+    artifact, runtime = runtime_for(tflite_bundles[8])
+    ours = embed_texts(runtime, tiny_model.tokenizer, TEXTS, "query")
+    cos = cosine_rows(ours, reference_at(tiny_reference, TEXTS, "query", 256))
+    assert cos.min() >= 0.995
+    size32 = Artifact.load(tflite_bundles[32]).model_path.stat().st_size
+    assert artifact.model_path.stat().st_size <= 0.30 * size32
+    model = fb.read_model(artifact.model_path)
+    kinds = {use.type for use in fb.weight_uses(model)}
+    assert kinds == {"INT8"}
+
+
+def test_int4_size_types_and_no_nan(tflite_bundles, tiny_model, tiny_reference):
+    artifact, runtime = runtime_for(tflite_bundles[4])
+    ours = embed_texts(runtime, tiny_model.tokenizer, TEXTS, "document")
+    assert np.isfinite(ours).all()
+    size32 = Artifact.load(tflite_bundles[32]).model_path.stat().st_size
+    assert artifact.model_path.stat().st_size <= 0.18 * size32
+    tensors = artifact.manifest["quantization"]["tensors"]
+    assert tensors["INT4_block32"] > 0 and tensors["INT8_channel"] > 0
+    drift = cosine_rows(ours, reference_at(tiny_reference, TEXTS, "document", 256))
+    print(f"int4 tflite drift on tiny (random weights): min {drift.min():.4f} mean {drift.mean():.4f}")
+
+
+def test_compiled_model_api_matches_interpreter(tflite_bundles, tiny_model):
+    _, interp = runtime_for(tflite_bundles[32])
+    _, compiled = runtime_for(tflite_bundles[32], api="compiled")
+    batch = tiny_model.tokenizer.encode(QUERIES[:3], prompt="query")
+    a = interp.embed(batch.input_ids, batch.attention_mask)
+    b = compiled.embed(batch.input_ids, batch.attention_mask)
+    assert cosine_rows(a, b).min() >= 0.999999
+    assert compiled.version_info()["api"] == "compiled"
+
+
+def test_manifest_lists_buckets_and_prompts(tflite_bundles):
+    manifest = json.loads((tflite_bundles[4] / "manifest.json").read_text())
+    assert [s["seq_len"] for s in manifest["signatures"]] == list(BUCKETS)
+    assert [s["name"] for s in manifest["signatures"]] == ["seq64", "seq256"]
+    assert manifest["inputs"][0] == {"name": "input_ids", "dtype": "int32", "shape": [1, "bucket"]}
+    assert manifest["prompts"]["document"] == "title: none | text: "
+    assert "tokenizer.model" in manifest["tokenizer"]["files"]
+    assert manifest["parity"]["nonfinite"] == 0
+
+
+@pytest.mark.parametrize("seq_lens, message", [
+    ((64, 4096), "exceeds the model's 2048 positions"),
+    ((256, 64), "strictly increasing"),
+    ((64, 64), "strictly increasing"),
+    ((4,), "at least 8"),
+])
+def test_bad_buckets_refused_before_work(tiny_dir, tmp_path, seq_lens, message):
+    with pytest.raises(EmbgError, match=message):
+        export_bundle(ExportRequest(model=str(tiny_dir), target="tflite", recipe=recipe_for_bits(8),
+                                    seq_lens=seq_lens, out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_repeat_kv_attention_would_be_caught(tiny_model, tiny_reference, tmp_path, monkeypatch):
+    """Converting HF-style repeat_kv attention gives wrong numbers silently; our parity check sees it."""
+    from embg.export.tflite_target import convert_float
+    from embg.model import graph as graph_module
+    from embg.runtimes.litert_rt import make_interpreter
+
+    def repeat_kv_forward(self, x, cos, sin, mask):
+        batch, seq, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(batch, seq, self.heads, self.head_dim).transpose(1, 2))
+        k = self.k_norm(self.k_proj(x).view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2))
+        v = self.v_proj(x).view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = q * cos + graph_module.rotate_half(q) * sin
+        k = k * cos + graph_module.rotate_half(k) * sin
+        groups = self.heads // self.kv_heads
+        k = k[:, :, None].expand(batch, self.kv_heads, groups, seq, self.head_dim).reshape(batch, self.heads, seq, -1)
+        v = v[:, :, None].expand(batch, self.kv_heads, groups, seq, self.head_dim).reshape(batch, self.heads, seq, -1)
+        probs = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * self.scaling + mask, dim=-1)
+        out = torch.matmul(probs, v).transpose(1, 2).reshape(batch, seq, -1)
+        return self.o_proj(out)
+
+    monkeypatch.setattr(graph_module.Attention, "forward", repeat_kv_forward)
+    graph = tiny_model.graph()
+    path = tmp_path / "repeat_kv.tflite"
+    convert_float(graph, (64,), path)
+    interpreter, _ = make_interpreter(path, threads=1)
+    runner = interpreter.get_signature_runner("seq64")
+    batch = tiny_model.tokenizer.encode(QUERIES, prompt="query", pad_to=64)
+    got = np.concatenate([runner(input_ids=batch.input_ids[i:i + 1].astype(np.int32),
+                                 attention_mask=batch.attention_mask[i:i + 1].astype(np.int32))["sentence_embedding"]
+                          for i in range(len(QUERIES))])
+    with torch.no_grad():  # the torch graph itself is still right: only the conversion breaks
+        eager = graph(torch.as_tensor(batch.input_ids), torch.as_tensor(batch.attention_mask)).numpy()
+    ref = tiny_reference.encode(QUERIES, prompt_name="query")
+    assert cosine_rows(eager, ref).min() >= 0.99999
+    cos = cosine_rows(got, ref)
+    print(f"repeat_kv conversion: cosine min {cos.min():.3f}")
+    assert cos.min() < 0.999
