@@ -88,6 +88,7 @@ FIXTURE_KINDS: dict[str, FixtureKind] = {
     "tiny-qat-q4_0": FixtureKind(TINY_CONFIG, (768, 192), snap="q4_0"),
     "tiny-qat-q8_0": FixtureKind(TINY_CONFIG, (768, 192), snap="q8_0"),
     "full": FixtureKind(FULL_CONFIG, (3072, 768)),
+    "full-qat-q4_0": FixtureKind(FULL_CONFIG, (3072, 768), snap="q4_0"),
 }
 
 
