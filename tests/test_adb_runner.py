@@ -1,0 +1,123 @@
+"""The adb device runner against a stand-in `adb` (tests/fakes/adb): no phone is involved, and
+the runner must say so in everything it returns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embg.export.pipeline import ExportRequest, export_bundle
+from embg.quantize.recipe import recipe_for_bits
+from embg.runtimes import adb_runner
+from embg.runtimes.adb_runner import AdbError, AdbRunner, DeviceInfo, host_embeddings, items_from_texts
+from embg.validate.textsets import builtin_texts
+
+FAKES = Path(__file__).resolve().parent / "fakes"
+SERIAL = "emulator-5554"
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adb") / "bundle"
+    return export_bundle(ExportRequest(model=str(tiny_dir), target="tflite", recipe=recipe_for_bits(8),
+                                       seq_lens=(64, 256), out=out, parity=False))
+
+
+@pytest.fixture
+def fake_adb(tmp_path, monkeypatch):
+    root = tmp_path / "fake-device"
+    monkeypatch.setenv("EMBG_FAKE_ADB_ROOT", str(root))
+    monkeypatch.setenv("PATH", f"{FAKES}:{__import__('os').environ['PATH']}")
+    return root
+
+
+def _calls(root: Path) -> list[list[str]]:
+    return [json.loads(line) for line in (root / "calls.jsonl").read_text().splitlines()]
+
+
+def _items(bundle):
+    rows = builtin_texts()
+    picked = [rows[0], rows[2], next(r for r in rows if r.kind == "long"), next(r for r in rows if r.kind == "edge")]
+    return items_from_texts(bundle, picked)
+
+
+def test_parity_round_trip_is_labelled_stand_in(bundle, fake_adb):
+    items = _items(bundle)
+    # a space in the remote dir: only survives the remote shell if every argument is quoted
+    runner = AdbRunner(SERIAL, remote_dir="/data/local/tmp/embg test dir")
+    result = runner.run_parity(bundle, items, accelerator="gpu", repeats=2)
+
+    host = host_embeddings(bundle, items)
+    cos = (result.embeddings * host).sum(1) / (np.linalg.norm(result.embeddings, axis=1) * np.linalg.norm(host, axis=1))
+    assert result.embeddings.shape == host.shape and cos.min() > 0.99999
+    assert set(result.buckets) == {64, 256}  # short texts in the small bucket, the long one truncated to 256
+    assert result.token_counts == [len(it["ids"]) for it in items]
+    assert all(len(t) == 2 for t in result.timings_ms)
+
+    assert result.device_used is False
+    assert result.device.stand_in and result.device.model == "embg-stand-in"
+    assert result.summary().splitlines()[0].startswith("NO DEVICE USED")
+    meta = result.metadata()
+    assert meta["device_used"] is False and "no device was used" in meta["note"]
+    assert result.accelerator == {"requested": "gpu", "used": "cpu", "note": "stand-in runs on the host CPU only"}
+    assert "tokenizer not checked" in result.summary()
+
+    calls = _calls(fake_adb)
+    assert calls and all(c[:2] == ["-s", SERIAL] for c in calls)
+    pushed = {Path(c[4]).name for c in calls if c[2] == "push"}
+    assert {"manifest.json", "tokenizer.json", "input.json"} <= pushed
+    assert any(name.endswith(".tflite") for name in pushed)
+    device_bundle = fake_adb / "device" / "data/local/tmp/embg test dir/bundle"
+    assert (device_bundle / "manifest.json").is_file()
+
+
+def test_stand_in_is_detected_from_either_side():
+    response = {"schema": 1, "runner": "android-app", "device": {"model": "Pixel 8"}, "accelerator": {},
+                "results": [{"name": "a", "bucket": 64, "token_count": 3, "embedding": [0.6, 0.8], "ms": [1.0]}]}
+    phone = DeviceInfo("X", "Pixel 8", "Google", "35", "arm64-v8a", stand_in=False)
+    assert adb_runner._result(response, [{"name": "a"}], phone).device_used is True
+    flagged = {**response, "device": {"model": "Pixel 8", "stand_in": True}}
+    assert adb_runner._result(flagged, [{"name": "a"}], phone).device_used is False
+    stand_in = DeviceInfo("X", "embg-stand-in", "embg", "0", "host", stand_in=True)
+    assert adb_runner._result(response, [{"name": "a"}], stand_in).device_used is False
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"schema": 2}, "schema"),
+    ({"error": "model failed to compile"}, "model failed to compile"),
+    ({"results": []}, "0 results for 1 texts"),
+])
+def test_bad_responses_are_errors(change, message):
+    response = {"schema": 1, "runner": "android-app", "device": {}, "accelerator": {},
+                "results": [{"name": "a", "bucket": 64, "token_count": 3, "embedding": [0.6, 0.8], "ms": [1.0]}]}
+    phone = DeviceInfo(None, "Pixel 8", "Google", "35", "arm64-v8a", stand_in=False)
+    with pytest.raises(AdbError, match=message):
+        adb_runner._result({**response, **change}, [{"name": "a"}], phone)
+    nan = {**response, "results": [{**response["results"][0], "embedding": [None, 0.8]}]}
+    with pytest.raises(AdbError, match="non-finite"):
+        adb_runner._result(nan, [{"name": "a"}], phone)
+
+
+def test_app_not_installed_is_a_clear_error(bundle, fake_adb):
+    runner = AdbRunner(package="com.example.missing")
+    with pytest.raises(AdbError, match="is android_demo installed"):
+        runner.run_parity(bundle, _items(bundle)[:1])
+
+
+def test_missing_adb_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(AdbError, match="not found on PATH"):
+        AdbRunner()
+
+
+def test_cli_compares_with_host_and_says_no_device(bundle, fake_adb, tmp_path, capsys):
+    out = tmp_path / "adb.json"
+    assert adb_runner.main([str(bundle), "--serial", SERIAL, "--repeats", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].startswith("NO DEVICE USED")
+    assert "cosine vs host LiteRT: min 1.0000" in printed or "min 0.99999" in printed
+    report = json.loads(out.read_text())
+    assert report["device_used"] is False and report["texts"] == len(builtin_texts())
