@@ -1,0 +1,1 @@
+"""embg benchmark harness: `python bench/run.py` (see bench/README.md)."""

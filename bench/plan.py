@@ -1,0 +1,122 @@
+"""What the benchmark runs: variants (fixture x target x recipe), shapes, and the FLOP model.
+
+A full run uses the real architecture (``full``: random weights; ``full-qat-q4_0``: the same
+weights snapped onto the Q4_0 grid); ``--quick`` runs the same code on the tiny fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+BASELINE = "eager-fp32"  # PyTorch eager fp32 via sentence-transformers, measured in the same loop
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # e.g. "tflite-int4", "onnx-int4-qat@q4_0"
+    fixture: str  # fixture kind written by embg.model.fixtures
+    target: str  # "onnx" | "tflite"
+    recipe: str  # preset name, or "int4-naive" (int4-qat's rules with min-max, built in variants.py)
+    qat: bool = False  # needs the int4-qat recipe (skipped, with the reason, when it does not work yet)
+
+    @property
+    def runtime(self) -> str:
+        return {"onnx": "onnxruntime", "tflite": "litert"}[self.target]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One timed input: ``tokens`` real tokens per row, ``batch`` rows, optionally padded to ``pad_to``."""
+
+    key: str
+    tokens: int
+    batch: int = 1
+    pad_to: int | None = None  # the fixed-length case: same query, padded (mask 0) to this many positions
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str  # "full" | "quick"
+    fixture: str
+    qat_fixture: str
+    variants: tuple[Variant, ...]
+    shapes: tuple[Shape, ...]
+    tflite_buckets: tuple[int, ...] | None  # None: the target's default buckets (what --bits 4 writes)
+    repeats: int
+    threads: tuple[int, ...]
+
+
+def _variants(fixture: str, qat_fixture: str) -> tuple[Variant, ...]:
+    plain = [Variant(f"{t}-{r}", fixture, t, r) for t in ("onnx", "tflite") for r in ("fp32", "int8", "int4")]
+    qat = [Variant(f"{t}-{r}@q4_0", qat_fixture, t, r, qat=True)
+           for t in ("onnx", "tflite") for r in ("int4-qat", "int4-naive")]
+    return tuple(plain + qat)
+
+
+FULL_SHAPES = (
+    Shape("q16", 16), Shape("s64", 64), Shape("s256", 256), Shape("s512", 512), Shape("s2048", 2048),
+    Shape("s256_b8", 256, batch=8), Shape("q16_pad256", 16, pad_to=256),
+)
+QUICK_SHAPES = (Shape("q16", 16), Shape("s64", 64), Shape("s256", 256), Shape("s256_b8", 256, batch=8),
+                Shape("q16_pad256", 16, pad_to=256))
+# Smoke test: one bundle per target (the QAT pair runs with --quick --variants ...; each tiny export is ~1 min here).
+QUICK_VARIANTS = ("onnx-int8", "tflite-int4")
+
+
+def make_plan(quick: bool, threads: tuple[int, ...], only: tuple[str, ...] = (), repeats: int | None = None) -> Plan:
+    if quick:
+        fixture, qat_fixture = "tiny", "tiny-qat-q4_0"
+        variants = _variants(fixture, qat_fixture)
+        only = only or QUICK_VARIANTS
+        shapes, buckets, default_repeats = QUICK_SHAPES, (64, 256), 2
+    else:
+        fixture, qat_fixture = "full", "full-qat-q4_0"
+        variants = _variants(fixture, qat_fixture)
+        # The target's default buckets (64..2048): what `embg-export --target tflite --bits 4` writes.
+        shapes, buckets, default_repeats = FULL_SHAPES, None, 5
+    if only:
+        unknown = sorted(set(only) - {v.name for v in variants})
+        if unknown:
+            raise SystemExit(f"unknown variant(s) {unknown}; choose from {[v.name for v in variants]}")
+        variants = tuple(v for v in variants if v.name in only)
+    return Plan("quick" if quick else "full", fixture, qat_fixture, variants, shapes, buckets,
+                repeats or default_repeats, threads)
+
+
+def model_flops(config: dict[str, Any], seq_len: int, head: tuple[int, ...] = ()) -> dict[str, float]:
+    """Multiply-add FLOPs (2 per MAC) of one forward pass at ``seq_len`` tokens, batch 1.
+
+    Counts what the exported graphs execute: every layer's attention is a dense S x S product
+    (the sliding window is a mask, not skipped work), the embedding lookup is free, and norms,
+    softmax and RoPE are ignored (<1%).
+    """
+    s, d = seq_len, config["hidden_size"]
+    heads, kv, hd = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
+    ff, layers = config["intermediate_size"], config["num_hidden_layers"]
+    qkvo = 2 * s * d * (heads * hd + 2 * kv * hd) + 2 * s * heads * hd * d
+    mlp = 2 * s * d * ff * 3  # gate, up, down
+    attention = 2 * 2 * s * s * hd * heads  # scores and weighted sum
+    head_flops, width = 0, d
+    for out in head:  # the sentence-transformers Dense layers act on the pooled vector only
+        head_flops += 2 * width * out
+        width = out
+    linear = layers * (qkvo + mlp)
+    return {"linear": float(linear), "attention": float(layers * attention), "head": float(head_flops),
+            "total": float(linear + layers * attention + head_flops)}
+
+
+def fixture_config(directory: Path) -> tuple[dict[str, Any], tuple[int, ...]]:
+    """config.json of a checkpoint directory and its Dense head widths."""
+    config = json.loads((Path(directory) / "config.json").read_text())
+    head = []
+    for sub in ("2_Dense", "3_Dense"):
+        path = Path(directory) / sub / "config.json"
+        if path.is_file():
+            head.append(int(json.loads(path.read_text())["out_features"]))
+    return config, tuple(head)

@@ -1,0 +1,70 @@
+"""`bench/run.py --quick` end to end on the tiny fixtures: every JSON field is there (no timing checks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+VARIANT_FIELDS = {"target", "fixture", "runtime", "size", "export", "latency", "drift", "probe",
+                  "speedup_vs_eager", "short_query", "machine_fraction"}
+STATS_FIELDS = {"tokens", "batch", "pad_to", "bucket", "median_ms", "min_ms", "samples_ms", "inner"}
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_every_field(tmp_path):
+    out, cache = tmp_path / "results", tmp_path / "cache"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(out),
+                           "--cache", str(cache)], capture_output=True, text=True, timeout=1800, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    results = json.loads((out / "results.json").read_text())
+    assert {"machine", "plan", "model_flops", "machine_limit", "variants", "targets", "skipped"} <= set(results)
+    assert {"cpu", "usable_cores", "python", "packages"} <= set(results["machine"])
+    assert results["machine_limit"]["peak_fp32_gflops"] > 0 and results["machine_limit"]["peak_int8_gops"] > 0
+    assert results["model_flops"]["256"]["total"] > 0
+
+    variants = results["variants"]
+    assert {"eager-fp32", "onnx-int8", "tflite-int4"} <= set(variants)
+    shape_keys = {s["key"] for s in results["plan"]["shapes"]}
+    for name, entry in variants.items():
+        assert VARIANT_FIELDS <= set(entry), name
+        for threads in ("1", "2"):
+            assert set(entry["latency"][threads]) == shape_keys, name
+            assert STATS_FIELDS <= set(entry["latency"][threads]["s256"]), name
+            assert entry["latency"][threads]["s256"]["median_ms"] > 0, name
+        assert entry["probe"]["runtime_rss_mb"] is not None, name
+    for name in ("onnx-int8", "tflite-int4"):
+        entry = variants[name]
+        assert entry["drift"]["nonfinite"] == 0 and 0 < entry["drift"]["cosine_min"] <= 1.0 + 1e-6
+        assert entry["export"]["wall_s"] > 0 and entry["export"]["peak_rss_mb"] > 0
+        assert entry["size"]["breakdown"]["groups"], name
+        assert entry["short_query"]["1"]["padded256_ms"] is not None, name
+    assert variants["tflite-int4"]["latency"]["1"]["q16"]["bucket"] == 64
+    assert variants["tflite-int4"]["latency"]["1"]["q16_pad256"]["bucket"] == 256
+    assert len(results["targets"]) == 6 and all(t["status"] for t in results["targets"])
+
+    table = (out / "table.md").read_text()
+    assert "<!-- bench:start -->" in table and "<!-- bench:end -->" in table
+    assert (out / "latency_vs_seq.png").stat().st_size > 0 and (out / "size_vs_drift.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_write_readme_replaces_only_the_marked_block(tmp_path):
+    table = tmp_path / "table.md"
+    table.write_text("intro\n<!-- bench:start -->\n| new | table |\n<!-- bench:end -->\nmore details\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n<!-- bench:start -->\nold\n<!-- bench:end -->\ntail\n")
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--write-readme", "--out", str(tmp_path),
+                           "--readme", str(readme)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert readme.read_text() == "# title\n<!-- bench:start -->\n| new | table |\n<!-- bench:end -->\ntail\n"
+    readme.write_text("# no markers\n")
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--write-readme", "--out", str(tmp_path),
+                           "--readme", str(readme)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and readme.read_text() == "# no markers\n"
