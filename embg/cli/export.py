@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             model=args.model, target=args.target, recipe=recipe, out=args.out, dim=args.dim,
             seq_lens=parse_seq_lens(args.seq_lens) if args.seq_lens else (), revision=args.revision,
             token=os.environ.get("HF_TOKEN"), parity=not args.skip_parity,
-            options={"web_compatible": args.web_compatible, "force_grid": args.force_grid},
+            options={"web_compatible": args.web_compatible, "force_grid": args.force_grid,
+                     "auto_qat": args.bits is not None},
         )
         out = export_bundle(request, progress=step)
         print(out)

@@ -138,6 +138,10 @@ class OnnxTarget(ExportTarget):
             web = bool(job.options.get("web_compatible"))
             model, plan = quantize_onnx_model(model, job.recipe, job.options.get("grids"), web_compatible=web)
             quant["ops"] = verify_quantized(model, plan)
+            if job.options.get("grids"):
+                from embg.quantize.onnx_backend import verify_grids
+
+                quant["qat_grid"] = verify_grids(model, job.options["grids"])
             quant["notes"] = plan.notes
             quantized_bytes = model_nbytes(model)
             if quantized_bytes >= fp32_bytes:

@@ -55,20 +55,30 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     started = time.perf_counter()
     progress(f"loading {request.model}")
     model = load_model(request.model, request.revision, request.token)
+    recipe = request.recipe
+    if request.options.get("auto_qat") and not recipe.uses_qat_grid:
+        from embg.quantize.qat import detect_qat_recipe
+
+        bits = {"int4": 4, "int8": 8}.get(recipe.name)
+        detected = detect_qat_recipe(model.state_dict, bits) if bits else None
+        if detected is not None:
+            progress(f"every weight sits on the {'Q4_0' if bits == 4 else 'Q8_0'} QAT grid: using recipe "
+                     f"{detected.name} (pass --recipe {recipe.name} for min-max)")
+            recipe = detected
     graph = model.graph(request.dim)
     seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)
     target.check_request(request.recipe, seq_lens, {**request.options, "max_positions": model.spec.max_positions})
-    stem = artifact_stem(model.spec.model_id, target.name, request.recipe.name,
+    stem = artifact_stem(model.spec.model_id, target.name, recipe.name,
                          seq_lens[0] if len(seq_lens) == 1 else None)
     out = Path(request.out) if request.out is not None else Path.cwd() / stem
     options = dict(request.options)
-    if request.recipe.uses_qat_grid:
+    if recipe.uses_qat_grid:
         from embg.quantize.qat import recover_grids
 
         progress("recovering the QAT grid of every quantized weight")
-        options["grids"], options["grid_report"] = recover_grids(model.state_dict, request.recipe,
+        options["grids"], options["grid_report"] = recover_grids(model.state_dict, recipe,
                                                                  force=bool(options.get("force_grid")))
-    job = ExportJob(model=model, graph=graph, recipe=request.recipe, stem=stem, seq_lens=seq_lens,
+    job = ExportJob(model=model, graph=graph, recipe=recipe, stem=stem, seq_lens=seq_lens,
                     options=options, progress=progress)
     with atomic_directory(out) as bundle:
         result = target.export(job, bundle)
@@ -78,7 +88,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
             "model": {"id": spec.model_id, "revision": spec.revision, "weights_sha256": weights_sha256(spec)},
             "target": target.name,
             "runtime": target.runtime,
-            "recipe": request.recipe.to_dict(),
+            "recipe": recipe.to_dict(),
             "model_file": result.model_file,
             "files": result.files,
             "embedding_dim": graph.output_dim,
@@ -95,7 +105,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                 "max_length": spec.max_seq_length,
             },
             **result.manifest,
-            "qat_grid": options.get("grid_report"),
+            "qat_grid": _grid_summary(options.get("grid_report"), result.manifest),
             "tool_versions": tool_versions(),
             "export_seconds": None,
             "parity": None,
@@ -137,3 +147,11 @@ def export_parity(artifact: Artifact, model) -> dict[str, Any]:
     summary["runtime"] = runtime.version_info()
     summary["reference"] = reference.version_info()
     return summary
+
+
+def _grid_summary(grid_report: dict[str, Any] | None, target_manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """Per-group grid fit from the checkpoint, plus how exactly the target carried it."""
+    if grid_report is None:
+        return None
+    carried = (target_manifest.get("quantization") or {}).get("qat_grid")
+    return {**grid_report, "target": carried or {"exact": True}}

@@ -113,6 +113,9 @@ class TfliteTarget(ExportTarget):
             with captured_native_output("ai-edge-quantizer"):
                 plan = quantize_tflite(float_path, path, job.graph, job.recipe)
             quant["tensors"] = verify_quantized(path, plan)
+            quant["notes"] = plan.notes
+            for group, note in plan.notes.items():
+                job.progress(f"note: {group}: {note}")
             if job.options.get("grids"):
                 from embg.quantize.qat import apply_grids_tflite
 

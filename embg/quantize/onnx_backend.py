@@ -168,6 +168,8 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     plan = plan_quantization(model, recipe, web_compatible)
+    if not any(op.domain == MS_DOMAIN for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))  # contrib ops written by hand below
     by_name = {node.name: node for node in model.graph.node}
     inits = _initializer_map(model)
     nodes = weight_nodes(model)
@@ -179,11 +181,11 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
         if rule.algorithm == "qat-grid":
             if not grids or weight not in grids:
                 raise ExportError(f"no recovered QAT grid for {weight}; run grid detection first")
-            q, scales = grids[weight]
+            q, scales = grids[weight]  # torch layout: [out, in] and [out, in/32]
             if op_type == "Gather":
                 _embedding_gbq(model, node, q, scales, rule.bits, rule.block_size)
             else:
-                _matmul_nbits(model, node, q, scales, rule.bits, rule.block_size, _accuracy_level(rule))
+                _matmul_nbits(model, node, q.T, scales.T, rule.bits, rule.block_size, _accuracy_level(rule))
         elif op_type == "Gather" and rule.bits == 8:
             _embedding_int8_rows(model, node, numpy_helper.to_array(inits[weight]))
 
@@ -240,3 +242,51 @@ def verify_quantized(model: onnx.ModelProto, plan: OnnxQuantPlan) -> dict[str, i
             raise ExportError(f"quantization planned {want} {op} node(s) but the model has {found.get(op, 0)}; "
                               "a quantizer skipped weights silently")
     return {k: v for k, v in found.items() if v}
+
+
+def _unpack_uint4(raw: bytes, count: int) -> np.ndarray:
+    b = np.frombuffer(raw, dtype=np.uint8)
+    out = np.empty(b.size * 2, np.uint8)
+    out[0::2], out[1::2] = b & 0x0F, b >> 4
+    return out[:count]
+
+
+def read_back_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Dequantized MatMulNBits / GatherBlockQuantized weights in torch layout [rows, cols], by parameter name."""
+    inits = _initializer_map(model)
+    weights: dict[str, np.ndarray] = {}
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "MatMulNBits":
+            k, n, bits, block = attrs["K"], attrs["N"], attrs.get("bits", 4), attrs["block_size"]
+            packed = numpy_helper.to_array(inits[node.input[1]])
+            scales = numpy_helper.to_array(inits[node.input[2]]).reshape(n, -1)
+            u = _unpack_uint4(packed.tobytes(), packed.size * 2) if bits == 4 else packed.reshape(-1)
+            q = u.reshape(n, -1, block).astype(np.float32) - 2 ** (bits - 1)
+            weights[node.name.rsplit("/", 1)[0]] = (q * scales[..., None]).reshape(n, -1)[:, :k]
+        elif node.op_type == "GatherBlockQuantized":
+            data, block = inits[node.input[0]], attrs["block_size"]
+            shape = list(data.dims)
+            scales = numpy_helper.to_array(inits[node.input[2]])
+            if data.data_type == TensorProto.INT4:
+                u = _unpack_uint4(data.raw_data, int(np.prod(shape))).astype(np.int16)
+                q = np.where(u >= 8, u - 16, u).astype(np.float32)
+            else:
+                q = numpy_helper.to_array(data).astype(np.float32).reshape(-1) - 128
+            weights[node.name.rsplit("/", 1)[0]] = q.reshape(shape) * np.repeat(scales, block, axis=1)[:, : shape[1]]
+    return weights
+
+
+def verify_grids(model: onnx.ModelProto, grids: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """The exact-grid weights read back from the model must equal integers x scales of the checkpoint."""
+    found = read_back_weights(model)
+    worst = 0.0
+    for name, (q, scales) in grids.items():
+        if name not in found:
+            raise ExportError(f"{name} should carry its QAT grid but is not a block-quantized op in the model")
+        expected = q.astype(np.float32) * np.repeat(scales, 32, axis=1)
+        relative = np.abs(found[name] - expected) / np.repeat(np.abs(scales), 32, axis=1).clip(min=1e-30)
+        worst = max(worst, float(relative.max()))
+    if worst > 1e-6:
+        raise ExportError(f"the QAT grid did not survive in the ONNX file (max error {worst:g} of a block scale)")
+    return {"exact": True, "tensors": len(grids), "max_error_in_scales": worst}

@@ -32,14 +32,28 @@ class TflitePlan:
     entries: list[dict[str, Any]] = field(default_factory=list)
     expected: dict[tuple[int, int], tuple[str, str, GroupRule]] = field(default_factory=dict)  # (sg, op) -> (param, group, rule)
     param_of_tensor: dict[tuple[int, int], str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # group -> how LiteRT differs from the recipe
+
+
+def litert_rule(op: str, rule: GroupRule) -> tuple[GroupRule, str | None]:
+    """The closest rule LiteRT can execute, and a note when it differs from the recipe's.
+
+    LiteRT has no sound weight-only mode (blockwise int4 is skipped silently; int8 and fp16 rebuild
+    float weights at run time, RSS above fp32) and no blockwise int8, so those become dynamic-range
+    int8 activations / per-channel int8, and the manifest says so.
+    """
+    notes = []
+    if rule.activations != "dynamic_int8":
+        rule = GroupRule(rule.bits, rule.granularity, rule.block_size, rule.algorithm, "dynamic_int8")
+        notes.append("float activations requested; LiteRT runs dynamic int8 activations (no sound weight-only mode)")
+    if rule.bits == 8 and rule.granularity == "block":
+        rule = GroupRule(8, "channel", None, "min-max", rule.activations)
+        notes.append("int8 block 32 requested; LiteRT has no blockwise int8, so per-channel int8 min-max is used "
+                     "(a Q8_0 grid is not carried exactly)")
+    return rule, "; ".join(notes) or None
 
 
 def _weight_config(rule: GroupRule) -> dict[str, Any]:
-    if rule.activations != "dynamic_int8":
-        # Weight-only on LiteRT: blockwise int4 is skipped silently, and int8/fp16 rebuild fp32
-        # weights at run time (RSS above fp32). Dynamic-range is the only sound choice.
-        raise ExportError("LiteRT weight-only quantization (activations fp32) skips blockwise int4 and rebuilds "
-                          "float weights at run time; use activations dynamic_int8 or bits 32 for that group")
     granularity = "CHANNELWISE" if rule.granularity == "channel" else f"BLOCKWISE_{rule.block_size}"
     return {
         "weight_tensor_config": {"num_bits": rule.bits, "symmetric": True, "granularity": granularity, "dtype": "INT"},
@@ -73,8 +87,9 @@ def plan_quantization(model, graph: torch.nn.Module, recipe: QuantRecipe) -> Tfl
         rule = recipe.rule(group) if group else GroupRule()
         if rule.is_float:
             continue
-        if use.op == "EMBEDDING_LOOKUP" and rule.granularity == "block" and rule.bits == 8:
-            raise ExportError("LiteRT has no blockwise int8 embedding lookup; use granularity channel for int8")
+        rule, note = litert_rule(use.op, rule)
+        if note:
+            plan.notes[group] = note
         plan.expected[(use.subgraph, use.op_index)] = (param, group, rule)
         key = (use.op, use.scope)
         groups_by_output[key].add(group)

@@ -1,0 +1,152 @@
+"""QAT checkpoints: recover the exact Q4_0/Q8_0 integers and scales, and carry them into artifacts.
+
+google/embeddinggemma-300m-qat-q4_0-unquantized (and -q8_0) hold float weights trained for
+llama.cpp's grid (blocks of 32 along the input axis, symmetric, one fp16 scale per block, Q4_0
+scale = m / -8 with m the block's largest-magnitude value). Generic quantizers pick other scales
+(LiteRT: max|w| / 7, bf16-rounded) and lose what QAT bought. Here the grid is recovered per
+tensor and written into the artifact as is; the manifest records how well each group fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embg.errors import ExportError
+from embg.quantize.grids import GRIDS, Grid
+from embg.quantize.groups import group_of
+from embg.quantize.recipe import QuantRecipe, load_recipe
+
+log = logging.getLogger(__name__)
+
+# --bits N on a checkpoint found on a QAT grid resolves to the exact-grid preset.
+QAT_PRESET_FOR_BITS = {4: ("q4_0", "int4-qat"), 8: ("q8_0", "int8-qat")}
+
+
+def grid_for_bits(bits: int) -> Grid:
+    return GRIDS["q4_0" if bits == 4 else "q8_0"]
+
+
+def recover_grids(state_dict: dict[str, torch.Tensor], recipe: QuantRecipe, force: bool = False
+                  ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """For every weight whose rule says qat-grid: (integers [rows, cols] int8, scales [rows, cols/32] float32).
+
+    Refuses weights that are off the grid unless ``force``; then warns with the off-grid fraction.
+    """
+    grids: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    stats: dict[str, dict[str, Any]] = defaultdict(lambda: {"tensors": 0, "blocks": 0, "off_grid_blocks": 0,
+                                                            "max_error_in_scales": 0.0})
+    for name, weight in state_dict.items():
+        group = group_of(name)
+        if weight.ndim != 2 or group is None or recipe.rule(group).algorithm != "qat-grid":
+            continue
+        grid = grid_for_bits(recipe.rule(group).bits)
+        fit = grid.fit(weight)
+        entry = stats[group]
+        entry["grid"] = grid.name
+        entry["tensors"] += 1
+        entry["blocks"] += fit.blocks
+        entry["off_grid_blocks"] += fit.off_grid
+        entry["max_error_in_scales"] = max(entry["max_error_in_scales"], round(fit.max_error, 6))
+        rows = weight.shape[0]
+        grids[name] = (fit.q.reshape(rows, -1).numpy(), fit.scale.numpy())
+    for entry in stats.values():
+        entry["off_grid_fraction"] = round(entry["off_grid_blocks"] / max(entry["blocks"], 1), 6)
+        entry["on_grid"] = entry["off_grid_blocks"] == 0
+    off = sum(e["off_grid_blocks"] for e in stats.values())
+    total = sum(e["blocks"] for e in stats.values())
+    if off:
+        worst = ", ".join(f"{g} {e['off_grid_fraction']:.1%}" for g, e in stats.items() if e["off_grid_blocks"])
+        message = (f"{off / total:.1%} of weight blocks are off the {next(iter(stats.values()))['grid'].upper()} grid "
+                   f"({worst}): this does not look like a QAT checkpoint")
+        if not force:
+            raise ExportError(f"{message}; use a min-max recipe (--bits 4/8), or --force-grid to round onto the grid anyway")
+        log.warning("WARNING: %s; --force-grid: rounding them onto the grid (not lossless)", message)
+    report = {"groups": dict(stats), "off_grid_fraction": round(off / max(total, 1), 6), "forced": bool(force and off)}
+    return grids, report
+
+
+def detect_qat_recipe(state_dict: dict[str, torch.Tensor], bits: int) -> QuantRecipe | None:
+    """The exact-grid preset when every transformer weight sits on the grid ``--bits`` implies, else None."""
+    if bits not in QAT_PRESET_FOR_BITS:
+        return None
+    grid_name, preset = QAT_PRESET_FOR_BITS[bits]
+    grid = GRIDS[grid_name]
+    # Small tensors first: a non-QAT checkpoint is rejected after one cheap check.
+    names = sorted((n for n, w in state_dict.items() if w.ndim == 2 and group_of(n) not in (None, "head")),
+                   key=lambda n: state_dict[n].numel())
+    for name in names:
+        if state_dict[name].shape[-1] % 32 or grid.fit(state_dict[name]).off_grid:
+            return None
+    return load_recipe(preset) if names else None
+
+
+def apply_grids_tflite(path: Path, plan, grids: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Overwrite quantized int4 blockwise weights and their fp16 scales with the recovered grid.
+
+    ai-edge-quantizer cannot take given scales, so the file it wrote is patched in place: buffers
+    are shared by all signatures, so each is written once. The result is read back and compared.
+    """
+    from embg.quantize import tflite_flatbuffer as fb
+
+    model = fb.read_model(path)
+    patched: set[int] = set()
+    worst = 0.0
+    lite = {name: positive_scale_form(*grids[name]) for name in grids}
+    for (sg_index, op_index), (param, group, rule) in plan.expected.items():
+        if rule.algorithm != "qat-grid":
+            continue
+        subgraph = model.subgraphs[sg_index]
+        op = subgraph.operators[op_index]
+        tensor = subgraph.tensors[int(op.inputs[fb.WEIGHT_OPS[fb.op_name(model, op)]])]
+        details = tensor.quantization.details if tensor.quantization else None
+        if fb.type_name(tensor.type) != "INT4" or details is None or details.blockSize != 32:
+            raise ExportError(f"{param}: expected an INT4 block-32 tensor to carry the Q4_0 grid")
+        q, scales, _, _ = lite[param]
+        scale_tensor = subgraph.tensors[details.scales]
+        if tensor.buffer not in patched:
+            model.buffers[tensor.buffer].data = fb.pack_int4(q)
+            model.buffers[scale_tensor.buffer].data = np.frombuffer(scales.astype(np.float16).tobytes(), np.uint8)
+            patched.add(tensor.buffer)
+    fb.write_model(model, path)
+    model = fb.read_model(path)
+    for (sg_index, op_index), (param, group, rule) in plan.expected.items():
+        if rule.algorithm != "qat-grid":
+            continue
+        subgraph = model.subgraphs[sg_index]
+        op = subgraph.operators[op_index]
+        tensor = subgraph.tensors[int(op.inputs[fb.WEIGHT_OPS[fb.op_name(model, op)]])]
+        q, scales, _, _ = lite[param]
+        expected = q.astype(np.float32) * np.repeat(scales, 32, axis=1)
+        worst = max(worst, float(np.abs(fb.dequantize(model, subgraph, tensor) - expected).max()))
+    if worst > 0:
+        raise ExportError(f"the planned int4 weights did not survive in the .tflite (max error {worst:g})")
+    blocks = sum(g[1].size for g in grids.values())
+    clipped = sum(entry[2] for entry in lite.values())
+    clipped_weights = sum(entry[3] for entry in lite.values())
+    report = {"buffers_patched": len(patched), "exact": clipped == 0,
+              "blocks": int(blocks), "blocks_with_clipped_weight": int(clipped),
+              "clipped_weights": int(clipped_weights), "max_error_in_scales": 1.0 if clipped else 0.0}
+    if clipped:
+        report["note"] = (f"LiteRT's XNNPACK rejects negative block scales: {clipped / blocks:.1%} of Q4_0 blocks "
+                          "(those with a negative scale) are stored with scale |d| and negated integers, and their "
+                          f"weights at q=-8 ({clipped_weights} in all) are clipped by one step (8 -> 7); all other "
+                          "weights are exact")
+        log.warning("WARNING: %s", report["note"])
+    return report
+
+
+def positive_scale_form(q: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The Q4_0 grid with non-negative scales (what XNNPACK accepts): blocks with d < 0 become |d| and -q.
+    -q = 8 does not fit int4 and is clipped to 7 (one step). Returns (q, scales, blocks clipped, weights clipped)."""
+    rows, cols = q.shape
+    blocks = q.reshape(rows, cols // 32, 32).astype(np.int16)
+    flipped = np.where((scales < 0)[..., None], -blocks, blocks)
+    over = flipped > 7
+    return (np.clip(flipped, -8, 7).astype(np.int8).reshape(rows, cols), np.abs(scales).astype(np.float32),
+            int(over.any(axis=-1).sum()), int(over.sum()))
