@@ -59,3 +59,14 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def require_tool(available: bool, what: str, install: str) -> None:
+    """Skip on a developer machine without ``what``; in CI (CI=true) a missing tool is a failure,
+    so a broken set-up step can never turn a test into a silent skip."""
+    if available:
+        return
+    message = f"{what} missing: {install} (scripts/setup.sh installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

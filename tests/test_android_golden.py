@@ -124,10 +124,12 @@ def test_goldens_cover_the_evaluation_texts():
 
 
 def test_jvm_core_tests_pass():
+    from tests.conftest import require_tool
+
     missing = [tool for tool in ("javac", "java") if shutil.which(tool) is None]
-    if missing or not Path("/usr/share/java/junit-platform-console-standalone.jar").is_file():
-        pytest.skip(f"JDK or JUnit 5 missing ({', '.join(missing) or 'junit-platform-console-standalone.jar'}): "
-                    "apt-get install -y default-jdk-headless junit5")
+    require_tool(not missing and Path("/usr/share/java/junit-platform-console-standalone.jar").is_file(),
+                 f"JDK or JUnit 5 ({', '.join(missing) or 'junit-platform-console-standalone.jar'})",
+                 "apt-get install -y default-jdk-headless junit5")
     proc = subprocess.run(["bash", str(CORE / "test.sh")], capture_output=True, text=True, timeout=600)
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail

@@ -160,8 +160,10 @@ def test_baseline_regression_fails_and_shows_change(passing_run, bundles, tiny_d
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install -y chromium)")
 def test_html_report_renders_in_headless_chromium(passing_run, bundles, tmp_path):
+    from tests.conftest import require_tool
+
+    require_tool(CHROMIUM is not None, "chromium", "apt-get install -y chromium")
     page = (passing_run[3] / "report.html").resolve()
     html = page.read_text()
     for remote in ('src="http', "href=\"http", "<link", "url(http", "<script src"):  # self-contained page
