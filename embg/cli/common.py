@@ -16,12 +16,21 @@ def quiet_third_party() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
     for name in ("transformers", "sentence_transformers", "torch", "absl", "onnxscript", "onnx_ir", "jax",
-                 "litert_torch", "ai_edge_quantizer", "torchao"):
+                 "litert_torch", "ai_edge_quantizer", "torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    try:  # the "Loading weights" bars of every reference load
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def setup_logging(verbose: bool) -> None:

@@ -66,6 +66,12 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                      f"{detected.name} (pass --recipe {recipe.name} for min-max)")
             recipe = detected
     graph = model.graph(request.dim)
+    smoothing = None
+    if recipe.smoothing:  # SmoothQuant scales folded in before conversion; the fp32 function stays the same
+        from embg.quantize.smoothing import calibration_batches, smooth_graph
+
+        progress(f"folding SmoothQuant scales (alpha {recipe.smoothing['alpha']}) into norms and weights")
+        smoothing = smooth_graph(graph, calibration_batches(model.tokenizer), recipe.smoothing["alpha"])
     seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)
     target.check_request(request.recipe, seq_lens, {**request.options, "max_positions": model.spec.max_positions})
     stem = artifact_stem(model.spec.model_id, target.name, recipe.name,
@@ -106,6 +112,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
             },
             **result.manifest,
             "qat_grid": _grid_summary(options.get("grid_report"), result.manifest),
+            "smoothing": smoothing,
             "tool_versions": tool_versions(),
             "export_seconds": None,
             "parity": None,
@@ -114,6 +121,10 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         if request.parity:
             progress("checking parity of the written file in its runtime against sentence-transformers")
             manifest["parity"] = export_parity(Artifact.load(bundle), model)
+            parity = manifest["parity"]
+            progress(f"parity vs sentence-transformers ({parity['texts']} texts): cosine min "
+                     f"{parity['cosine_min']:.6f}, mean {parity['cosine_mean']:.6f}, max |diff| "
+                     f"{parity['max_abs_diff']:.2g}, NaN/inf rows {parity['nonfinite']}")
             if manifest["parity"]["nonfinite"]:
                 raise ExportError(f"the exported model gives NaN/inf for {manifest['parity']['nonfinite']} text(s)")
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)

@@ -51,7 +51,8 @@ class NamedOutput(torch.nn.Module):
 
 
 def convert_float(graph: torch.nn.Module, seq_lens: tuple[int, ...], path: Path) -> None:
-    import litert_torch
+    with captured_native_output("litert-torch import"):  # absl/oneDNN/torchao banners on import
+        import litert_torch
 
     warnings.filterwarnings("ignore")
     for name in ("litert_torch", "torch.export", "jax", "absl"):
