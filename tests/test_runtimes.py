@@ -1,0 +1,55 @@
+"""Runtime selection details: ONNX Runtime providers, and LiteRT's fallback to tflite-runtime."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from embg.errors import EmbgError
+from embg.export.artifact import Artifact
+from embg.export.pipeline import ExportRequest, export_bundle
+from embg.quantize.recipe import recipe_for_bits
+from embg.runtimes import load_all, load_runtime
+
+
+@pytest.fixture(scope="module")
+def bundles(tiny_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rt")
+    return {t: Artifact.load(export_bundle(ExportRequest(model=str(tiny_dir), target=t, recipe=recipe_for_bits(32),
+                                                         seq_lens=(64,) if t == "tflite" else (), out=root / t,
+                                                         parity=False)))
+            for t in ("onnx", "tflite")}
+
+
+def test_unavailable_onnx_provider_is_named_with_alternatives(bundles):
+    load_all()
+    with pytest.raises(EmbgError, match="CUDAExecutionProvider is not available here; available: .*CPUExecutionProvider"):
+        load_runtime("onnxruntime", bundles["onnx"], provider="CUDAExecutionProvider")
+
+
+def test_litert_falls_back_to_tflite_runtime_and_says_so(bundles, monkeypatch):
+    """Older Raspberry Pi images only have tflite-runtime; the runtime must use it and report it."""
+    from ai_edge_litert.interpreter import Interpreter as RealInterpreter
+
+    shim = types.ModuleType("tflite_runtime.interpreter")
+    shim.Interpreter = RealInterpreter  # the same engine under the old package's import path
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", shim)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import now raises ImportError
+    load_all()
+    runtime = load_runtime("litert", bundles["tflite"], threads=1)
+    ids = np.full((1, 20), 9)
+    out = runtime.embed(ids, np.ones_like(ids))
+    assert out.shape == (1, 192) and np.isfinite(out).all()
+    assert runtime.version_info()["package"] == "tflite-runtime"
+
+
+def test_no_litert_package_gives_install_hint(bundles, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    monkeypatch.setitem(sys.modules, "tflite_runtime", None)
+    load_all()
+    with pytest.raises(EmbgError, match="pip install ai-edge-litert"):
+        load_runtime("litert", bundles["tflite"])
