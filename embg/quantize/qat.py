@@ -96,31 +96,21 @@ def apply_grids_tflite(path: Path, plan, grids: dict[str, tuple[np.ndarray, np.n
 
     model = fb.read_model(path)
     patched: set[int] = set()
-    worst = 0.0
     lite = {name: positive_scale_form(*grids[name]) for name in grids}
-    for (sg_index, op_index), (param, group, rule) in plan.expected.items():
-        if rule.algorithm != "qat-grid":
-            continue
-        subgraph = model.subgraphs[sg_index]
-        op = subgraph.operators[op_index]
-        tensor = subgraph.tensors[int(op.inputs[fb.WEIGHT_OPS[fb.op_name(model, op)]])]
+    for param, subgraph, tensor in _grid_tensors(model, plan):
         details = tensor.quantization.details if tensor.quantization else None
         if fb.type_name(tensor.type) != "INT4" or details is None or details.blockSize != 32:
             raise ExportError(f"{param}: expected an INT4 block-32 tensor to carry the Q4_0 grid")
         q, scales, _, _ = lite[param]
-        scale_tensor = subgraph.tensors[details.scales]
         if tensor.buffer not in patched:
             model.buffers[tensor.buffer].data = fb.pack_int4(q)
-            model.buffers[scale_tensor.buffer].data = np.frombuffer(scales.astype(np.float16).tobytes(), np.uint8)
+            scale_buffer = subgraph.tensors[details.scales].buffer
+            model.buffers[scale_buffer].data = np.frombuffer(scales.astype(np.float16).tobytes(), np.uint8)
             patched.add(tensor.buffer)
     fb.write_model(model, path)
     model = fb.read_model(path)
-    for (sg_index, op_index), (param, group, rule) in plan.expected.items():
-        if rule.algorithm != "qat-grid":
-            continue
-        subgraph = model.subgraphs[sg_index]
-        op = subgraph.operators[op_index]
-        tensor = subgraph.tensors[int(op.inputs[fb.WEIGHT_OPS[fb.op_name(model, op)]])]
+    worst = 0.0
+    for param, subgraph, tensor in _grid_tensors(model, plan):
         q, scales, _, _ = lite[param]
         expected = q.astype(np.float32) * np.repeat(scales, 32, axis=1)
         worst = max(worst, float(np.abs(fb.dequantize(model, subgraph, tensor) - expected).max()))
@@ -139,6 +129,17 @@ def apply_grids_tflite(path: Path, plan, grids: dict[str, tuple[np.ndarray, np.n
                           "weights are exact")
         log.warning("WARNING: %s", report["note"])
     return report
+
+
+def _grid_tensors(model, plan):
+    """(parameter, subgraph, weight tensor) for every op the plan quantizes onto a QAT grid."""
+    from embg.quantize import tflite_flatbuffer as fb
+
+    for (sg_index, op_index), (param, group, rule) in plan.expected.items():
+        if rule.algorithm == "qat-grid":
+            subgraph = model.subgraphs[sg_index]
+            op = subgraph.operators[op_index]
+            yield param, subgraph, subgraph.tensors[int(op.inputs[fb.WEIGHT_OPS[fb.op_name(model, op)]])]
 
 
 def positive_scale_form(q: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
