@@ -112,6 +112,7 @@ def export_all(plan: Plan, cache: Path, reexport: bool, progress: Callable[[str]
     qat_ok, qat_reason = qat_status()
     wanted = [v for v in plan.variants if qat_ok or not v.qat]
     skipped = {v.name: qat_reason for v in plan.variants if v.qat and not qat_ok}
+    skipped.update({name: "not selected for this run (--variants)" for name in plan.excluded})
     kinds = sorted({v.fixture for v in wanted} | {plan.fixture}, key=lambda k: k != plan.fixture)
     fixtures = ensure_fixtures(plan, kinds, progress)
     records = {}

@@ -45,6 +45,7 @@ def describe() -> dict[str, Any]:
         "logical_cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
         "memory_gb": memory_gb, "platform": platform.platform(), "python": sys.version.split()[0],
         "packages": {**tool_versions(), **_extra_versions()}, "git_commit": _git_commit(),
+        "git_modified_embg_files": _git_modified(),  # others edit the shared tree: say what the run used
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -67,6 +68,15 @@ def _git_commit() -> str | None:
                               cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def _git_modified() -> list[str] | None:
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", "embg"], capture_output=True, text=True, check=True,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return [line[3:] for line in out.splitlines() if line.strip()]
 
 
 def model_matmul_shapes(config: dict[str, Any], m: int) -> list[tuple[int, int, int]]:

@@ -50,6 +50,7 @@ class Plan:
     tflite_buckets: tuple[int, ...] | None  # None: the target's default buckets (what --bits 4 writes)
     repeats: int
     threads: tuple[int, ...]
+    excluded: tuple[str, ...] = ()  # variants of the mode left out with --variants (reported as skipped)
 
 
 def _variants(fixture: str, qat_fixture: str) -> tuple[Variant, ...]:
@@ -84,9 +85,11 @@ def make_plan(quick: bool, threads: tuple[int, ...], only: tuple[str, ...] = (),
         unknown = sorted(set(only) - {v.name for v in variants})
         if unknown:
             raise SystemExit(f"unknown variant(s) {unknown}; choose from {[v.name for v in variants]}")
+    excluded = tuple(v.name for v in variants if only and v.name not in only)
+    if only:
         variants = tuple(v for v in variants if v.name in only)
     return Plan("quick" if quick else "full", fixture, qat_fixture, variants, shapes, buckets,
-                repeats or default_repeats, threads)
+                repeats or default_repeats, threads, excluded)
 
 
 def model_flops(config: dict[str, Any], seq_len: int, head: tuple[int, ...] = ()) -> dict[str, float]:

@@ -46,7 +46,8 @@ def _drift(entry: dict[str, Any]) -> str:
         return f"NaN in {d['nonfinite']} text(s)"
     if d.get("cosine_min") is None:
         return "–"
-    return f"{d['cosine_min']:.4f} / {d['cosine_mean']:.4f}"
+    digits = 6 if d["cosine_min"] >= 0.999 else 4  # near-exact variants differ in the 5th-6th digit
+    return f"{d['cosine_min']:.{digits}f} / {d['cosine_mean']:.{digits}f}"
 
 
 def _export(entry: dict[str, Any]) -> str:
@@ -134,13 +135,16 @@ def size_table(results: dict[str, Any]) -> list[str]:
 
 def qat_table(results: dict[str, Any]) -> list[str]:
     names = [n for n in results["variants"] if "@" in n]
-    if not names:
-        return [f"Not run: {next(iter(results['skipped'].values()), 'no QAT variants selected')}"]
-    lines = ["| variant (weights snapped to Q4_0) | size MB | drift min / mean | ms @256, 1 thread |",
-             "|---|---:|---|---:|"]
-    for name in names:
-        entry = results["variants"][name]
-        lines.append(f"| {name} | {_mb(entry['size']['model_mb'])} | {_drift(entry)} | {_ms(entry, '1', 's256')} |")
+    lines = []
+    if names:
+        lines += ["| variant (weights snapped to Q4_0) | size MB | drift min / mean | ms @256, 1 thread |",
+                  "|---|---:|---|---:|"]
+        for name in names:
+            entry = results["variants"][name]
+            lines.append(f"| {name} | {_mb(entry['size']['model_mb'])} | {_drift(entry)} "
+                         f"| {_ms(entry, '1', 's256')} |")
+        lines.append("")
+    lines += [f"- {name}: not run: {reason}" for name, reason in results["skipped"].items() if "@" in name]
     return lines
 
 
@@ -151,8 +155,8 @@ def render(results: dict[str, Any]) -> str:
     caption = (f"Measured {when} on {machine['cpu']} ({machine['usable_cores']} cores shared with other jobs; load "
                f"average {machine['load_average_at_start'][0]} at start, {machine['load_average_at_end'][0]} at end), "
                f"`{results['fixture']}` fixture = the real architecture with RANDOM weights, batch 1, medians of "
-               f"{results['plan']['repeats']} interleaved repetitions; eager = PyTorch fp32 via sentence-transformers in "
-               f"the same loop. Drift on random weights exaggerates int4 loss and hides activation outliers "
+               f"{results['plan']['repeats']} interleaved repetitions; eager = PyTorch fp32 via sentence-transformers "
+               f"in the same loop. Drift on random weights exaggerates int4 loss and hides activation outliers "
                f"(DESIGN.md §3): it ranks recipes, it is not real-model quality. "
                f"Reproduce: `python bench/run.py{' --quick' if results['mode'] == 'quick' else ''}`; "
                f"every figure is in bench/results/results.json.")

@@ -73,7 +73,8 @@ def tflite_breakdown(path: Path, config: dict[str, Any], head: tuple[int, ...]) 
                         groups[group]["block_scales"] += len(model.buffers[scales.buffer].data)
             quant = tensor.quantization
             if quant is not None and quant.scale is not None:
-                per_sig = np.asarray(quant.scale).size * 4 + (np.asarray(quant.zeroPoint).size if quant.zeroPoint is not None else 0) * 8
+                zero_points = np.asarray(quant.zeroPoint).size if quant.zeroPoint is not None else 0
+                per_sig = np.asarray(quant.scale).size * 4 + zero_points * 8  # float32 scale, int64 zero point
                 groups[group]["channel_params_all_signatures"] += per_sig
     return _finish(groups, Path(path).stat().st_size, len(model.subgraphs))
 
