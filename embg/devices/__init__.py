@@ -13,4 +13,9 @@ __all__ = ["DEVICES", "DeviceError", "DeviceRunner", "RemoteRuntime", "open_devi
 
 def load_devices() -> None:
     """Import every device module so the registry is complete."""
-    from embg.devices import local  # noqa: F401
+    from embg.devices import local, qemu, ssh  # noqa: F401
+
+    try:  # the browser runner is optional (its own module and extra)
+        from embg.devices import browser  # noqa: F401
+    except ImportError:
+        pass

@@ -36,12 +36,12 @@ def runner_script() -> Path:
 class Session:
     """A started remote_runner.py process, spoken to over its stdin/stdout."""
 
-    def __init__(self, argv: list[str], label: str, timeout: float = 600.0) -> None:
+    def __init__(self, argv: list[str], label: str, timeout: float = 600.0, env: dict[str, str] | None = None) -> None:
         self.label = label
         self.timeout = timeout
         try:
             self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, text=True, bufsize=1)
+                                            stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
         except OSError as exc:
             raise DeviceError(f"{label}: cannot start {argv[0]}: {exc}") from exc
         self.hello = self.request({"op": "hello"})
@@ -140,14 +140,21 @@ class DeviceRunner(ABC):
     def describe(self) -> dict[str, Any]:
         return {"name": self.label, "kind": self.kind}
 
+    def configure(self, options: dict[str, Any]) -> None:
+        """Per-device settings from devices.toml (identity file, venv, ...); kinds without any ignore them."""
 
-def parse_device(text: str) -> DeviceRunner:
+
+def parse_device(text: str, options: dict[str, Any] | None = None) -> DeviceRunner:
     kind, _, spec = text.partition(":")
-    return DEVICES.get(kind)(spec)
+    runner = DEVICES.get(kind)(spec)
+    if options:
+        runner.configure(options)
+    return runner
 
 
-def open_device(device: str, artifact: Artifact, engine: str, threads: int | None = None) -> RemoteRuntime:
+def open_device(device: str, artifact: Artifact, engine: str, threads: int | None = None,
+                options: dict[str, Any] | None = None) -> RemoteRuntime:
     started = time.perf_counter()
-    runtime = parse_device(device).open(artifact, engine, threads)
+    runtime = parse_device(device, options).open(artifact, engine, threads)
     log.debug("opened %s in %.1f s", device, time.perf_counter() - started)
     return runtime

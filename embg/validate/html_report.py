@@ -12,7 +12,7 @@ from embg.validate.report import fmt, markdown_summary
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#f3f3f3}.pass{color:#137333}.fail{color:#b3261e;font-weight:bold}
+th{background:#f3f3f3}.pass{color:#137333}.fail,.partial{color:#b3261e;font-weight:bold}
 figure{display:inline-block;margin:8px 16px 8px 0;vertical-align:top}figcaption{font-size:12px;color:#555}
 pre{background:#f6f6f6;padding:8px;overflow:auto}code{font-size:12px}
 """
@@ -62,9 +62,46 @@ def _worst(entry: dict[str, Any]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _devices(report: dict[str, Any]) -> str:
+    if not report.get("devices"):
+        return ""
+    rows = ["<tr><th>device</th><th>kind</th><th>machine</th><th>emulated</th><th>engines</th><th>rows ok</th>"
+            "<th>rows failed</th></tr>"]
+    for d in report["devices"]:
+        engines = ", ".join(f"{e.get('engine')} {e.get('version')}" for e in d.get("engines", []))
+        rows.append(f"<tr><td>{escape(str(d.get('name')))}</td><td>{escape(str(d.get('kind')))}</td>"
+                    f"<td>{escape(str(d.get('machine', '?')))}</td><td>{escape(str(d.get('emulated', '?')))}</td>"
+                    f"<td>{escape(engines)}</td><td>{d.get('rows', {}).get('ok', '')}</td>"
+                    f"<td>{d.get('rows', {}).get('failed', '')}</td></tr>")
+    return "<h2>Devices</h2><table id='devices'>" + "".join(rows) + "</table>"
+
+
+def _status_table(report: dict[str, Any]) -> str:
+    rows = ["<tr><th>combination</th><th>status</th></tr>"]
+    for name, status in report.get("status", {}).items():
+        css = "pass" if status == "ok" else "fail"
+        rows.append(f"<tr><td>{escape(name)}</td><td class='{css}'>{escape(status)}</td></tr>")
+    return "<h2>Combinations</h2><table id='combinations'>" + "".join(rows) + "</table>"
+
+
+def _history(report: dict[str, Any]) -> str:
+    history = report.get("history")
+    if not history:
+        return ""
+    from embg.validate.history import trend_table_html
+
+    return ("<h2>History</h2>" + trend_table_html(history)
+            + _figure("plot-trend-cos", "cosine min per combination over runs", plots.trend(history, "cos_min"))
+            + _figure("plot-trend-p50", "p50 latency (longest bucket) per combination over runs",
+                      plots.trend(history, "p50_ms")))
+
+
 def render_html(report: dict[str, Any]) -> str:
     status = "PASS" if report["passed"] else "FAIL"
-    entries = report["bundles"]
+    if report.get("partial"):
+        status = "PARTIAL"
+    every = report["bundles"]
+    entries = [e for e in every if e.get("status", "ok") == "ok"]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>embg-validate {status}</title><style>{STYLE}</style><script>{CHECK_SCRIPT}</script></head><body>",
@@ -75,11 +112,16 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Plots</h2>",
         _figure("plot-latency", "warm latency per bucket (p50 bar, whisker to p90)", plots.latency_buckets(entries)),
         _figure("plot-size-drift", "model file size vs drift (1 - mean cosine)", plots.size_vs_drift(entries)),
+        _devices(report), _status_table(report), _history(report),
     ]
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(every):
+        if entry.get("status", "ok") != "ok":
+            parts.append(f"<section class='bundle failed' id='bundle-{i}'><h2>{escape(entry['combination'])}: "
+                         f"<span class='fail'>DEVICE FAILED</span></h2><pre>{escape(entry['error'])}</pre></section>")
+            continue
         css = "pass" if entry["passed"] else "fail"
         parts += [
-            f"<section class='bundle' id='bundle-{i}'><h2>{escape(entry['name'])}: "
+            f"<section class='bundle' id='bundle-{i}'><h2>{escape(entry.get('combination', entry['name']))}: "
             f"<span class='{css}'>{'PASS' if entry['passed'] else 'FAIL'}</span></h2>",
             f"<p>{escape(entry['path'])} &middot; target {escape(entry['target'])} &middot; recipe "
             f"{escape(str(entry['recipe']))} &middot; thresholds {escape(entry['threshold_class'])} &middot; "

@@ -91,3 +91,23 @@ def size_vs_drift(entries: list[dict[str, Any]]) -> str | None:
     ax.set_ylabel("1 - mean cosine")
     ax.set_title("size vs drift")
     return _svg(fig)
+
+
+def trend(history: dict[str, Any], metric: str) -> str | None:
+    """One line per combination over the history's runs (metric: "cos_min" or "p50_ms")."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    runs = history["runs"]
+    fig, ax = plt.subplots(figsize=(6.4, 2.8))
+    for combination, points in sorted(history["trend"].items()):
+        xs = [i for i, p in enumerate(points) if p.get(metric) is not None]
+        ys = [points[i][metric] for i in xs]
+        if xs:
+            ax.plot(xs, ys, marker="o", markersize=3, label=combination)
+    ax.set_xticks(range(len(runs)), [r[:16] for r in runs], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("cosine min" if metric == "cos_min" else "p50 ms (longest bucket)")
+    if metric == "cos_min":
+        ax.ticklabel_format(axis="y", useOffset=False)
+    ax.legend(fontsize=6, frameon=False)
+    return _svg(fig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,26 @@ def fmt(value: Any, pattern: str = "{:.6g}") -> str:
 
 def markdown_summary(report: dict[str, Any]) -> str:
     status = "PASS" if report["passed"] else "FAIL"
+    if report.get("partial"):
+        status += " (PARTIAL: some combinations did not run)"
+    by_device = bool(report.get("devices"))
     lines = [f"## embg-validate: {status} ({len(report['bundles'])} bundle(s), {report['texts']['count']} texts, "
              f"{report['device'].get('machine', '?')}, {report['seconds']} s)", "",
-             "| bundle | runtime | class | " + " | ".join(h for h, _, _ in SUMMARY_COLUMNS) + " | p50 ms (longest) | gate |",
-             "|---|---|---|" + "---|" * len(SUMMARY_COLUMNS) + "---|---|"]
+             ("| device " if by_device else "") + "| bundle | runtime | class | "
+             + " | ".join(h for h, _, _ in SUMMARY_COLUMNS) + " | p50 ms (longest) | gate |",
+             ("|---" if by_device else "") + "|---|---|---|" + "---|" * len(SUMMARY_COLUMNS) + "---|---|"]
     for entry in report["bundles"]:
+        lead = f"| {entry.get('device', '')} " if by_device else ""
+        if entry.get("status", "ok") != "ok":
+            lines.append(f"{lead}| {entry['name']} | {entry.get('engine')} | {entry['threshold_class']} | "
+                         + " | ".join("-" for _ in SUMMARY_COLUMNS) + " | - | **DEVICE FAILED** |")
+            continue
         metrics = entry["metrics"]
         cells = [fmt(lookup(metrics, path), pattern) for _, path, pattern in SUMMARY_COLUMNS]
         buckets = list(metrics["latency"]["buckets"].values())
         longest = max(buckets, key=lambda b: (b["seq_len"], -b["batch"])) if buckets else None
         p50 = f"{longest['p50_ms']:.1f} @seq{longest['seq_len']}x{longest['batch']}" if longest else "n/a"
-        lines.append(f"| {entry['name']} | {entry['runtime'].get('runtime')} | {entry['threshold_class']} | "
+        lines.append(f"{lead}| {entry['name']} | {entry['runtime'].get('runtime')} | {entry['threshold_class']} | "
                      + " | ".join(cells) + f" | {p50} | {'pass' if entry['passed'] else '**FAIL**'} |")
     if report["failures"]:
         lines += ["", "Failing metrics:"] + [f"- {f}" for f in report["failures"]]
@@ -67,7 +77,14 @@ def write_reports(report: dict[str, Any], directory: Path) -> dict[str, Path]:
     paths = {"json": directory / "report.json", "markdown": directory / "summary.md",
              "html": directory / "report.html"}
     # allow_nan=False: a NaN that slipped through must be a bug we see, not invalid JSON we ship
-    paths["json"].write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(markdown_summary(report), encoding="utf-8")
-    paths["html"].write_text(render_html(report), encoding="utf-8")
+    texts = {"json": json.dumps(report, indent=2, allow_nan=False) + "\n", "markdown": markdown_summary(report),
+             "html": render_html(report)}
+    for key, path in paths.items():  # atomic: a reader (or a crash) never sees half a report
+        write_atomic(path, texts[key])
     return paths
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

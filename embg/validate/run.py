@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import numpy as np
 from embg.errors import EmbgError
 from embg.export.artifact import Artifact, tool_versions
 from embg.validate import gate, latency, metrics
-from embg.validate.textsets import EvalText, builtin_texts, check_tasks, load_texts_file
+from embg.validate.textsets import EvalText, builtin_texts, check_tasks, load_texts_file, quick_texts
 from embg.validate.thresholds import BASELINE_MARGINS, THRESHOLDS, limits_for
 
 REPORT_SCHEMA = 1
@@ -42,6 +43,10 @@ class ValidateOptions:
     latency_repeats: int = 10
     latency_warmup: int = 2
     memory: bool = True
+    device: str | None = None  # "kind:spec" from embg.devices; None runs the runtime in this process
+    device_options: dict[str, Any] = field(default_factory=dict)
+    device_name: str | None = None  # the row label in matrix runs (default: the device string)
+    quick: bool = False  # a few short texts and the two smallest latency buckets (emulated/slow devices)
     argv: list[str] = field(default_factory=list)
     progress: Callable[[str], None] = lambda message: None
 
@@ -132,7 +137,9 @@ def prepare(options: ValidateOptions) -> Prepared:
         raise EmbgError("--threads must be at least 1")
     artifacts = load_bundles(options.bundles)
     names = runtime_names_for(artifacts, options.runtime)
-    texts = load_texts_file(options.texts) if options.texts else builtin_texts()
+    if options.device:
+        check_device(options.device, options.device_options)
+    texts = load_texts_file(options.texts) if options.texts else quick_texts() if options.quick else builtin_texts()
     baseline = load_baseline(options.baseline) if options.baseline else None
     model_id, revision = model_argument(artifacts, options.model)
     options.progress(f"loading the reference checkpoint {model_id}")
@@ -140,7 +147,16 @@ def prepare(options: ValidateOptions) -> Prepared:
     check_tasks(texts, model.spec.prompts)
     options.progress("checking every bundle was exported from these weights")
     check_same_weights(artifacts, model.spec)
-    return Prepared(artifacts, names, texts, str(options.texts) if options.texts else "builtin", model, baseline)
+    source = str(options.texts) if options.texts else "builtin-quick" if options.quick else "builtin"
+    return Prepared(artifacts, names, texts, source, model, baseline)
+
+
+def check_device(device: str, device_options: dict[str, Any] | None = None) -> None:
+    """An unknown kind or malformed spec is bad input (exit 2), found before any slow work."""
+    from embg.devices import load_devices, parse_device
+
+    load_devices()
+    parse_device(device, device_options)
 
 
 # ---------------------------------------------------------------- measuring one bundle
@@ -154,8 +170,13 @@ class ReferenceCache:
         self.model = model
         self.reference = SentenceTransformersReference(model.spec.directory, threads=threads)
         self._cache: dict[tuple[int, int | None], np.ndarray] = {}
+        self._lock = threading.Lock()  # matrix runs ask from one thread per device
 
     def embeddings(self, texts: list[EvalText], max_length: int, dim: int | None) -> np.ndarray:
+        with self._lock:
+            return self._embeddings(texts, max_length, dim)
+
+    def _embeddings(self, texts: list[EvalText], max_length: int, dim: int | None) -> np.ndarray:
         key = (max_length, dim)
         if key not in self._cache:
             # same truncation as the runtime: the reference must see exactly the tokens the bundle sees
@@ -225,11 +246,21 @@ def measure_bundle(artifact: Artifact, runtime_name: str, prepared: Prepared, re
     say = options.progress
     tokenizer = prepared.model.tokenizer
     texts = prepared.texts
-    say(f"{artifact.directory.name}: loading in {runtime_name}")
-    runtime, load_s = latency.timed(lambda: load_runtime(runtime_name, artifact, threads=options.threads))
+    where = f" on {options.device}" if options.device else ""
+    say(f"{artifact.directory.name}: loading in {runtime_name}{where}")
+    if options.device:
+        from embg.devices import open_device
+
+        # cold load includes copying the bundle to the device and starting the runner there
+        runtime, load_s = latency.timed(lambda: open_device(options.device, artifact, runtime_name, options.threads,
+                                                             options.device_options))
+    else:
+        runtime, load_s = latency.timed(lambda: load_runtime(runtime_name, artifact, threads=options.threads))
     try:
         max_length = runtime.max_length or tokenizer.max_length
         buckets = latency.plan(artifact.manifest, runtime.max_length)
+        if options.quick:
+            buckets = buckets[:2]
         prose = tokenizer.encode([t.text for t in texts if t.kind == "long"][:1] or [texts[0].text],
                                  prompt="document", max_length=max(b.seq_len for b in buckets)).input_ids[0]
         first = latency.Bucket(buckets[0].seq_len, buckets[0].batch)
@@ -255,7 +286,9 @@ def measure_bundle(artifact: Artifact, runtime_name: str, prepared: Prepared, re
     finally:
         runtime.close()
     memory: dict[str, Any] = {}
-    if options.memory:
+    if options.device and options.device != "local":
+        memory = {"skipped": f"peak RSS is measured on this host only, not on {options.device}"}
+    elif options.memory:
         say(f"{artifact.directory.name}: peak RSS in a separate process")
         try:
             memory = measure_peak_rss(artifact.directory, runtime_name, options.threads,
@@ -282,6 +315,13 @@ def baseline_entry(baseline: dict[str, Any] | None, entry: dict[str, Any]) -> di
     if not baseline:
         return None
     bundles = baseline.get("bundles", [])
+    # matrix rows match on device/engine/bundle first: the same bundle on two devices is two rows
+    same_row = [b for b in bundles if b.get("combination") and b.get("combination") == entry.get("combination")
+                and b.get("status", "ok") == "ok"]
+    if same_row:
+        return same_row[0]
+    bundles = [b for b in bundles if b.get("status", "ok") == "ok"
+               and b.get("device", "in-process") == entry.get("device", "in-process")]
     same_name = [b for b in bundles if b.get("name") == entry["name"]]
     if same_name:
         return same_name[0]
@@ -306,6 +346,49 @@ def device_info() -> dict[str, Any]:
     return info
 
 
+def bundle_entry(artifact: Artifact, runtime_name: str, prepared: Prepared, reference: ReferenceCache,
+                 options: ValidateOptions) -> dict[str, Any]:
+    """One report row: the bundle measured and gated, or, when its device failed, status "failed" + reason."""
+    from embg.devices import DeviceError
+
+    recipe = artifact.manifest.get("recipe") or {}
+    class_name, limits = limits_for(recipe)
+    device = options.device_name or options.device or "in-process"
+    entry: dict[str, Any] = {
+        "name": artifact.directory.name, "path": str(artifact.directory.resolve()),
+        "manifest_sha256": artifact.manifest_sha256, "target": artifact.target, "recipe": recipe.get("name"),
+        "engine": runtime_name, "device": device, "combination": f"{device}/{runtime_name}/{artifact.directory.name}",
+        "model": artifact.manifest.get("model"), "embedding_dim": artifact.embedding_dim,
+        "matryoshka_dims": artifact.manifest.get("matryoshka_dims"), "signatures": artifact.manifest.get("signatures"),
+        "threshold_class": class_name, "thresholds": {k: list(v) for k, v in limits.items()},
+    }
+    try:
+        measured = measure_bundle(artifact, runtime_name, prepared, reference, options)
+    except DeviceError as exc:  # the device, not the bundle's numbers: a row that says why, exit 1
+        options.progress(f"{entry['combination']}: DEVICE FAILED: {exc}")
+        return {**entry, "status": "failed", "error": str(exc), "passed": False, "checks": [],
+                "failures": [f"device failed: {exc}"]}
+    entry.update({
+        "status": "ok", "runtime": measured["runtime"], "metrics": measured["metrics"],
+        "cosine_histogram": metrics.histogram(measured["cos"], limits.get("cosine_min", (">=", None))[1]),
+        "cosine_per_text": [round(float(c), 7) for c in measured["cos"]],
+        "worst_texts": worst_texts(prepared.texts, measured["cos"]),
+    })
+    checks = gate.threshold_checks(entry["metrics"], limits)
+    if "error" in entry["metrics"]["memory"]:
+        checks.append(gate.Check("memory.probe", None, "<=", 0, False))
+    old = baseline_entry(prepared.baseline, entry)
+    if old is not None:
+        checks += gate.baseline_checks(entry["metrics"], old.get("metrics", {}))
+    entry["baseline"] = None if old is None else {"name": old.get("name"), "manifest_sha256": old.get("manifest_sha256")}
+    entry["checks"] = [c.to_dict() for c in checks]
+    entry["failures"] = [c.describe() for c in gate.failures(checks)]
+    entry["passed"] = not entry["failures"]
+    options.progress(f"{entry['combination']}: {'PASS' if entry['passed'] else 'FAIL'}"
+                     + "".join(f"\n    {f}" for f in entry["failures"]))
+    return entry
+
+
 def run(options: ValidateOptions) -> dict[str, Any]:
     """Validate every bundle; returns the report dict (its "passed" decides the exit status)."""
     started = time.perf_counter()
@@ -314,53 +397,57 @@ def run(options: ValidateOptions) -> dict[str, Any]:
     entries = []
     for number, (artifact, runtime_name) in enumerate(zip(prepared.artifacts, prepared.runtime_names), 1):
         options.progress(f"[{number}/{len(prepared.artifacts)}] {artifact.directory}")
-        measured = measure_bundle(artifact, runtime_name, prepared, reference, options)
-        recipe = artifact.manifest.get("recipe") or {}
-        class_name, limits = limits_for(recipe)
-        entry = {
-            "name": artifact.directory.name, "path": str(artifact.directory.resolve()),
-            "manifest_sha256": artifact.manifest_sha256, "target": artifact.target, "recipe": recipe.get("name"),
-            "runtime": measured["runtime"], "model": artifact.manifest.get("model"),
-            "embedding_dim": artifact.embedding_dim, "matryoshka_dims": artifact.manifest.get("matryoshka_dims"),
-            "signatures": artifact.manifest.get("signatures"), "threshold_class": class_name,
-            "thresholds": {k: list(v) for k, v in limits.items()},
-            "metrics": measured["metrics"],
-            "cosine_histogram": metrics.histogram(measured["cos"], limits.get("cosine_min", (">=", None))[1]),
-            "cosine_per_text": [round(float(c), 7) for c in measured["cos"]],
-            "worst_texts": worst_texts(prepared.texts, measured["cos"]),
-        }
-        checks = gate.threshold_checks(entry["metrics"], limits)
-        if "error" in entry["metrics"]["memory"]:
-            checks.append(gate.Check("memory.probe", None, "<=", 0, False))
-        old = baseline_entry(prepared.baseline, entry)
-        if old is not None:
-            checks += gate.baseline_checks(entry["metrics"], old.get("metrics", {}))
-        entry["baseline"] = None if old is None else {"name": old.get("name"),
-                                                      "manifest_sha256": old.get("manifest_sha256")}
-        entry["checks"] = [c.to_dict() for c in checks]
-        entry["failures"] = [c.describe() for c in gate.failures(checks)]
-        entry["passed"] = not entry["failures"]
-        options.progress(f"{entry['name']}: {'PASS' if entry['passed'] else 'FAIL'}"
-                         + "".join(f"\n    {f}" for f in entry["failures"]))
-        entries.append(entry)
+        entries.append(bundle_entry(artifact, runtime_name, prepared, reference, options))
+    devices = [device_description(entries, options.device)] if options.device else []
+    return assemble(options, prepared, reference, entries, started, devices)
+
+
+def device_description(entries: list[dict[str, Any]], device: str) -> dict[str, Any]:
+    """What the runner said about itself (name, kind, machine, emulated, engine + version from its hello)."""
+    from embg.devices import parse_device
+
+    described: dict[str, Any] = {"name": device, "kind": device.partition(":")[0]}
+    engines = []
+    for entry in entries:
+        runtime = entry.get("runtime") or {}
+        if runtime.get("device"):
+            described.update(runtime["device"])
+        if runtime.get("engine"):
+            engines.append({"engine": runtime["engine"], "version": runtime.get("version")})
+    if len(described) == 2:  # nothing came back (every row failed): still say what it was
+        described.update(parse_device(device).describe())
+    described["engines"] = [dict(t) for t in {tuple(e.items()) for e in engines}]
+    described["rows"] = {"ok": sum(e["status"] == "ok" for e in entries),
+                         "failed": sum(e["status"] == "failed" for e in entries)}
+    return described
+
+
+def assemble(options: ValidateOptions, prepared: Prepared, reference: ReferenceCache, entries: list[dict[str, Any]],
+             started: float, devices: list[dict[str, Any]]) -> dict[str, Any]:
     used = sorted({e["threshold_class"] for e in entries})
+    failed = [e for e in entries if e["status"] == "failed"]
+    weights = [e["model"]["weights_sha256"] for e in entries if e.get("model")]
     return {
         "schema": REPORT_SCHEMA,
         "tool": "embg-validate",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": options.argv,
         "passed": all(e["passed"] for e in entries),
-        "failures": [f"{e['name']}: {f}" for e in entries for f in e["failures"]],
+        # partial: some combinations could not run (device failure); status per row says which
+        "partial": bool(failed),
+        "status": {e["combination"]: e["status"] if e["status"] == "ok" else f"failed: {e['error']}"
+                   for e in entries},
+        "failures": [f"{e['combination'] if devices else e['name']}: {f}" for e in entries for f in e["failures"]],
         "device": device_info(),
+        "devices": devices,
         "versions": tool_versions(),
         "reference": {**reference.reference.version_info(), "model_id": prepared.model.spec.model_id,
-                      "revision": prepared.model.spec.revision,
-                      "weights_sha256": entries[0]["model"]["weights_sha256"] if entries else None},
+                      "revision": prepared.model.spec.revision, "weights_sha256": weights[0] if weights else None},
         "texts": {"source": prepared.texts_source, "count": len(prepared.texts),
                   "by_kind": _count(t.kind for t in prepared.texts), "by_task": _count(t.task for t in prepared.texts)},
         "settings": {"threads": options.threads, "latency_repeats": options.latency_repeats,
                      "latency_warmup": options.latency_warmup, "runtime_override": options.runtime,
-                     "python": sys.executable},
+                     "python": sys.executable, "quick": options.quick},
         "thresholds": {name: {k: list(v) for k, v in THRESHOLDS[name].items()} for name in used},
         "baseline_margins": [{"metric": p, "kind": k, "margin": m} for p, k, m in BASELINE_MARGINS],
         "baseline": None if prepared.baseline is None else {"path": str(options.baseline),

@@ -65,6 +65,19 @@ def builtin_texts() -> list[EvalText]:
     return rows
 
 
+QUICK_QUERIES = 4
+QUICK_DOCUMENTS = 6
+
+
+def quick_texts() -> list[EvalText]:
+    """A few short queries and documents from the built-in set: for emulated or slow devices
+    (100-400x slower under qemu), where the full set with its 2048-token texts takes too long."""
+    rows = builtin_texts()
+    queries = [t for t in rows if t.kind == "query"][:QUICK_QUERIES]
+    documents = [t for t in rows if t.kind == "document"][:QUICK_DOCUMENTS]
+    return queries + documents
+
+
 def _normalise_task(task: object, where: str) -> str:
     if not isinstance(task, str):
         raise EmbgError(f"{where}: 'task' must be a string (query, document or a prompt name)")

@@ -1,0 +1,90 @@
+"""Run history for nightly jobs: every report.json kept under a directory, and a trend per combination.
+
+Layout: HISTORY/<UTC timestamp>/report.json (one directory per run, never rewritten). The trend
+shows cosine min and the warm p50 of the longest timed bucket for each device/engine/bundle
+combination, oldest run first; the last run is also the default baseline of the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+from typing import Any
+
+MAX_RUNS = 30  # in the trend; older runs stay on disk
+
+
+def runs(directory: Path) -> list[Path]:
+    """report.json files of earlier runs, oldest first (timestamps sort as text)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*/report.json") if p.is_file())
+
+
+def last_report(directory: Path) -> Path | None:
+    found = runs(directory)
+    return found[-1] if found else None
+
+
+def record(report: dict[str, Any], directory: Path) -> Path:
+    """Store this run's report.json under a new timestamped directory (atomic rename)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = Path(directory) / stamp
+    n = 1
+    while target.exists():  # two runs in one second: keep both
+        target = Path(directory) / f"{stamp}-{n}"
+        n += 1
+    target.mkdir(parents=True)
+    path = target / "report.json"
+    tmp = target / f".report.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _point(entry: dict[str, Any]) -> dict[str, Any]:
+    if entry.get("status", "ok") != "ok":
+        return {"status": "failed", "cos_min": None, "p50_ms": None}
+    buckets = list(entry["metrics"]["latency"]["buckets"].values())
+    longest = max(buckets, key=lambda b: (b["seq_len"], b["batch"])) if buckets else None
+    return {"status": "ok", "cos_min": entry["metrics"]["drift"].get("cosine_min"),
+            "p50_ms": longest["p50_ms"] if longest else None,
+            "bucket": f"seq{longest['seq_len']}_b{longest['batch']}" if longest else None}
+
+
+def _key(entry: dict[str, Any]) -> str:
+    return entry.get("combination") or entry["name"]
+
+
+def trend(directory: Path, current: dict[str, Any]) -> dict[str, Any]:
+    """{"runs": [created...], "trend": {combination: [point per run]}} over earlier runs + this one."""
+    reports = []
+    for path in runs(directory)[-(MAX_RUNS - 1):]:
+        try:
+            reports.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError):
+            continue  # a damaged old run must not break tonight's report
+    reports.append(current)
+    combos = sorted({_key(e) for r in reports for e in r.get("bundles", [])})
+    table: dict[str, list[dict[str, Any]]] = {c: [] for c in combos}
+    for report in reports:
+        rows = {_key(e): e for e in report.get("bundles", [])}
+        for combo in combos:
+            table[combo].append(_point(rows[combo]) if combo in rows else {"status": "absent", "cos_min": None,
+                                                                           "p50_ms": None})
+    return {"runs": [r.get("created", "?") for r in reports], "trend": table}
+
+
+def trend_table_html(history: dict[str, Any]) -> str:
+    head = "".join(f"<th>{escape(r[:16])}</th>" for r in history["runs"])
+    rows = [f"<tr><th>combination</th><th>metric</th>{head}</tr>"]
+    for combo, points in history["trend"].items():
+        for metric, pattern in (("cos_min", "{:.6f}"), ("p50_ms", "{:.2f}")):
+            cells = "".join(f"<td>{pattern.format(p[metric]) if p.get(metric) is not None else escape(p['status'])}</td>"
+                            for p in points)
+            rows.append(f"<tr><td>{escape(combo)}</td><td>{metric}</td>{cells}</tr>")
+    return "<table id='history'>" + "".join(rows) + "</table>"
