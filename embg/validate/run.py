@@ -24,6 +24,7 @@ import numpy as np
 from embg.errors import EmbgError
 from embg.export.artifact import Artifact, tool_versions
 from embg.validate import gate, latency, metrics
+from embg.validate.activations import report_field as activation_field
 from embg.validate.textsets import EvalText, builtin_texts, check_tasks, load_texts_file, quick_texts
 from embg.validate.thresholds import BASELINE_MARGINS, THRESHOLDS, limits_for
 
@@ -373,6 +374,8 @@ def bundle_entry(artifact: Artifact, runtime_name: str, prepared: Prepared, refe
         "cosine_histogram": metrics.histogram(measured["cos"], limits.get("cosine_min", (">=", None))[1]),
         "cosine_per_text": [round(float(c), 7) for c in measured["cos"]],
         "worst_texts": worst_texts(prepared.texts, measured["cos"]),
+        # max |activation| read on the host from the bundle file: activation_max, fp16_headroom (issue 10)
+        "activations": activation_field(artifact, prepared.model.tokenizer),
     })
     checks = gate.threshold_checks(entry["metrics"], limits)
     if "error" in entry["metrics"]["memory"]:
