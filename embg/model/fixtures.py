@@ -10,8 +10,11 @@ Kinds:
                   zero point per row, per signature) do not dominate as they would at 96.
   tiny-qat-q4_0   tiny with every embedding/linear weight snapped to the llama.cpp Q4_0 grid
   tiny-qat-q8_0   the same on the Q8_0 grid
+  tiny-outliers   tiny rewritten so a few residual channels grow to ~9e4 on BOS (embg/model/outliers.py):
+                  the activation structure of the real model, for fp16 and int8-activation checks
   full            the real config.json values and vocabulary (307,581,696 parameters with the
                   head), random weights; for benchmarks and slow tests (1.2 GB on disk)
+  full-outliers   full with the outlier circuit (peak ~1.25e5, past 65504 from the 8th layer)
 
 Weights are drawn from a seeded generator per tensor (in name order), so the same command
 writes the same weights. The transformer is saved by transformers and the head by
@@ -81,6 +84,8 @@ class FixtureKind:
     snap: str | None = None  # "q4_0" / "q8_0": weights snapped onto that grid
     tokenizer_vocab: int = 8192
     notes: dict[str, Any] = field(default_factory=dict)
+    shaper: str | None = None  # name in SHAPERS: rewrites the random weights (e.g. real activation outliers)
+    shaper_args: dict[str, Any] = field(default_factory=dict)
 
 
 FIXTURE_KINDS: dict[str, FixtureKind] = {
@@ -89,7 +94,20 @@ FIXTURE_KINDS: dict[str, FixtureKind] = {
     "tiny-qat-q8_0": FixtureKind(TINY_CONFIG, (768, 192), snap="q8_0"),
     "full": FixtureKind(FULL_CONFIG, (3072, 768)),
     "full-qat-q4_0": FixtureKind(FULL_CONFIG, (3072, 768), snap="q4_0"),
+    "tiny-outliers": FixtureKind(TINY_CONFIG, (768, 192), shaper="outliers",
+                                 shaper_args={"channels": 2, "peak": 9e4, "power": 1.2}),
+    "full-outliers": FixtureKind(FULL_CONFIG, (3072, 768), shaper="outliers",
+                                 shaper_args={"channels": 3, "peak": 1.25e5, "power": 0.55}),
 }
+
+
+def _shape_outliers(tensors: dict[str, torch.Tensor], kind: FixtureKind) -> dict[str, Any]:
+    from embg.model.outliers import shape_outliers
+
+    return shape_outliers(tensors, kind.config, kind.seed, **kind.shaper_args)
+
+
+SHAPERS = {"outliers": _shape_outliers}
 
 
 def snap_to_grid(weight: torch.Tensor, grid: str) -> torch.Tensor:
@@ -103,7 +121,7 @@ def snap_to_grid(weight: torch.Tensor, grid: str) -> torch.Tensor:
     return GRIDS[grid].snap(weight)
 
 
-def _random_weights(kind: FixtureKind) -> dict[str, torch.Tensor]:
+def _random_weights(kind: FixtureKind, notes: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
     shapes = expected_transformer_shapes(kind.config)
     hidden = kind.config["hidden_size"]
     shapes["head.0.weight"] = (kind.head[0], hidden)
@@ -118,6 +136,10 @@ def _random_weights(kind: FixtureKind) -> dict[str, torch.Tensor]:
             tensors[name] = torch.randn(shape, generator=gen) * 0.05
         else:  # unit-gain linear maps so every layer matters
             tensors[name] = torch.randn(shape, generator=gen) / shape[1] ** 0.5
+    if kind.shaper:
+        shaped = SHAPERS[kind.shaper](tensors, kind)
+        if notes is not None:
+            notes.update(shaped)
     if kind.snap:
         for name, value in tensors.items():
             if value.ndim == 2 and not name.startswith("head."):
@@ -140,7 +162,8 @@ def write_fixture(kind_name: str, out: Path) -> Path:
 
     from embg.model.tiny_tokenizer import write_tiny_tokenizer
 
-    tensors = _random_weights(kind)
+    shaper_notes: dict[str, Any] = {}
+    tensors = _random_weights(kind, shaper_notes)
     config = Gemma3TextConfig(**kind.config)
     out = Path(out)
     with atomic_directory(out) as tmp:
@@ -166,9 +189,11 @@ def write_fixture(kind_name: str, out: Path) -> Path:
         # transformers 5 does not re-save tokenizer.model; apps need the SentencePiece file itself.
         os.replace(stage / "tokenizer.model", tmp / "tokenizer.model")
         _remove_tree(stage)
-        (tmp / "embg_fixture.json").write_text(json.dumps(
-            {"kind": kind_name, "version": FIXTURE_VERSION, "seed": kind.seed, "snap": kind.snap,
-             "python": sys.version.split()[0], "torch": torch.__version__}, indent=2) + "\n")
+        record = {"kind": kind_name, "version": FIXTURE_VERSION, "seed": kind.seed, "snap": kind.snap,
+                  "python": sys.version.split()[0], "torch": torch.__version__}
+        if kind.shaper:
+            record.update(shaper=kind.shaper, shaper_args=kind.shaper_args, shaper_notes=shaper_notes)
+        (tmp / "embg_fixture.json").write_text(json.dumps(record, indent=2) + "\n")
     return out
 
 

@@ -12,7 +12,11 @@ Groups:
 
 Rule fields: bits (32 = keep float, 8, 4), granularity (channel | block), block_size (with
 block), algorithm (min-max | qat-grid), activations (fp32 | dynamic_int8). Unknown or conflicting
-fields are errors, never silently ignored.
+fields are errors, never silently ignored. There is no fp16 anywhere: EmbeddingGemma's residual
+channels reach ~1e5 > 65504, so bits 16 and fp16 activations are refused with that reason.
+
+Optional top-level ``"smoothing": {"alpha": a}`` (0 < a <= 1): SmoothQuant-style scales folded
+into the graph before export (embg/quantize/smoothing.py); the fp32 function is unchanged.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ ALGORITHMS = ("min-max", "qat-grid")
 ACTIVATIONS = ("fp32", "dynamic_int8")
 BITS_TO_PRESET = {32: "fp32", 8: "int8", 4: "int4"}
 RULE_FIELDS = {"bits", "granularity", "block_size", "algorithm", "activations"}
-RECIPE_FIELDS = {"name", "description", "activations", "rules"}
+RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing"}
+SMOOTHING_FIELDS = {"alpha"}
+FP16_REASON = "fp16 activations overflow on this model (residual channels reach ~1e5 > fp16's 65504)"
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class QuantRecipe:
     name: str
     description: str
     rules: dict[str, GroupRule] = field(default_factory=dict)
+    smoothing: dict[str, float] | None = None  # {"alpha": a}: SmoothQuant scales folded before export
 
     def rule(self, group: str) -> GroupRule:
         return self.rules[group]
@@ -74,12 +81,17 @@ class QuantRecipe:
         return any(rule.algorithm == "qat-grid" for rule in self.rules.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description,
+        data = {"name": self.name, "description": self.description,
                 "rules": {g: {k: v for k, v in asdict(r).items() if v is not None} for g, r in self.rules.items()}}
+        if self.smoothing:
+            data["smoothing"] = dict(self.smoothing)
+        return data
 
     def summary(self) -> str:
         lines = [f"recipe {self.name}: {self.description}"]
         lines += [f"  {group:<13} {self.rules[group].describe()}" for group in GROUPS]
+        if self.smoothing:
+            lines.append(f"  smoothing     SmoothQuant scales folded into norms/weights, alpha {self.smoothing['alpha']}")
         return "\n".join(lines)
 
 
@@ -90,6 +102,8 @@ def _parse_rule(group: str, raw: Any, default_activations: str, where: str) -> G
     if unknown:
         raise EmbgError(f"{where}: unknown field(s) {sorted(unknown)} in rule {group!r}; allowed: {sorted(RULE_FIELDS)}")
     bits = raw.get("bits")
+    if bits == 16:
+        raise EmbgError(f"{where}: {group}.bits 16 is refused: {FP16_REASON}")
     if bits not in BITS:
         raise EmbgError(f"{where}: {group}.bits must be one of {list(BITS)}, got {bits!r}")
     if bits == 32:
@@ -113,7 +127,7 @@ def _parse_rule(group: str, raw: Any, default_activations: str, where: str) -> G
         raise EmbgError(f"{where}: {group}: qat-grid needs granularity block with block_size 32 (the Q4_0/Q8_0 grid)")
     activations = raw.get("activations", default_activations)
     if activations not in ACTIVATIONS:
-        raise EmbgError(f"{where}: {group}.activations must be one of {list(ACTIVATIONS)} (fp16 activations overflow on this model)")
+        raise EmbgError(f"{where}: {group}.activations must be one of {list(ACTIVATIONS)}: {FP16_REASON}")
     return GroupRule(bits, granularity, block_size, algorithm, activations)
 
 
@@ -128,7 +142,7 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
         raise EmbgError(f"{where}: 'name' must be a short identifier such as int4-custom")
     activations = data.get("activations", "fp32")
     if activations not in ACTIVATIONS:
-        raise EmbgError(f"{where}: activations must be one of {list(ACTIVATIONS)} (fp16 activations overflow on this model)")
+        raise EmbgError(f"{where}: activations must be one of {list(ACTIVATIONS)}: {FP16_REASON}")
     rules_raw = data.get("rules")
     if not isinstance(rules_raw, dict):
         raise EmbgError(f"{where}: 'rules' must map each group to a rule")
@@ -139,7 +153,28 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
     if missing:
         raise EmbgError(f"{where}: no rule for group(s) {missing}; give every group a rule (bits 32 keeps it float)")
     rules = {g: _parse_rule(g, rules_raw[g], activations, where) for g in GROUPS}
-    return QuantRecipe(name, str(data.get("description", "")), rules)
+    smoothing = _parse_smoothing(data.get("smoothing"), rules, where)
+    return QuantRecipe(name, str(data.get("description", "")), rules, smoothing)
+
+
+def _parse_smoothing(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, float] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise EmbgError(f"{where}: 'smoothing' must be an object such as {{\"alpha\": 0.5}}")
+    unknown = set(raw) - SMOOTHING_FIELDS
+    if unknown:
+        raise EmbgError(f"{where}: unknown field(s) {sorted(unknown)} in smoothing; allowed: {sorted(SMOOTHING_FIELDS)}")
+    alpha = raw.get("alpha")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
+        raise EmbgError(f"{where}: smoothing.alpha must be a number in (0, 1], got {alpha!r}")
+    decoder = [rules[g] for g in ("attention", "projections", "feed_forward")]
+    if all(rule.is_float for rule in decoder):
+        raise EmbgError(f"{where}: smoothing conflicts with float attention/projections/feed_forward "
+                        "(it only matters for quantized decoder weights)")
+    if any(rule.algorithm == "qat-grid" for rule in rules.values()):
+        raise EmbgError(f"{where}: smoothing conflicts with algorithm qat-grid (scaling moves weights off their QAT grid)")
+    return {"alpha": float(alpha)}
 
 
 def preset_names() -> list[str]:

@@ -54,12 +54,32 @@ def fit_to(input_ids: np.ndarray, attention_mask: np.ndarray, width: int) -> tup
     return ids, mask
 
 
+FP16_REFUSAL = ("the LiteRT GPU accelerator computes in fp16 unless told otherwise, and EmbeddingGemma's activations "
+                "overflow fp16 (residual channels reach ~1e5 > 65504: NaN/inf embeddings); pass precision='fp32' "
+                "(GpuOptions enforce_f32)")
+
+
+def check_accelerator(accelerator: str, precision: str | None) -> None:
+    """Refuse any accelerator setting that would run fp16 activations."""
+    if accelerator not in ("cpu", "gpu"):
+        raise EmbgError(f"unknown LiteRT accelerator {accelerator!r}; use cpu or gpu")
+    if precision not in (None, "fp32"):
+        raise EmbgError(f"LiteRT precision {precision!r} is refused: only fp32 activations are safe. {FP16_REFUSAL}")
+    if accelerator == "gpu" and precision != "fp32":
+        raise EmbgError(f"accelerator=gpu without precision='fp32' is refused: {FP16_REFUSAL}")
+
+
 @RUNTIMES.register("litert")
 class LiteRtRuntime(Runtime):
     name = "litert"
     target = "tflite"
 
-    def __init__(self, artifact: Artifact, threads: int | None = None, api: str = "interpreter") -> None:
+    def __init__(self, artifact: Artifact, threads: int | None = None, api: str = "interpreter",
+                 accelerator: str = "cpu", precision: str | None = None) -> None:
+        check_accelerator(accelerator, precision)
+        if accelerator == "gpu" and api != "compiled":
+            raise EmbgError("accelerator=gpu needs api='compiled' (the CompiledModel API)")
+        self.accelerator = accelerator
         self.signatures = {int(s["seq_len"]): s["name"] for s in artifact.manifest["signatures"]}
         self.buckets = sorted(self.signatures)
         self.threads = threads
@@ -70,20 +90,24 @@ class LiteRtRuntime(Runtime):
             self.interpreter, self.package = make_interpreter(artifact.model_path, threads)
             self._runners = {name: self.interpreter.get_signature_runner(name) for name in self.signatures.values()}
         elif api == "compiled":
-            self._compiled = self._load_compiled(artifact.model_path, threads)
+            self._compiled = self._load_compiled(artifact.model_path, threads, accelerator)
             self.package = "ai-edge-litert"
         else:
             raise EmbgError(f"unknown LiteRT api {api!r}; use interpreter or compiled")
 
     @staticmethod
-    def _load_compiled(path: Path, threads: int | None):
+    def _load_compiled(path: Path, threads: int | None, accelerator: str = "cpu"):
         try:
             from ai_edge_litert.compiled_model import CompiledModel
             from ai_edge_litert.cpu_options import CpuOptions
+            from ai_edge_litert.gpu_options import GpuOptions
             from ai_edge_litert.hardware_accelerator import HardwareAccelerator
             from ai_edge_litert.options import Options
         except ImportError:
             raise EmbgError("this ai-edge-litert has no CompiledModel API; use --api interpreter") from None
+        if accelerator == "gpu":  # check_accelerator already demanded precision fp32
+            options = Options(hardware_accelerators=HardwareAccelerator.GPU, gpu_options=GpuOptions(enforce_f32=True))
+            return CompiledModel.from_file(str(path), options=options)
         options = Options(hardware_accelerators=HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=threads or 1))
         return CompiledModel.from_file(str(path), options=options)
 
@@ -121,4 +145,4 @@ class LiteRtRuntime(Runtime):
         except metadata.PackageNotFoundError:
             version = "unknown"
         return {"runtime": self.name, "package": self.package, "version": version, "api": self.api,
-                "delegate": "XNNPACK" if self.api == "interpreter" else "CompiledModel CPU", "threads": self.threads}
+                "delegate": "XNNPACK" if self.api == "interpreter" else f"CompiledModel {self.accelerator.upper()}", "threads": self.threads}
