@@ -47,7 +47,9 @@ def cmd_export(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     out = export_bundle(ExportRequest(model=args.model, target=args.target, recipe=recipe, out=Path(args.out),
                                       seq_lens=seq_lens, parity=False),
-                        progress=lambda m: print(m, file=sys.stderr, flush=True))
+                        # timestamps show which phase (convert, quantize, verify) takes the time
+                        progress=lambda m: print(f"[{time.perf_counter() - start:7.1f}s] {m}", file=sys.stderr,
+                                                 flush=True))
     return {"bundle": str(out), "export_s": round(time.perf_counter() - start, 2), "peak_rss_mb": round(_peak_mb(), 1)}
 
 
