@@ -70,3 +70,26 @@ def require_tool(available: bool, what: str, install: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_dir, tmp_path_factory):
+    """Export a tiny-fixture bundle once per session and share it: ``tiny_bundle("onnx", 8)``.
+
+    Tests must treat the directory as read-only (copy it before corrupting anything).
+    """
+    from embg.export.pipeline import ExportRequest, export_bundle
+    from embg.quantize.recipe import recipe_for_bits
+
+    root = tmp_path_factory.mktemp("bundles")
+    cache: dict[tuple, Path] = {}
+
+    def make(target: str, bits: int, seq_lens: tuple[int, ...] = (64, 256), **options) -> Path:
+        key = (target, bits, seq_lens if target == "tflite" else (), tuple(sorted(options.items())))
+        if key not in cache:
+            name = "-".join(str(part) for part in (target, bits, *key[2], *options))
+            cache[key] = export_bundle(ExportRequest(model=str(tiny_dir), target=target, recipe=recipe_for_bits(bits),
+                                                     seq_lens=key[2], out=root / name, options=dict(options)))
+        return cache[key]
+
+    return make

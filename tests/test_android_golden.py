@@ -16,7 +16,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from embg.model.tokenizer import EmbedTokenizer
 from embg.runtimes.litert_rt import choose_bucket

@@ -7,18 +7,12 @@ import pytest
 
 from embg.devices import DeviceError, load_devices, open_device
 from embg.export.artifact import Artifact
-from embg.export.pipeline import ExportRequest, export_bundle
-from embg.quantize.recipe import recipe_for_bits
 from embg.runtimes import load_all, load_runtime
 
 
 @pytest.fixture(scope="module")
-def bundles(tiny_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("devices")
-    return {target: export_bundle(ExportRequest(model=str(tiny_dir), target=target, recipe=recipe_for_bits(8),
-                                                seq_lens=(64, 256) if target == "tflite" else (),
-                                                out=root / target, parity=False))
-            for target in ("onnx", "tflite")}
+def bundles(tiny_bundle):
+    return {target: tiny_bundle(target, 8) for target in ("onnx", "tflite")}
 
 
 @pytest.mark.parametrize("target, engine", [("onnx", "onnxruntime"), ("tflite", "litert")])

@@ -20,14 +20,9 @@ TEXTS = parity_texts()
 
 
 @pytest.fixture(scope="module")
-def onnx_bundles(tiny_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("onnx")
-    bundles = {}
-    for bits in (32, 8, 4):
-        request = ExportRequest(model=str(tiny_dir), target="onnx", recipe=recipe_for_bits(bits), out=root / f"b{bits}")
-        bundles[bits] = export_bundle(request)
-    bundles["web"] = export_bundle(ExportRequest(model=str(tiny_dir), target="onnx", recipe=recipe_for_bits(4),
-                                                 out=root / "web", options={"web_compatible": True}))
+def onnx_bundles(tiny_bundle):
+    bundles = {bits: tiny_bundle("onnx", bits) for bits in (32, 8, 4)}
+    bundles["web"] = tiny_bundle("onnx", 4, web_compatible=True)
     return bundles
 
 

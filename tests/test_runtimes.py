@@ -10,18 +10,12 @@ import pytest
 
 from embg.errors import EmbgError
 from embg.export.artifact import Artifact
-from embg.export.pipeline import ExportRequest, export_bundle
-from embg.quantize.recipe import recipe_for_bits
 from embg.runtimes import load_all, load_runtime
 
 
 @pytest.fixture(scope="module")
-def bundles(tiny_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("rt")
-    return {t: Artifact.load(export_bundle(ExportRequest(model=str(tiny_dir), target=t, recipe=recipe_for_bits(32),
-                                                         seq_lens=(64,) if t == "tflite" else (), out=root / t,
-                                                         parity=False)))
-            for t in ("onnx", "tflite")}
+def bundles(tiny_bundle):
+    return {t: Artifact.load(tiny_bundle(t, 32)) for t in ("onnx", "tflite")}
 
 
 def test_unavailable_onnx_provider_is_named_with_alternatives(bundles):
@@ -45,6 +39,7 @@ def test_litert_falls_back_to_tflite_runtime_and_says_so(bundles, monkeypatch):
     out = runtime.embed(ids, np.ones_like(ids))
     assert out.shape == (1, 192) and np.isfinite(out).all()
     assert runtime.version_info()["package"] == "tflite-runtime"
+    assert runtime.last_bucket == 64
 
 
 def test_no_litert_package_gives_install_hint(bundles, monkeypatch):

@@ -24,11 +24,8 @@ TEXTS = parity_texts()
 
 
 @pytest.fixture(scope="module")
-def tflite_bundles(tiny_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("tflite")
-    return {bits: export_bundle(ExportRequest(model=str(tiny_dir), target="tflite", recipe=recipe_for_bits(bits),
-                                              seq_lens=BUCKETS, out=root / f"b{bits}"))
-            for bits in (32, 8, 4)}
+def tflite_bundles(tiny_bundle):
+    return {bits: tiny_bundle("tflite", bits, BUCKETS) for bits in (32, 8, 4)}
 
 
 def runtime_for(bundle, **options):

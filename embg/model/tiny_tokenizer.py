@@ -11,7 +11,6 @@ import ast
 import functools
 import io
 import json
-import os
 import sysconfig
 import tempfile
 from pathlib import Path
