@@ -233,3 +233,12 @@ def test_failing_device_gives_partial_report_and_exit_1(bundles, tiny_dir, tmp_p
     assert "PARTIAL" in (tmp_path / "r" / "summary.md").read_text()
     assert "DEVICE FAILED" in (tmp_path / "r" / "report.html").read_text()
     assert "PARTIAL report" in err
+
+
+def test_load_devices_registers_every_kind():
+    from embg.devices import DEVICES, load_devices
+
+    load_devices()
+    assert {"local", "ssh", "qemu-arm64"} <= set(DEVICES.names())
+    # the CLI takes whatever kind is registered; a missing optional runner is simply absent
+    assert DEVICES.get("ssh").kind == "ssh" and DEVICES.get("qemu-arm64").kind == "qemu-arm64"

@@ -29,6 +29,9 @@ ROOTFS_PACKAGES = ["python3", "python3-venv", "python3-pip", "openssh-server", "
 MIRROR = "http://deb.debian.org/debian"
 # the same runtime versions as the host's validator, so host and ARM numbers compare like for like
 WHEELS = ["numpy", "onnxruntime", "ai-edge-litert"]
+# every manylinux tag bookworm's glibc 2.36 accepts (ai-edge-litert ships 2_27, onnxruntime 2_28)
+PLATFORMS = [arg for tag in ["manylinux2014_aarch64", *(f"manylinux_2_{n}_aarch64" for n in range(17, 37))]
+             for arg in ("--platform", tag)]
 
 
 def say(message: str) -> None:
@@ -109,8 +112,7 @@ def venv(system: QemuSystem) -> None:
     say(f"downloading aarch64 wheels: {' '.join(pins)}")
     # --isolated: the host's pip config may point at x86-only local indexes
     run([sys.executable, "-m", "pip", "download", "--isolated", "-q", "--only-binary=:all:",
-         "--platform", "manylinux2014_aarch64", "--platform", "manylinux_2_28_aarch64",
-         "--platform", "manylinux_2_17_aarch64", "--python-version", "3.11", "--implementation", "cp",
+         *PLATFORMS, "--python-version", "3.11", "--implementation", "cp",
          "-d", str(wheels), *pins])
     say(f"creating {VENV} inside and installing the wheels (pip under emulation: a few minutes)")
     for argv in (["/usr/bin/python3", "-m", "venv", VENV],
@@ -142,6 +144,12 @@ def setup(directory: Path | None = None) -> QemuSystem:
 
 
 TARGETS: dict[str, Callable[[Path | None], object]] = {"qemu-arm64": setup}
+try:  # the browser runner brings its own setup (npm packages, chromium); same signature
+    from embg.devices.browser import setup as _browser_setup
+
+    TARGETS["browser"] = _browser_setup
+except ImportError:
+    pass
 
 
 def main(argv: list[str] | None = None) -> int:

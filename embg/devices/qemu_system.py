@@ -127,7 +127,9 @@ class QemuSystem:
         self.check_ready()
         ssh_dir = self.rootfs / "root" / ".ssh"
         ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        options = ",".join(f'environment="{k}={v}"' for k, v in (user_environment or {}).items())
+        # sshd builds a fresh environment per session: QEMU_CPU goes in through authorized_keys
+        environment = {"QEMU_CPU": cpu, **(user_environment or {})}
+        options = ",".join(f'environment="{k}={v}"' for k, v in environment.items())
         lines = [f"{options} {line}" if options else line for line in authorized_keys.strip().splitlines()]
         (ssh_dir / "authorized_keys").write_text("\n".join(lines) + "\n")
         os.chmod(ssh_dir / "authorized_keys", 0o600)
@@ -136,6 +138,18 @@ class QemuSystem:
         argv = ["/usr/sbin/sshd", "-D", "-e", "-f", f"{SSHD_DIR}/sshd_config"]
         return subprocess.Popen(self.inside_argv(argv, cpu), env=self.env(cpu), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    @staticmethod
+    def stop_sshd(process: subprocess.Popen) -> None:
+        """Kill the sshd listener AND its connection children (they setsid(), so killpg misses them)."""
+        for pid in reversed(descendants(process.pid)):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
 
     def host_public_key(self) -> str:
         return (self.rootfs / SSHD_DIR.lstrip("/") / "ssh_host_ed25519_key.pub").read_text().strip()
@@ -147,6 +161,23 @@ def sshd_config(port: int) -> str:
         "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
         "UsePAM no", "PermitUserEnvironment yes", f"PidFile {SSHD_DIR}/sshd.pid",
         "Subsystem sftp internal-sftp", "LogLevel INFO", ""])
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it, parents first (from /proc/*/stat)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    order, queue = [], [root]
+    while queue:
+        pid = queue.pop(0)
+        order.append(pid)
+        queue += children.get(pid, [])
+    return order
 
 
 def binfmt_enabled() -> bool:
