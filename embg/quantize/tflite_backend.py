@@ -94,13 +94,18 @@ def plan_quantization(model, graph: torch.nn.Module, recipe: QuantRecipe) -> Tfl
         key = (use.op, use.scope)
         groups_by_output[key].add(group)
         rules_by_output[key] = rule
+    # One entry per (op type, rule) whose regex is an alternation of exact scopes: a regex per op
+    # (~1000 on the full model) thrashes Python's regex cache inside the quantizer.
+    scopes_by_rule: dict[tuple[str, GroupRule], list[str]] = defaultdict(list)
     for (op, scope), groups in groups_by_output.items():
         if len(groups) > 1:
             raise ExportError(f"LiteRT names ops of groups {sorted(groups)} alike ({scope!r}); a recipe cannot tell "
                               "them apart, give those groups the same rule")
-        plan.entries.append({"regex": f"^{re.escape(scope)}$", "operation": op,
-                             "algorithm_key": ALGORITHM_KEYS[rules_by_output[(op, scope)].algorithm],
-                             "op_config": _weight_config(rules_by_output[(op, scope)])})
+        scopes_by_rule[(op, rules_by_output[(op, scope)])].append(scope)
+    for (op, rule), scopes in scopes_by_rule.items():
+        plan.entries.append({"regex": "^(?:" + "|".join(re.escape(s) for s in sorted(scopes)) + ")$",
+                             "operation": op, "algorithm_key": ALGORITHM_KEYS[rule.algorithm],
+                             "op_config": _weight_config(rule)})
     return plan
 
 
