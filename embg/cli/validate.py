@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a device matrix (devices.toml): every device x bundle, devices in parallel, one report")
     parser.add_argument("--history", type=Path, metavar="DIR",
                         help="keep this run's report.json under DIR/<timestamp>/, show the trend of earlier runs, "
-                             "and use the last run as --baseline when none is given")
+                             "and use the last passing run as --baseline when none is given")
     parser.add_argument("--quick", action="store_true",
                         help="a few short built-in texts and the two smallest latency buckets (emulated devices)")
     parser.add_argument("--insecure-host-key", action="store_true",

@@ -2,7 +2,7 @@
 
 Layout: HISTORY/<UTC timestamp>/report.json (one directory per run, never rewritten). The trend
 shows cosine min and the warm p50 of the longest timed bucket for each device/engine/bundle
-combination, oldest run first; the last run is also the default baseline of the next one.
+combination, oldest run first; the last PASSING run is the default baseline of the next one.
 """
 
 from __future__ import annotations
@@ -26,8 +26,14 @@ def runs(directory: Path) -> list[Path]:
 
 
 def last_report(directory: Path) -> Path | None:
-    found = runs(directory)
-    return found[-1] if found else None
+    """The newest run that passed: a failing night must not become the next night's baseline."""
+    for path in reversed(runs(directory)):
+        try:
+            if json.loads(path.read_text(encoding="utf-8")).get("passed"):
+                return path
+        except (OSError, json.JSONDecodeError):
+            continue
+    return None
 
 
 def record(report: dict[str, Any], directory: Path) -> Path:

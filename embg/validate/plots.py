@@ -25,6 +25,12 @@ def _pyplot():
     return plt
 
 
+def _label(entry: dict[str, Any]) -> str:
+    """Device rows say where they ran: the same bundle on two devices is two series."""
+    on_device = entry.get("device", "in-process") != "in-process"
+    return entry["combination"] if on_device and entry.get("combination") else entry["name"]
+
+
 def _svg(fig) -> str:
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", bbox_inches="tight")
@@ -49,7 +55,7 @@ def cosine_histogram(entry: dict[str, Any]) -> str | None:
         ax.text(limit, max(counts.max(), 1) * 0.95, f" min {op} {limit:g}", color="#d62728", fontsize=8, va="top")
     ax.set_xlabel("cosine vs reference (per text)")
     ax.set_ylabel("texts")
-    ax.set_title(f"{entry['name']} ({entry['threshold_class']})")
+    ax.set_title(f"{_label(entry)} ({entry['threshold_class']})")
     ax.ticklabel_format(axis="x", useOffset=False)
     return _svg(fig)
 
@@ -67,7 +73,7 @@ def latency_buckets(entries: list[dict[str, Any]]) -> str | None:
         x = np.array([j for j, k in enumerate(keys) if k in buckets]) + i * width
         p50 = np.array([buckets[k]["p50_ms"] for k in keys if k in buckets])
         p90 = np.array([buckets[k]["p90_ms"] for k in keys if k in buckets])
-        ax.bar(x, p50, width, label=entry["name"], yerr=[np.zeros_like(p50), p90 - p50], capsize=2)
+        ax.bar(x, p50, width, label=_label(entry), yerr=[np.zeros_like(p50), p90 - p50], capsize=2)
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, keys, rotation=30, ha="right")
     ax.set_ylabel("warm p50 ms (bar) to p90")
     ax.set_title("latency per sequence bucket x batch")
@@ -85,7 +91,7 @@ def size_vs_drift(entries: list[dict[str, Any]]) -> str | None:
         mean = entry["metrics"]["drift"]["cosine_mean"]
         drift = max(1.0 - (mean if mean is not None else 0.0), 1e-8)  # log scale: fp32 drift can be ~0
         ax.scatter([size], [drift], s=30)
-        ax.annotate(entry["name"], (size, drift), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ax.annotate(_label(entry), (size, drift), fontsize=7, xytext=(4, 2), textcoords="offset points")
     ax.set_yscale("log")
     ax.set_xlabel("model file MB")
     ax.set_ylabel("1 - mean cosine")
