@@ -14,7 +14,7 @@ from embg.errors import ExportError
 from embg.export.artifact import Artifact, artifact_stem, copy_tokenizer, tool_versions, write_manifest
 from embg.export.base import TARGETS, ExportJob
 from embg.model.weights import weights_sha256
-from embg.quantize.recipe import QuantRecipe
+from embg.quantize.recipe import FP16_REASON, QuantRecipe
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     from embg.model.load import load_model
 
     load_targets()
+    refuse_fp16_options(request.options)
     target = TARGETS.get(request.target)
     target.check_request(request.recipe, request.seq_lens, request.options)
     if request.out is not None:
@@ -113,6 +114,8 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
             **result.manifest,
             "qat_grid": _grid_summary(options.get("grid_report"), result.manifest),
             "smoothing": smoothing,
+            # for apps choosing an accelerator: a GPU delegate's default fp16 precision overflows here
+            "activation_precision": {"required": "fp32", "reason": FP16_REASON},
             "tool_versions": tool_versions(),
             "export_seconds": None,
             "parity": None,
@@ -131,6 +134,16 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         write_manifest(bundle, manifest)
     progress(f"bundle ready: {out}")
     return out
+
+
+FP16_OPTIONS = ("fp16", "float16", "half", "keep_io_types", "precision")
+
+
+def refuse_fp16_options(options: dict[str, Any]) -> None:
+    """No export path emits fp16 activations; an option asking for one is an error with the reason, never ignored."""
+    asked = [key for key in FP16_OPTIONS if options.get(key) not in (None, False, "fp32", "float32")]
+    if asked:
+        raise ExportError(f"export option(s) {asked} would run fp16 activations and are refused: {FP16_REASON}")
 
 
 def export_parity(artifact: Artifact, model) -> dict[str, Any]:

@@ -14,7 +14,8 @@ How (the "massive activation" circuit, built from Gemma's own pieces, nothing ad
   systematic value there (the channel-wise outlier features of LLM.int8/SmoothQuant).
 * ``input_layernorm`` and ``pre_feedforward_layernorm`` have (1+w) = 4 on C: every token's
   normed input has a large column on C (BOS ~40, others ~-10 early on).
-* Per layer, 4 dedicated MLP units per channel: gate and up read only channel c (gains 16 and
+* Per layer, dedicated MLP units (one per channel in each 32-wide block of the intermediate
+  axis, so block-quantized rows never hold an all-zero block): gate and up read channel c (gains 16 and
   1/16), down_proj writes them only into channel c. GELU's gate opens for BOS (positive c) and
   stays shut (< 1e-9) for ordinary tokens (negative c), so the circuit is token-dependent: BOS's
   down_proj input reaches ~1.5e3 while ordinary tokens' stay ~1.
@@ -23,8 +24,12 @@ How (the "massive activation" circuit, built from Gemma's own pieces, nothing ad
   to BOS's residual on C. G_l follows a growth profile T(l) = peak * (l/L)^p (tiny: peak 9e4,
   p 1.2, past 65504 at layer 5 of 6; full: peak 1.25e5, p 0.55, past 65504 at its 8th layer, as
   the real model is).
-* Nothing else writes into C: o_proj's row c and down_proj's row c outside the dedicated units
-  are ~1e-6 scale (not exactly zero: per-channel quantizers divide by a row's max).
+* Nothing else writes into C: down_proj's row c outside the dedicated units is ~1e-6 of a normal
+  weight (the post-FFN gain amplifies whatever lands there); o_proj's row c is 3% of normal (the
+  post-attention norm has an ordinary gain on C). Never exactly zero: quantizers divide by maxima.
+* BOS is an attention sink, as in trained models: v_proj's columns C are scaled by 0.02, so
+  attending to BOS adds little (without it every text shares BOS's value vector: mean pairwise
+  cosine 0.9 instead of 0.4).
 * The final norm has (1+w) = 0.01 on C, so the pooled embedding is made of ordinary channels
   (as in the real model, the outliers are an internal mechanism, not the meaning).
 
@@ -39,13 +44,15 @@ from typing import Any
 import torch
 
 BOS_ID = 2
-UNITS_PER_CHANNEL = 4
+BLOCK = 32  # quantization block along the intermediate axis
 CARRIER_START = 20.0  # BOS's value on C right after the embedding scale
 ORDINARY_VALUE = -3.0  # every other token's value on C after the embedding scale
 NORM_GAIN = 4.0  # (1+w) of input_layernorm / pre_feedforward_layernorm on C
 GATE_GAIN, UP_GAIN, DOWN_GAIN = 16.0, 1.0 / 16.0, 0.25  # a steep gate: shut tight for negative inputs
-QUIET = 1e-6  # scale of the weights that must not write into C
+QUIET = 1e-6  # relative scale of down_proj weights that must not write into C (amplified by the post-FFN gain)
+LOW = 0.03  # relative scale of o_proj's row c and the dedicated units' other inputs (not amplified)
 FINAL_GAIN = 0.01  # (1+w) of the final norm on C
+SINK_VALUE = 0.02  # v_proj's columns C are scaled by this: BOS is an attention sink with a small value
 
 
 def growth_profile(layers: int, peak: float, power: float) -> list[float]:
@@ -75,14 +82,21 @@ def shape_outliers(tensors: dict[str, torch.Tensor], config: dict[str, Any], see
         p = f"layers.{i}."
         for norm in ("input_layernorm", "pre_feedforward_layernorm"):
             tensors[p + f"{norm}.weight"][chosen] = NORM_GAIN - 1.0
-        units = torch.randperm(inner, generator=gen)[: channels * UNITS_PER_CHANNEL].view(channels, -1)
+        # one dedicated unit per channel in every 32-wide block of the intermediate axis, so each
+        # block of down_proj's row c has a real weight (block-quantized scales are stored in fp16:
+        # an all-quiet block would get scale 0, which XNNPACK refuses)
+        blocks = inner // BLOCK
+        offsets = torch.stack([torch.randperm(BLOCK, generator=gen)[:channels] for _ in range(blocks)])
+        units = (offsets + torch.arange(blocks)[:, None] * BLOCK).T  # [channels, blocks]
         gate, up, down = (tensors[p + f"mlp.{n}_proj.weight"] for n in ("gate", "up", "down"))
         o_proj = tensors[p + "self_attn.o_proj.weight"]
-        o_proj[chosen, :] = torch.randn((channels, o_proj.shape[1]), generator=gen) * QUIET / o_proj.shape[1] ** 0.5
+        tensors[p + "self_attn.v_proj.weight"][:, chosen] *= SINK_VALUE
+        # o_proj's row c: small (the post-attention norm has an ordinary gain on C, so this writes ~nothing)
+        o_proj[chosen, :] = torch.randn((channels, o_proj.shape[1]), generator=gen) * LOW / o_proj.shape[1] ** 0.5
         down[chosen, :] = torch.randn((channels, inner), generator=gen) * QUIET / inner ** 0.5
         for c, unit_row in zip(chosen, units.tolist()):
-            gate[unit_row, :] = torch.randn((len(unit_row), hidden), generator=gen) * QUIET
-            up[unit_row, :] = torch.randn((len(unit_row), hidden), generator=gen) * QUIET
+            gate[unit_row, :] = torch.randn((len(unit_row), hidden), generator=gen) * LOW / hidden ** 0.5
+            up[unit_row, :] = torch.randn((len(unit_row), hidden), generator=gen) * LOW / hidden ** 0.5
             gate[unit_row, c] = GATE_GAIN
             up[unit_row, c] = UP_GAIN
             down[:, unit_row] = torch.randn((hidden, len(unit_row)), generator=gen) * QUIET
