@@ -276,3 +276,25 @@ def test_bundle_the_target_cannot_load(sshd, bundles, tiny_dir, tmp_path):
     assert report["partial"]
     failed = report["status"]["arm-ssh/onnxruntime/corrupt"]
     assert "could not load or run corrupt" in failed and "protobuf" in failed.lower(), failed
+
+
+def test_ssh_installs_the_runtime_into_a_fresh_venv_once(sshd, bundles, tiny_model, qemu_system):
+    # a venv that does not exist yet on the target: python3 -m venv + pip install numpy ai-edge-litert,
+    # under emulation; the second open finds it and installs nothing. From the wheelhouse the setup
+    # left in the emulated system (pip_args), not the index: this sandbox reaches PyPI only through a
+    # TLS proxy whose CA the emulated Debian does not trust (that path ends in a clear DeviceError).
+    venv = f"/root/.cache/embg/venv-test-{os.getpid()}"
+    options = {**sshd.options, "venv": venv, "pip_args": ["--no-index", "--find-links", "/opt/embg/wheels"]}
+    try:
+        started = time.perf_counter()
+        cos, _ = _compare(sshd.device, bundles["tflite32"], tiny_model, options)
+        first = time.perf_counter() - started
+        assert cos.min() >= MATCH
+        assert (qemu_system.rootfs / venv.lstrip("/") / "bin" / "python").exists()
+        started = time.perf_counter()
+        cos, _ = _compare(sshd.device, bundles["tflite32"], tiny_model, options)
+        again = time.perf_counter() - started
+        assert cos.min() >= MATCH and again < first / 2
+        print(f"\n[ssh venv install] first {first:.1f} s, again {again:.1f} s")
+    finally:
+        shutil.rmtree(qemu_system.rootfs / venv.lstrip("/"), ignore_errors=True)

@@ -15,6 +15,8 @@ Options (devices.toml keys, or environment variables for one-off --device runs):
   insecure_host_key EMBG_SSH_INSECURE_HOST_KEY=1   StrictHostKeyChecking=accept-new (trust on first use)
   venv              EMBG_SSH_VENV              a venv to use instead of ~/.cache/embg/venv
   python            EMBG_SSH_PYTHON            the target's interpreter (default python3)
+  pip_args          -                          extra pip install arguments, e.g. a wheelhouse for
+                                               offline targets: ["--no-index", "--find-links", "/srv/wheels"]
   emulated          -                          say in the report that the host is emulated
 """
 
@@ -164,9 +166,10 @@ class SSHDevice(DeviceRunner):
         probe = q(python, "-c", f"import numpy, {module}")
         if self.remote(f"test -x {q(python)} && {probe}", timeout=600).returncode == 0:
             return python
-        command = (f"set -e; test -x {q(python)} || {q(self.python, '-m', 'venv', self.venv)}; "
-                   f"{q(python, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', 'numpy', requirement)}; "
-                   f"{probe}")
+        extra = self.options.get("pip_args") or []
+        extra = shlex.split(extra) if isinstance(extra, str) else [str(a) for a in extra]
+        pip = q(python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *extra, "numpy", requirement)
+        command = f"set -e; test -x {q(python)} || {q(self.python, '-m', 'venv', self.venv)}; {pip}; {probe}"
         result = self.remote(command, timeout=3600)
         if result.returncode != 0:
             raise DeviceError(f"{self.label}: could not install numpy + {requirement} into {self.venv}: "
