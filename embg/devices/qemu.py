@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from embg.devices.base import DEVICES, DeviceError, DeviceRunner, RemoteRuntime, Session, runner_script
+from embg.devices.base import DEVICES, DeviceRunner, RemoteRuntime, Session, runner_script
 from embg.devices.qemu_system import CPUS, DEFAULT_CPU, QemuSystem
 from embg.errors import EmbgError
 from embg.export.artifact import Artifact

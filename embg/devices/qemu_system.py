@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +185,3 @@ def binfmt_enabled() -> bool:
         return entry.read_text().splitlines()[0].strip() == "enabled"
     except OSError:
         return False
-
-
-def which(name: str) -> str | None:
-    return shutil.which(name)

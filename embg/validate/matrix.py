@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from embg.errors import EmbgError
-from embg.validate.run import (Prepared, ReferenceCache, ValidateOptions, assemble, bundle_entry, check_device,
+from embg.validate.run import (ReferenceCache, ValidateOptions, assemble, bundle_entry, check_device,
                                device_description, prepare)
 
 if sys.version_info >= (3, 11):
@@ -159,4 +159,4 @@ def run_matrix(plan: MatrixPlan, options: ValidateOptions) -> dict[str, Any]:
     return report
 
 
-__all__ = ["DeviceRow", "MatrixPlan", "Prepared", "load_plan", "run_matrix"]
+__all__ = ["DeviceRow", "MatrixPlan", "load_plan", "run_matrix"]
