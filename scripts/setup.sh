@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command sets up a fresh Debian machine: the Python package with every extra (CPU torch
 # 2.13 from the pin in pyproject.toml), plus the Debian packages some tests drive for real:
-# chromium (the HTML report is opened in a headless browser) and a JDK with JUnit 5 (the
-# Android demo's JVM core). System packages are skipped when apt-get or root is not available.
+# chromium (the HTML report is opened in a headless browser), a JDK with JUnit 5 (the Android
+# demo's JVM core), an ssh client and Node.js (device runners). System packages are skipped when apt-get or root is not available.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,8 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 [ -f /usr/share/java/junit-platform-console-standalone.jar ] || need+=(junit5)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "[setup] apt-get install ${need[*]}"
