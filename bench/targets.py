@@ -85,6 +85,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             name, seconds = max(plain, key=lambda p: p[1])
             measured += f"; without it (plain embg-export) {name} took {seconds / 60:.0f} min"
             ok = False if ok is None else (ok and seconds <= EXPORT_SECONDS)
+        else:
+            measured += "; plain embg-export was not measured in this run (bench/README.md, known issue)"
     out.append({"target": f"TFLite int4 export, all buckets, ≤ {EXPORT_SECONDS / 60:g} min and ≤ {EXPORT_GB:g} GB",
                 "measured": measured, "status": _status(ok), "values": {"wall_s": wall, "peak_rss_mb": peak}})
     if results.get("mode") == "quick":
