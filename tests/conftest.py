@@ -93,3 +93,22 @@ def tiny_bundle(tiny_dir, tmp_path_factory):
         return cache[key]
 
     return make
+
+
+def run_cli(main, args: list) -> tuple[int, str, str]:
+    """Call a CLI ``main`` in-process; returns (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def named_copy(bundle: Path, dest: Path) -> Path:
+    """A copy of a shared bundle under a chosen directory name (reports name rows after directories)."""
+    import shutil
+
+    shutil.copytree(bundle, dest)
+    return dest

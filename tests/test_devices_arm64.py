@@ -10,9 +10,7 @@ Run: python -m pytest -m slow tests/test_devices_arm64.py
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import os
 import re
@@ -24,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import run_cli
 
 from embg.cli.validate import main
 from embg.devices import DeviceError, load_devices, open_device
@@ -39,10 +39,7 @@ MATCH = 0.99999
 
 
 def run_main(args: list) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
+    return run_cli(main, args)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ history, a failing device giving a partial report + exit 1, ssh argument handlin
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import shlex
@@ -14,35 +12,23 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import named_copy, run_cli
+
 from embg.cli.validate import main
 from embg.errors import EmbgError
-from embg.export.pipeline import ExportRequest, export_bundle
-from embg.quantize.recipe import recipe_for_bits
 
-try:
-    from embg.export import tflite_target  # noqa: F401
-
-    HAVE_TFLITE = True
-except ImportError:
-    HAVE_TFLITE = False
 
 
 def run_main(args: list) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
+    return run_cli(main, args)
 
 
 @pytest.fixture(scope="module")
-def bundles(tiny_dir, tmp_path_factory) -> dict[str, Path]:
+def bundles(tiny_bundle, tmp_path_factory) -> dict[str, Path]:
+    # Shared exports, copied under the names the combination labels are checked against.
     root = tmp_path_factory.mktemp("device-bundles")
-    made = {"onnx32": export_bundle(ExportRequest(model=str(tiny_dir), target="onnx", recipe=recipe_for_bits(32),
-                                                  out=root / "onnx32", parity=False))}
-    if HAVE_TFLITE:
-        made["tflite32"] = export_bundle(ExportRequest(model=str(tiny_dir), target="tflite", recipe=recipe_for_bits(32),
-                                                       out=root / "tflite32", seq_lens=(32,), parity=False))
-    return made
+    return {"onnx32": named_copy(tiny_bundle("onnx", 32), root / "onnx32"),
+            "tflite32": named_copy(tiny_bundle("tflite", 32, (32,)), root / "tflite32")}
 
 
 def write_toml(path: Path, text: str) -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import subprocess
@@ -12,43 +10,30 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
+from tests.conftest import named_copy, run_cli
 from onnx import numpy_helper
 
 from embg.cli.validate import main
 from embg.export.artifact import Artifact
-from embg.export.pipeline import ExportRequest, export_bundle
 from embg.model.weights import file_sha256
-from embg.quantize.recipe import recipe_for_bits
 
-try:
-    from embg.export import tflite_target  # noqa: F401
-
-    HAVE_TFLITE = True
-except ImportError:  # the tflite extra is not installed
-    HAVE_TFLITE = False
 
 TFLITE_SEQ_LENS = (32, 128)
 
 
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
+def run_main(args: list) -> tuple[int, str, str]:
+    return run_cli(main, args)
 
 
 @pytest.fixture(scope="module")
-def bundles(tiny_dir, tmp_path_factory) -> dict[str, Path]:
+def bundles(tiny_bundle, tmp_path_factory) -> dict[str, Path]:
+    # Shared exports, copied under the names the report rows are checked against.
     root = tmp_path_factory.mktemp("validate-bundles")
     made = {}
     for bits in (32, 8):
-        made[f"onnx{bits}"] = export_bundle(ExportRequest(model=str(tiny_dir), target="onnx",
-                                                          recipe=recipe_for_bits(bits), out=root / f"onnx{bits}",
-                                                          parity=False))
-        if HAVE_TFLITE:
-            made[f"tflite{bits}"] = export_bundle(ExportRequest(
-                model=str(tiny_dir), target="tflite", recipe=recipe_for_bits(bits), out=root / f"tflite{bits}",
-                seq_lens=TFLITE_SEQ_LENS, parity=False))
+        made[f"onnx{bits}"] = named_copy(tiny_bundle("onnx", bits), root / f"onnx{bits}")
+        made[f"tflite{bits}"] = named_copy(tiny_bundle("tflite", bits, TFLITE_SEQ_LENS), root / f"tflite{bits}")
     return made
 
 
@@ -230,8 +215,6 @@ def _drop_model_file(bundle: Path, tmp: Path) -> Path:
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
 def test_bad_input_exits_2_with_a_clear_message(case, bundles, tiny_dir, tmp_path):
-    if case == "wrong runtime for target" and not HAVE_TFLITE:
-        pytest.skip("litert runtime not installed")
     build, message = BAD_INPUT[case]
     code, out, err = run_main([*build(bundles["onnx8"], tmp_path), "--model", tiny_dir, "--report", tmp_path / "r"])
     assert code == 2, out + err
