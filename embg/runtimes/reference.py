@@ -6,7 +6,6 @@ embg's own re-authored graph).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ class SentenceTransformersReference:
     name = "sentence-transformers"
 
     def __init__(self, directory: Path, threads: int | None = None) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         check_bidirectional_support()
         from sentence_transformers import SentenceTransformer
 
