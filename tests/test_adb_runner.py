@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embg.export.pipeline import ExportRequest, export_bundle
-from embg.quantize.recipe import recipe_for_bits
 from embg.runtimes import adb_runner
 from embg.runtimes.adb_runner import AdbError, AdbRunner, DeviceInfo, host_embeddings, items_from_texts
 from embg.validate.textsets import builtin_texts
@@ -20,10 +18,8 @@ SERIAL = "emulator-5554"
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("adb") / "bundle"
-    return export_bundle(ExportRequest(model=str(tiny_dir), target="tflite", recipe=recipe_for_bits(8),
-                                       seq_lens=(64, 256), out=out, parity=False))
+def bundle(tiny_bundle):
+    return tiny_bundle("tflite", 8)
 
 
 @pytest.fixture
@@ -121,3 +117,56 @@ def test_cli_compares_with_host_and_says_no_device(bundle, fake_adb, tmp_path, c
     assert "cosine vs host LiteRT: min 1.0000" in printed or "min 0.99999" in printed
     report = json.loads(out.read_text())
     assert report["device_used"] is False and report["texts"] == len(builtin_texts())
+
+
+# -- embg-validate --device adb[:SERIAL] ------------------------------------------------------------
+
+def _validate_on_adb(bundle, tmp_path, device: str = f"adb:{SERIAL}"):
+    from embg.cli.validate import main as validate_main
+    from tests.conftest import run_cli
+
+    report_dir = tmp_path / "report"
+    code, out, err = run_cli(validate_main, [bundle, "--device", device, "--quick", "--latency-repeats", 2,
+                                             "--report", report_dir])
+    return code, out, err, json.loads((report_dir / "report.json").read_text())
+
+
+def test_validate_on_adb_device_says_no_device_was_used(bundle, fake_adb, tmp_path):
+    code, out, err, report = _validate_on_adb(bundle, tmp_path)
+    assert code == 0, out + err
+    assert f"adb:{SERIAL}: NO DEVICE USED" in out  # in the printed summary, not only in the JSON
+    (device,) = report["devices"]
+    assert device["kind"] == "adb" and device["real_device"] is False and device["stand_in"] is True
+    assert device["accelerator"]["used"] == "cpu"
+    (entry,) = report["bundles"]
+    assert entry["metrics"]["drift"]["cosine_min"] > 0.999  # host LiteRT behind the stand-in vs sentence-transformers
+    buckets = entry["metrics"]["latency"]["buckets"]
+    assert buckets and all(b["clock"] == "device" for b in buckets.values())
+    calls = _calls(fake_adb)
+    instruments = [c for c in calls if c[2] == "shell" and "am instrument" in c[3]]
+    assert instruments and all(c[:2] == ["-s", SERIAL] for c in calls)
+    assert sum(c[2] == "push" and c[4].endswith(".tflite") for c in calls) == 1  # the bundle is pushed once
+
+
+def test_adb_getprop_cannot_turn_a_stand_in_into_a_device(bundle, fake_adb, tmp_path, monkeypatch):
+    # getprop claims a phone, but the app run says it is a stand-in: the report must believe the latter
+    monkeypatch.setenv("EMBG_FAKE_ADB_MODEL", "Pixel 8")
+    code, out, err, report = _validate_on_adb(bundle, tmp_path, device="adb")
+    assert code == 0, out + err
+    (device,) = report["devices"]
+    assert device["real_device"] is False and "NO DEVICE USED" in device["note"]
+    assert "adb: NO DEVICE USED" in out
+
+
+def test_adb_device_refuses_onnx_bundles_and_bad_serials(tiny_bundle, fake_adb, tmp_path):
+    from embg.cli.validate import main as validate_main
+    from embg.devices import load_devices, parse_device
+    from embg.errors import EmbgError
+    from tests.conftest import run_cli
+
+    load_devices()
+    with pytest.raises(EmbgError, match="adb:SERIAL"):
+        parse_device("adb:-s x")
+    code, out, err = run_cli(validate_main, [tiny_bundle("onnx", 32), "--device", "adb", "--quick",
+                                             "--report", tmp_path / "r"])
+    assert code != 0 and "adb runs TFLite bundles" in out + err

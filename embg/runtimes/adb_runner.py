@@ -1,8 +1,8 @@
 """Device runner for Android over adb: push a bundle and token ids, run the demo app's parity
 entry point, pull embeddings and timings back.
 
-No shared device-runner interface exists in embg yet, so this module is self-contained:
-``AdbRunner(serial).run_parity(bundle, items)`` returns an ``AdbParityResult``. The device side
+``AdbRunner(serial).run_parity(bundle, items)`` returns an ``AdbParityResult``; embg.devices.adb
+wraps the same runner as ``embg-validate --device adb[:SERIAL]``. The device side
 is android_demo's ``ParityInstrumentation`` (``am instrument -w``), reading and writing the JSON
 files described in android_demo/core/.../ParityProtocol.java (schema 1).
 
@@ -176,6 +176,11 @@ class AdbRunner:
             raise AdbError("no texts to run")
         device = self.device_info()
         remote_bundle = self.push_bundle(bundle)
+        return self.run_items(remote_bundle, items, device, accelerator, repeats)
+
+    def run_items(self, remote_bundle: str, items: list[dict[str, Any]], device: DeviceInfo,
+                  accelerator: str = "cpu", repeats: int = 3) -> AdbParityResult:
+        """One ``am instrument`` run over ``items`` with a bundle already pushed to ``remote_bundle``."""
         request = {"schema": SCHEMA, "accelerator": accelerator, "repeats": int(repeats),
                    "items": [{k: v for k, v in it.items() if k in ("name", "ids", "text", "prompt")} for it in items]}
         remote_input = f"{self.remote_dir}/input.json"

@@ -50,6 +50,9 @@ def markdown_summary(report: dict[str, Any]) -> str:
              ("| device " if by_device else "") + "| bundle | runtime | class | "
              + " | ".join(h for h, _, _ in SUMMARY_COLUMNS) + " | p50 ms (longest) | gate |",
              ("|---" if by_device else "") + "|---|---|---|" + "---|" * len(SUMMARY_COLUMNS) + "---|---|"]
+    for device in report.get("devices") or []:
+        if device.get("real_device") is False and device.get("note"):  # never let a stand-in pass as a device
+            lines.insert(1, f"**{device['name']}: {device['note']}**")
     for entry in report["bundles"]:
         lead = f"| {entry.get('device', '')} " if by_device else ""
         if entry.get("status", "ok") != "ok":

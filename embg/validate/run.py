@@ -282,7 +282,7 @@ def measure_bundle(artifact: Artifact, runtime_name: str, prepared: Prepared, re
                                   "top10_overlap_mean": retrieval_split(texts, o, r).get("top10_overlap_mean")}
         say(f"{artifact.directory.name}: latency over {len(buckets)} bucket(s)")
         timings = latency.measure(runtime.embed, prose, buckets, options.latency_repeats, options.latency_warmup,
-                                  say)
+                                  say, device_clock=getattr(runtime, "last_call_ms", None))
         version = runtime.version_info()
     finally:
         runtime.close()
