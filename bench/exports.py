@@ -63,6 +63,13 @@ def _recipe_arg(variant: Variant, cache: Path) -> str:
     return str(naive_recipe_file(cache)) if variant.recipe == "int4-naive" else variant.recipe
 
 
+def _buckets(plan: Plan) -> tuple[int, ...]:
+    """The buckets a TFLite export will write: the plan's, else the target's current default."""
+    from embg.export.tflite_target import DEFAULT_BUCKETS
+
+    return plan.tflite_buckets or DEFAULT_BUCKETS
+
+
 def _cache_key(variant: Variant, recipe_arg: str, buckets: tuple[int, ...] | None, fixture: dict[str, Any]) -> str:
     from embg.quantize.recipe import load_recipe
 
@@ -80,7 +87,7 @@ def export_variant(variant: Variant, plan: Plan, cache: Path, fixture: dict[str,
                    progress: Callable[[str], None], re_cache: bool = False) -> dict[str, Any]:
     """Export one variant (or reuse its cached bundle); returns its export record."""
     recipe_arg = _recipe_arg(variant, cache)
-    key = _cache_key(variant, recipe_arg, plan.tflite_buckets if variant.target == "tflite" else None, fixture)
+    key = _cache_key(variant, recipe_arg, _buckets(plan) if variant.target == "tflite" else None, fixture)
     folder = cache / variant.name.replace("@", "_at_")
     record_path, bundle = folder / "export.json", folder / "bundle"
     if not reexport and record_path.is_file() and (bundle / "manifest.json").is_file():

@@ -79,7 +79,7 @@ def make_plan(quick: bool, threads: tuple[int, ...], only: tuple[str, ...] = (),
     else:
         fixture, qat_fixture = "full", "full-qat-q4_0"
         variants = _variants(fixture, qat_fixture)
-        # The target's default buckets (64..2048): what `embg-export --target tflite --bits 4` writes.
+        # The target's default buckets (32..2048): what `embg-export --target tflite --bits 4` writes.
         shapes, buckets, default_repeats = FULL_SHAPES, None, 5
     if only:
         unknown = sorted(set(only) - {v.name for v in variants})

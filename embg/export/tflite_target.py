@@ -20,7 +20,7 @@ from embg.quantize.recipe import QuantRecipe
 from embg.quantize.tflite_flatbuffer import strip_tensor_names
 from embg.quiet import captured_native_output
 
-DEFAULT_BUCKETS = (64, 128, 256, 512, 1024, 2048)
+DEFAULT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048)  # 32: prompted queries are ~10-30 tokens
 MIN_BUCKET = 8
 
 
