@@ -138,6 +138,43 @@ def test_tflite_carries_grid_except_where_xnnpack_forbids_it(tiny_q4_dir, q4_sta
     assert 0.3 < clipped_blocks / (exact_blocks + clipped_blocks) < 0.7
 
 
+def test_litert_floor_is_the_negative_scale_clipping_not_bf16_scales(tiny_q4_dir, q4_state):
+    """Why LiteRT int4-qat misses 0.9999: simulated in torch on the same grids.
+
+    XNNPACK stores block scales as bf16 and refuses negative ones. bf16 scales alone keep the
+    embedding above the floor; folding the sign of d < 0 blocks into the integers (clipping the
+    -q = 8 weight to 7, which every such block has: d = m / -8) drops it well below.
+    """
+    from embg.model.load import LoadedModel
+    from embg.quantize.qat import positive_scale_form, recover_grids
+
+    model = loaded(tiny_q4_dir)
+    grids, _ = recover_grids(q4_state, load_recipe("int4-qat"))
+    batch = model.tokenizer.encode(TEXTS, prompt="query", max_length=256)
+    ids, mask = torch.as_tensor(batch.input_ids), torch.as_tensor(batch.attention_mask)
+
+    def embed(state):
+        with torch.no_grad():
+            return LoadedModel(model.spec, state, model.tokenizer).graph()(ids, mask).numpy()
+
+    def with_grids(clip: bool) -> np.ndarray:
+        state = dict(q4_state)
+        for name, (q, d) in grids.items():
+            if clip:
+                q, d, _, _ = positive_scale_form(q, d)
+            d = torch.as_tensor(d).to(torch.bfloat16).to(torch.float32).numpy()  # XNNPACK's qb4w scales
+            rows, cols = q.shape
+            w = q.reshape(rows, cols // 32, 32).astype(np.float32) * d[..., None]
+            state[name] = torch.as_tensor(w.reshape(rows, cols), dtype=q4_state[name].dtype)
+        return embed(state)
+
+    exact = embed(q4_state)
+    bf16_only, clipped = cosine_rows(with_grids(False), exact), cosine_rows(with_grids(True), exact)
+    print(f"\nLiteRT int4-qat floor (torch simulation): bf16 scales only {bf16_only.min():.6f}, "
+          f"+ negative-scale clipping {clipped.min():.6f}")
+    assert bf16_only.min() >= 0.9999 > clipped.min()
+
+
 def test_q8_checkpoint_bits8_onnx_is_exact_and_tflite_says_it_is_not(tiny_q8_dir, export_root):
     onnx_artifact = export(tiny_q8_dir, "onnx", export_root, "int8", auto=True)
     assert onnx_artifact.manifest["recipe"]["name"] == "int8-qat"
