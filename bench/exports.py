@@ -80,11 +80,8 @@ def _cache_key(variant: Variant, recipe_arg: str, buckets: tuple[int, ...] | Non
     return hashlib.sha1(material.encode()).hexdigest()[:16]
 
 
-RE_CACHE = 100_000  # --re-cache-workaround: patterns Python's re module may keep compiled in the export child
-
-
 def export_variant(variant: Variant, plan: Plan, cache: Path, fixture: dict[str, Any], reexport: bool,
-                   progress: Callable[[str], None], re_cache: bool = False) -> dict[str, Any]:
+                   progress: Callable[[str], None]) -> dict[str, Any]:
     """Export one variant (or reuse its cached bundle); returns its export record."""
     recipe_arg = _recipe_arg(variant, cache)
     key = _cache_key(variant, recipe_arg, _buckets(plan) if variant.target == "tflite" else None, fixture)
@@ -100,8 +97,6 @@ def export_variant(variant: Variant, plan: Plan, cache: Path, fixture: dict[str,
             "--out", str(bundle)]
     if variant.target == "tflite" and plan.tflite_buckets:
         args += ["--seq-lens", ",".join(map(str, plan.tflite_buckets))]
-    if re_cache and variant.target == "tflite":
-        args += ["--re-cache", str(RE_CACHE)]
     progress(f"export {variant.name} ...")
     result = run_worker(args, log_path=folder / "export.log")
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -112,14 +107,13 @@ def export_variant(variant: Variant, plan: Plan, cache: Path, fixture: dict[str,
         "peak_rss_mb": max(result["peak_rss_mb"], result["polled_peak_rss_mb"]),
         "child_vmhwm_mb": result["peak_rss_mb"], "polled_peak_rss_mb": result["polled_peak_rss_mb"],
         "recipe": manifest["recipe"], "signatures": [s["seq_len"] for s in manifest.get("signatures", [])],
-        "re_cache_workaround": result.get("re_cache_workaround"),  # not what plain embg-export does
     }
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     progress(f"export {variant.name}: {record['wall_s']:.0f} s, peak {record['peak_rss_mb'] / 1024:.2f} GB")
     return {**record, "reused": False}
 
 
-def export_all(plan: Plan, cache: Path, reexport: bool, progress: Callable[[str], None], re_cache: bool = False
+def export_all(plan: Plan, cache: Path, reexport: bool, progress: Callable[[str], None]
                ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, dict[str, Any]]]:
     """(export records by variant, skipped variants with reasons, fixtures)."""
     qat_ok, qat_reason = qat_status()
@@ -131,8 +125,7 @@ def export_all(plan: Plan, cache: Path, reexport: bool, progress: Callable[[str]
     records = {}
     for variant in wanted:
         try:
-            records[variant.name] = export_variant(variant, plan, cache, fixtures[variant.fixture], reexport, progress,
-                                                   re_cache)
+            records[variant.name] = export_variant(variant, plan, cache, fixtures[variant.fixture], reexport, progress)
         except WorkerError as exc:  # report it and keep benchmarking the rest
             skipped[variant.name] = f"export failed: {exc}"
             progress(f"export {variant.name} FAILED: {exc}")

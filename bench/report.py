@@ -54,8 +54,7 @@ def _export(entry: dict[str, Any]) -> str:
     record = entry.get("export")
     if not record:
         return "–"
-    mark = " (regex-cache workaround)" if record.get("re_cache_workaround") else ""
-    return f"{record['wall_s']:.0f} s / {record['peak_rss_mb'] / 1024:.1f} GB{mark}"
+    return f"{record['wall_s']:.0f} s / {record['peak_rss_mb'] / 1024:.1f} GB"
 
 
 def main_table(results: dict[str, Any]) -> list[str]:

@@ -47,9 +47,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="repetitions of the interleaved loop (default 5; quick 2)")
     parser.add_argument("--reexport", action="store_true", help="ignore cached bundles and export again")
     parser.add_argument("--export-only", action="store_true", help="stop after the exports")
-    parser.add_argument("--re-cache-workaround", action="store_true",
-                        help="TFLite exports: raise Python's regex cache in the export child (ai-edge-quantizer "
-                             "recompiles one regex per weight op otherwise); recorded per export")
     parser.add_argument("--write-readme", action="store_true",
                         help="replace the text between the bench markers in README.md with --out/table.md's block, "
                              "then exit (no benchmark run)")
@@ -78,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.exports import export_all
 
     progress(f"plan: {plan.mode}, {len(plan.variants)} variant(s), threads {list(threads)}, {plan.repeats} repeats")
-    exports, skipped, fixtures = export_all(plan, cache, args.reexport, progress, args.re_cache_workaround)
+    exports, skipped, fixtures = export_all(plan, cache, args.reexport, progress)
     if args.export_only:
         print(json.dumps({"exports": exports, "skipped": skipped}, indent=2))
         return 0

