@@ -110,7 +110,13 @@ def apply_grids_tflite(path: Path, plan, grids: dict[str, tuple[np.ndarray, np.n
     fb.write_model(model, path)
     model = fb.read_model(path)
     worst = 0.0
+    checked: set[tuple[int, int]] = set()
     for param, subgraph, tensor in _grid_tensors(model, plan):
+        # Signatures share buffers: read each (weights, scales) pair back once, but every pair any signature uses.
+        pair = (tensor.buffer, subgraph.tensors[tensor.quantization.details.scales].buffer)
+        if pair in checked:
+            continue
+        checked.add(pair)
         q, scales, _, _ = lite[param]
         expected = q.astype(np.float32) * np.repeat(scales, 32, axis=1)
         worst = max(worst, float(np.abs(fb.dequantize(model, subgraph, tensor) - expected).max()))
