@@ -107,7 +107,7 @@ def test_int4_size_types_and_no_nan(tflite_bundles, tiny_model, tiny_reference):
 
 
 def test_compiled_model_api_matches_interpreter(tflite_bundles, tiny_model):
-    _, interp = runtime_for(tflite_bundles[32])
+    _, interp = runtime_for(tflite_bundles[32], api="interpreter")
     _, compiled = runtime_for(tflite_bundles[32], api="compiled")
     batch = tiny_model.tokenizer.encode(QUERIES[:3], prompt="query")
     a = interp.embed(batch.input_ids, batch.attention_mask)
