@@ -26,7 +26,13 @@ def _schema():
 def read_model(path: Path):
     from ai_edge_litert.tools import flatbuffer_utils
 
-    return flatbuffer_utils.read_model(str(path))
+    model = flatbuffer_utils.read_model(str(path))
+    for buffer in model.buffers:
+        # Buffers stored after the flatbuffer (ai-edge-quantizer's output) come back as bytes, which
+        # write_model packs one Python call per byte: ~100 s for the full int4 file, 1 s as arrays.
+        if buffer.data is not None and not isinstance(buffer.data, np.ndarray):
+            buffer.data = np.frombuffer(bytes(buffer.data), dtype=np.uint8)
+    return model
 
 
 def write_model(model, path: Path) -> None:
