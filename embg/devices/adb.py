@@ -19,7 +19,6 @@ Options (devices.toml keys, or environment variables for one-off --device runs):
 from __future__ import annotations
 
 import base64
-import os
 from typing import Any
 
 import numpy as np
@@ -98,15 +97,12 @@ def describe_device(base: dict[str, Any], device: DeviceInfo, accelerator: dict[
 @DEVICES.register("adb")
 class AdbDevice(DeviceRunner):
     kind = "adb"
+    env_options = ENV_OPTIONS
 
     def __init__(self, spec: str = "") -> None:
         super().__init__(spec)
         if spec and (spec.startswith("-") or any(c.isspace() for c in spec)):
             raise EmbgError(f"--device adb:{spec}: expected adb:SERIAL as listed by `adb devices`")
-        self.options: dict[str, Any] = {k: os.environ[v] for k, v in ENV_OPTIONS.items() if os.environ.get(v)}
-
-    def configure(self, options: dict[str, Any]) -> None:
-        self.options.update(options)
 
     def _accelerator(self) -> str:
         accelerator = str(self.options.get("accelerator", "cpu")).lower()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import subprocess
 import time
 from abc import ABC, abstractmethod
@@ -125,9 +126,11 @@ class DeviceRunner(ABC):
     """Where bundles run. ``spec`` is the part after the colon in ``--device kind:spec``."""
 
     kind: str = ""
+    env_options: dict[str, str] = {}  # option name -> environment variable, for one-off --device runs
 
     def __init__(self, spec: str = "") -> None:
         self.spec = spec
+        self.options: dict[str, Any] = {k: os.environ[v] for k, v in self.env_options.items() if os.environ.get(v)}
 
     @property
     def label(self) -> str:
@@ -141,7 +144,8 @@ class DeviceRunner(ABC):
         return {"name": self.label, "kind": self.kind}
 
     def configure(self, options: dict[str, Any]) -> None:
-        """Per-device settings from devices.toml (identity file, venv, ...); kinds without any ignore them."""
+        """Per-device settings from devices.toml (identity file, venv, ...), over the environment's."""
+        self.options.update(options)
 
 
 def parse_device(text: str, options: dict[str, Any] | None = None) -> DeviceRunner:

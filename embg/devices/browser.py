@@ -41,8 +41,9 @@ def source_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    base = Path(os.environ["EMBG_CACHE"]) if os.environ.get("EMBG_CACHE") else Path.home() / ".cache" / "embg"
-    return base / "browser"
+    from embg.cache_dir import cache_root
+
+    return cache_root() / "browser"
 
 
 def chromium_path() -> str:

@@ -36,6 +36,7 @@ class QemuArm64Device(DeviceRunner):
                                          else None)
 
     def configure(self, options: dict) -> None:
+        super().configure(options)
         if options.get("dir"):
             self.system = QemuSystem.default(Path(options["dir"]))
 

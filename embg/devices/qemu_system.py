@@ -41,8 +41,9 @@ DEFAULT_CPU = "cortex-a76"
 
 
 def cache_dir() -> Path:
-    base = Path(os.environ["EMBG_CACHE"]) if os.environ.get("EMBG_CACHE") else Path.home() / ".cache" / "embg"
-    return base / "qemu-arm64"
+    from embg.cache_dir import cache_root
+
+    return cache_root() / "qemu-arm64"
 
 
 def fake_cpuinfo(cpu: str, count: int | None = None) -> str:

@@ -62,6 +62,7 @@ def _truthy(value: Any) -> bool:
 @DEVICES.register("ssh")
 class SSHDevice(DeviceRunner):
     kind = "ssh"
+    env_options = ENV_OPTIONS
 
     def __init__(self, spec: str = "") -> None:
         super().__init__(spec)
@@ -72,11 +73,7 @@ class SSHDevice(DeviceRunner):
         self.port = int(match["port"] or 22)
         if not 0 < self.port < 65536:
             raise EmbgError(f"--device ssh:{spec}: port {self.port} out of range")
-        self.options: dict[str, Any] = {k: os.environ[v] for k, v in ENV_OPTIONS.items() if os.environ.get(v)}
         self.machine: str | None = None
-
-    def configure(self, options: dict[str, Any]) -> None:
-        self.options.update(options)
 
     # ------------------------------------------------------------ ssh plumbing
 

@@ -25,8 +25,9 @@ class ResolvedModel:
 
 
 def fixture_cache_dir() -> Path:
-    root = os.environ.get("EMBG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "embg")
-    return Path(root) / "fixtures"
+    from embg.cache_dir import cache_root
+
+    return cache_root() / "fixtures"
 
 
 def _resolve_fixture(name: str) -> ResolvedModel:

@@ -65,9 +65,9 @@ def weight_cache_file(artifact: Artifact) -> Path | None:
         return None
     from importlib import metadata
 
-    from embg.model.resolve import fixture_cache_dir
+    from embg.cache_dir import cache_root
 
-    root = Path(setting) if setting else fixture_cache_dir().parent / "xnnpack"
+    root = Path(setting) if setting else cache_root() / "xnnpack"
     stat = artifact.model_path.stat()
     key = hashlib.sha256(f"{artifact.manifest_sha256}|{stat.st_size}|{stat.st_mtime_ns}|"
                          f"{metadata.version('ai-edge-litert')}".encode()).hexdigest()[:20]
