@@ -2,7 +2,7 @@
 
 Usage (the table in docs/outliers.md came from exactly this):
 
-    python -m bench.outliers_table --out /tmp/outliers-bench --recipes fp32 int8 int8-per-tensor int4 --repeats 9
+    python -m bench.outliers_table --out outliers-bench --recipes fp32 int8 int8-per-tensor int4 --repeats 9
 
 Fixtures: tiny (random weights), tiny-outliers (the real model's activation structure) and
 tiny-qat-q4_0 (weights on the Q4_0 grid; run with min-max recipes here, not the -qat ones).

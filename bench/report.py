@@ -191,7 +191,8 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
     results["finished_unix"] = int(time.time())
     results["targets"] = evaluate_targets(results)
     paths = [out / "results.json", out / "table.md"]
-    paths[0].write_text(json.dumps(results, indent=1) + "\n")
+    # Cache paths under the home directory are written as ~/...: the file is committed, the machine's home is not.
+    paths[0].write_text(json.dumps(results, indent=1).replace(json.dumps(str(Path.home()))[1:-1], "~") + "\n")
     paths[1].write_text(render(results) + "\n")
     for name, fn in (("latency_vs_seq.png", plot_latency), ("size_vs_drift.png", plot_size_drift)):
         if fn(results, out / name):
