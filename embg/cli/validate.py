@@ -31,9 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bundle directories (with --devices: the default for devices that list none)")
     parser.add_argument("--model", help="checkpoint the bundles were exported from (hub id, directory or fixture); "
                                         "default: the model id in the bundles' manifest")
-    parser.add_argument("--texts", type=Path, help="evaluation texts: one per line, or JSONL "
+    parser.add_argument("--texts", type=Path, help="evaluation texts: a named set (builtin, or retrieval: real "
+                                                   "query/document pairs), or a file with one text per line, or JSONL "
                                                    '{"task": "query"|"document"|<prompt name>, "text": ...}; '
-                                                   "default: the built-in set")
+                                                   "default: builtin")
     parser.add_argument("--threads", type=int, default=1, help="runtime and reference threads (default 1: "
                                                                "comparable numbers on shared machines)")
     parser.add_argument("--report", type=Path, default=Path("validate-report"),

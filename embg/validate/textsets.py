@@ -1,6 +1,7 @@
-"""Evaluation texts for embg-validate: the built-in set and user files, each text with its task prompt.
+"""Evaluation texts for embg-validate: named sets and user files, each text with its task prompt.
 
-The built-in set reuses the hand-written texts of ``embg.validate.texts`` and adds long natural
+Named sets (``--texts NAME``): ``builtin`` (the default) and ``retrieval`` (the real query/document
+pairs of ``embg.textdata``: every query against every document). The built-in set reuses the hand-written texts of ``embg.validate.texts`` and adds long natural
 prose (shipped as package data) so that every run crosses the sliding window and the largest
 bucket (> 2048 tokens with the real tokenizer), which is where masks and truncation go wrong.
 """
@@ -8,11 +9,14 @@ bucket (> 2048 tokens with the real tokenizer), which is where masks and truncat
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from embg import textdata
 from embg.errors import EmbgError
+from embg.registry import Registry
 from embg.validate import texts as base
 
 QUERY, DOCUMENT = "query", "document"
@@ -65,6 +69,18 @@ def builtin_texts() -> list[EvalText]:
     return rows
 
 
+def retrieval_texts() -> list[EvalText]:
+    """The shipped retrieval pairs: all queries (task "query"), then all documents (task "document")."""
+    pairs = textdata.retrieval_pairs()
+    return [EvalText(p.query, QUERY, "retrieval") for p in pairs] + \
+        [EvalText(p.document, DOCUMENT, "retrieval") for p in pairs]
+
+
+TEXT_SETS: Registry[Callable[[], list[EvalText]]] = Registry("text set")
+TEXT_SETS.register("builtin")(builtin_texts)
+TEXT_SETS.register("retrieval")(retrieval_texts)
+
+
 QUICK_QUERIES = 4
 QUICK_DOCUMENTS = 6
 
@@ -85,10 +101,14 @@ def _normalise_task(task: object, where: str) -> str:
 
 
 def load_texts_file(path: Path) -> list[EvalText]:
-    """One text per line (run as both query and document), or JSONL objects {"task": ..., "text": ...}."""
+    """One text per line (run as both query and document), or JSONL objects {"task": ..., "text": ...}.
+
+    A name of TEXT_SETS ("builtin", "retrieval") gives that set unless a file of that name exists."""
     path = Path(path)
+    if not path.is_file() and str(path) in TEXT_SETS:
+        return TEXT_SETS.get(str(path))()
     if not path.is_file():
-        raise EmbgError(f"texts file not found: {path}")
+        raise EmbgError(f"texts file not found: {path} (named sets: {', '.join(TEXT_SETS.names())})")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
