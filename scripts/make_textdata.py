@@ -9,7 +9,8 @@ them byte for byte:
     python scripts/make_textdata.py          # writes both files, prints counts
     python scripts/make_textdata.py --check  # exit 1 when the committed files differ
 
-Selection rules (retrieval): query = the docstring's summary (first paragraph), document =
+Selection rules (retrieval): query = the docstring's summary (first paragraph, or its first sentence
+when longer than MAX_SUMMARY_WORDS), document =
 "<qualified name>: <rest of the docstring>"; the rest has 15..250 words; summaries and rests that
 repeat (normalised) are dropped, and at most PER_MODULE pairs per module, spread evenly over the
 module's sorted names, so each topic (strings, paths, dates, sockets, JSON...) has neighbours.
@@ -59,6 +60,7 @@ RETRIEVAL_MODULES = [
 ]
 PER_MODULE = 6
 MIN_WORDS, MAX_WORDS = 15, 250
+MAX_SUMMARY_WORDS = 30  # longer summaries are skipped: a query is a line, not a paragraph
 OVERLAP = 60  # characters: calibration texts share no run this long with other sets
 
 # Modules for calibration prose and source (disjoint from RETRIEVAL_MODULES).
@@ -89,7 +91,11 @@ def split_docstring(doc: str) -> tuple[str, str]:
     head, _, rest = doc.partition("\n\n")
     if looks_like_signature(" ".join(head.split())):
         head, _, rest = rest.partition("\n\n")
-    return " ".join(head.split()), rest.strip()
+    head = " ".join(head.split())
+    if words(head) > MAX_SUMMARY_WORDS:  # a long first paragraph: its first sentence is the summary
+        first, sep, more = head.partition(". ")
+        head, rest = first + sep.strip(), f"{more}\n\n{rest}".strip()
+    return head, rest.strip()
 
 
 # C modules whose functions a Python module re-exports as its own.
@@ -137,7 +143,7 @@ def candidate_pairs(module_name: str, seen_queries: set[str], seen_rests: set[st
         if not isinstance(doc, str) or not doc.strip():
             continue
         summary, rest = split_docstring(doc)
-        if looks_like_signature(summary) or "=" in summary or words(summary) < 3 or not MIN_WORDS <= words(rest) <= MAX_WORDS:
+        if looks_like_signature(summary) or "=" in summary or not 3 <= words(summary) <= MAX_SUMMARY_WORDS or not MIN_WORDS <= words(rest) <= MAX_WORDS:
             continue
         if normalise(summary) in seen_queries or normalise(rest) in seen_rests:
             continue
