@@ -85,6 +85,7 @@ def test_missing_client_gives_an_install_hint(tiny_bundle, farm, tmp_path, monke
     (("compute_unit=tpu",), "choose one of cpu, gpu, npu"),
     (("target_runtime=coreml",), "choose one of tflite, onnx, qnn"),
     (("target_runtime=qnn",), "takes onnx bundles"),  # QNN is compiled from ONNX; a .tflite cannot be
+    (("compute_unit",), "expected KEY=VALUE"),
 ])
 def test_bad_options_are_bad_input(tiny_bundle, farm, tmp_path, args, message):
     code, out, err, _ = _validate(tiny_bundle("tflite", 8), tmp_path, *args)
@@ -157,6 +158,26 @@ def test_refused_compile_ends_the_row_with_the_farms_reason(tiny_bundle, farm, t
     assert compiles and all("--target_runtime qnn_dlc" in j["options"] for j in compiles)
     assert not any(j["op"] == "inference" for j in _jobs(farm))
     assert f"aihub:{PHONE}: NO DEVICE USED" in out  # a failed row still says what answered
+
+
+def test_onnx_with_external_data_is_uploaded_as_one_directory(tiny_bundle, farm, tmp_path):
+    import onnx
+
+    bundle = tmp_path / "external"
+    shutil.copytree(tiny_bundle("onnx", 32), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    name = manifest["model_file"]
+    model = onnx.load(str(bundle / name))
+    onnx.save_model(model, str(bundle / name), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{name}.data")
+    manifest["files"] = [name, f"{name}.data"]
+    manifest["size_bytes"] = sum((bundle / f).stat().st_size for f in manifest["files"])
+    (bundle / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    code, out, err, report = _validate(bundle, tmp_path)
+    assert code == 0, out + err
+    (upload,) = [j for j in _jobs(farm) if j["op"] == "upload"]
+    assert upload["files"] == sorted(manifest["files"])  # the directory qai-hub expects: .onnx + .data
+    assert report["bundles"][0]["metrics"]["drift"]["cosine_min"] > 0.9999
 
 
 def test_job_failure_mid_run_ends_the_row(tiny_bundle, farm, tmp_path, monkeypatch):

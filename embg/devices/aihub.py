@@ -158,7 +158,8 @@ class FarmSession:
         self.stand_in = is_stand_in(hub)
         self.runtime = TARGET_RUNTIMES[runtime_name]
         self.compute_unit = compute_unit
-        self.hello = {"engine": f"Qualcomm AI Hub {runtime_name} ({compute_unit})",
+        farm = "STAND-IN qai_hub" if self.stand_in else "Qualcomm AI Hub"
+        self.hello = {"engine": f"{farm} {runtime_name} ({compute_unit})",
                       "version": getattr(hub, "__version__", None)}
         listed = self._farm("listing devices", lambda: hub.get_devices(name=device_name))
         if not listed:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ DEVICES = {
 }
 _lock = threading.Lock()
 _counter = {"jobs": 0, "inference": 0}
-_barrier: dict[str, Any] = {"barrier": None, "waited": set()}
+_barrier: dict[str, Any] = {"barrier": None, "waited": set()}  # and "store": uploaded models
 
 
 class Error(Exception):
@@ -117,15 +119,27 @@ def get_devices(name: str = "", os: str = "", attributes: str | list[str] | None
 
 
 def upload_model(model: str | Path, name: str | None = None) -> Model:
+    """Copies the file (or a directory holding one .onnx and its .data) into this process's store."""
     _config()
-    path = Path(model)
-    if path.is_dir():  # .onnx + .data
-        (path,) = [p for p in path.iterdir() if p.suffix == ".onnx"]
+    source = Path(model)
+    files = sorted(source.iterdir()) if source.is_dir() else [source]
+    onnx = [f for f in files if f.suffix == ".onnx"]
+    if source.is_dir() and (len(onnx) != 1 or any(f.suffix not in (".onnx", ".data") for f in files)):
+        raise UserError(f"Model directory '{model}' must hold one .onnx file and at most one .data file")
     kinds = {".tflite": SourceModelType.TFLITE, ".onnx": SourceModelType.ONNX}
+    path = (onnx or files)[0]
     if path.suffix not in kinds:
         raise UserError(f"Unsupported model type for '{model}'")
-    _log({"op": "upload", "file": path.name})
-    return Model(f"m{_job_id()}", kinds[path.suffix], name or path.stem, path)
+    model_id = f"m{_job_id()}"
+    with _lock:
+        if "store" not in _barrier:
+            _barrier["store"] = Path(tempfile.mkdtemp(prefix="qai-hub-stand-in-"))
+    stored = _barrier["store"] / model_id
+    stored.mkdir()
+    for f in files:
+        shutil.copyfile(f, stored / f.name)  # follows symlinks, as the real upload reads the files
+    _log({"op": "upload", "file": path.name, "files": [f.name for f in files]})
+    return Model(model_id, kinds[path.suffix], name or path.stem, stored / path.name)
 
 
 class CompileJob:
@@ -227,7 +241,7 @@ class InferenceJob:
             _wait_for_other_devices()
             self._run(model, inputs)
             self._status = JobStatus("SUCCESS")
-        except (Error, threading.BrokenBarrierError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a job that fails on the farm is a FAILED status, not an exception
             self._status = JobStatus("FAILED", str(exc) or type(exc).__name__)
         _log({"op": "inference", "device": device.name, "options": options, "status": self._status.code,
               "samples": len(next(iter(inputs.values()))), "shape": list(next(iter(inputs.values()))[0].shape)})
