@@ -48,4 +48,4 @@ def test_registries_are_not_empty():
     assert {"onnx", "tflite"} <= set(REGISTERED["target"])
     assert {"onnxruntime", "litert"} <= set(REGISTERED["runtime"])
     assert {"fp32", "int8", "int4", "int4-qat", "int8-qat"} <= set(REGISTERED["recipe"])
-    assert "local" in REGISTERED["device"]
+    assert {"local", "aihub"} <= set(REGISTERED["device"])  # aihub imports qai_hub only when used

@@ -45,8 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-repeats", type=int, default=10, help="timed runs per bucket (default 10)")
     parser.add_argument("--no-memory", action="store_true", help="skip the separate-process peak RSS probe")
     parser.add_argument("--device", help="where the runtime runs: local | ssh:USER@HOST[:PORT] | qemu-arm64[:CPU] "
-                                         "| browser | adb[:SERIAL] | any registered device kind (default: in this "
-                                         "process)")
+                                         "| browser | adb[:SERIAL] | aihub:NAME | any registered device kind (default: "
+                                         "in this process)")
+    parser.add_argument("--device-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option for the --device runner, as a devices.toml key would give it "
+                             "(e.g. compute_unit=npu for aihub); repeatable")
     parser.add_argument("--devices", type=Path, metavar="TOML",
                         help="a device matrix (devices.toml): every device x bundle, devices in parallel, one report")
     parser.add_argument("--history", type=Path, metavar="DIR",
@@ -61,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--known-hosts", type=Path, help="ssh devices: known_hosts file to verify host keys against")
     parser.add_argument("--verbose", action="store_true", help="show third-party output")
     return parser
+
+
+def parse_device_options(pairs: list[str]) -> dict[str, str]:
+    from embg.errors import EmbgError
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise EmbgError(f"--device-option {pair!r}: expected KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         device_options = {k: v for k, v in (("identity", args.ssh_identity and str(args.ssh_identity)),
                                             ("known_hosts", args.known_hosts and str(args.known_hosts)),
                                             ("insecure_host_key", args.insecure_host_key or None)) if v}
+        device_options.update(parse_device_options(args.device_option))
         baseline = args.baseline
         if baseline is None and args.history is not None:
             from embg.validate.history import last_report
@@ -99,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             from embg.validate.matrix import load_plan, run_matrix
 
             plan = load_plan(args.devices, list(args.bundles))
-            for row in plan.rows:  # command-line ssh options apply to every row that sets none itself
+            for row in plan.rows:  # command-line device options apply to every row that does not set them
                 row.options = {**device_options, **row.options}
             settings = plan.settings
             options.model = args.model or settings.get("model")

@@ -118,6 +118,10 @@ class RemoteRuntime(Runtime):
         return {"runtime": self.name, "engine": self.session.hello.get("engine"),
                 "version": self.session.hello.get("version"), "device": self.device}
 
+    def device_measurements(self) -> dict[str, Any]:
+        """Peak memory ("memory") and load times ("load") the device itself reported; {} when it reports none."""
+        return {}
+
     def close(self) -> None:
         self.session.close()
 
@@ -142,6 +146,12 @@ class DeviceRunner(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.label, "kind": self.kind}
+
+    def preflight(self) -> None:
+        """Checks that need neither the device nor slow work (tools, credentials, option values).
+
+        Raises EmbgError (exit 2); run before the reference model loads.
+        """
 
     def configure(self, options: dict[str, Any]) -> None:
         """Per-device settings from devices.toml (identity file, venv, ...), over the environment's."""

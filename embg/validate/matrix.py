@@ -151,7 +151,7 @@ def run_matrix(plan: MatrixPlan, options: ValidateOptions) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=len(plan.rows), thread_name_prefix="embg-device") as pool:
         results = list(pool.map(worker, plan.rows))
     entries = [e for rows in results for e in rows]
-    devices = [{**device_description(rows, row.device), "name": row.name, "device": row.device}
+    devices = [{**device_description(rows, row.device, row.options), "name": row.name, "device": row.device}
                for row, rows in zip(plan.rows, results)]
     report = assemble(options, prepared, reference, entries, started, devices)
     report["matrix"] = {"file": str(plan.path), "devices": [r.name for r in plan.rows],

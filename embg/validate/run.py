@@ -157,7 +157,7 @@ def check_device(device: str, device_options: dict[str, Any] | None = None) -> N
     from embg.devices import load_devices, parse_device
 
     load_devices()
-    parse_device(device, device_options)
+    parse_device(device, device_options).preflight()
 
 
 # ---------------------------------------------------------------- measuring one bundle
@@ -284,10 +284,13 @@ def measure_bundle(artifact: Artifact, runtime_name: str, prepared: Prepared, re
         timings = latency.measure(runtime.embed, prose, buckets, options.latency_repeats, options.latency_warmup,
                                   say, device_clock=getattr(runtime, "last_call_ms", None))
         version = runtime.version_info()
+        reported = getattr(runtime, "device_measurements", dict)()  # a device farm's own profile (aihub)
     finally:
         runtime.close()
     memory: dict[str, Any] = {}
-    if options.device and options.device != "local":
+    if reported.get("memory"):
+        memory = reported["memory"]
+    elif options.device and options.device != "local":
         memory = {"skipped": f"peak RSS is measured on this host only, not on {options.device}"}
     elif options.memory:
         say(f"{artifact.directory.name}: peak RSS in a separate process")
@@ -304,7 +307,7 @@ def measure_bundle(artifact: Artifact, runtime_name: str, prepared: Prepared, re
         "runtime": version, "cos": cos,
         "metrics": {"drift": drift, "matryoshka": matryoshka, "retrieval": retrieval_split(texts, ours, ref),
                     "latency": {"cold_load_s": round(load_s, 4), "first_embed_s": round(first_s, 4),
-                                "buckets": timings},
+                                "buckets": timings, **({"device_load": reported["load"]} if reported.get("load") else {})},
                     "memory": memory, "size": size},
     }
 
@@ -401,11 +404,12 @@ def run(options: ValidateOptions) -> dict[str, Any]:
     for number, (artifact, runtime_name) in enumerate(zip(prepared.artifacts, prepared.runtime_names), 1):
         options.progress(f"[{number}/{len(prepared.artifacts)}] {artifact.directory}")
         entries.append(bundle_entry(artifact, runtime_name, prepared, reference, options))
-    devices = [device_description(entries, options.device)] if options.device else []
+    devices = [device_description(entries, options.device, options.device_options)] if options.device else []
     return assemble(options, prepared, reference, entries, started, devices)
 
 
-def device_description(entries: list[dict[str, Any]], device: str) -> dict[str, Any]:
+def device_description(entries: list[dict[str, Any]], device: str,
+                       device_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the runner said about itself (name, kind, machine, emulated, engine + version from its hello)."""
     from embg.devices import parse_device
 
@@ -418,7 +422,7 @@ def device_description(entries: list[dict[str, Any]], device: str) -> dict[str, 
         if runtime.get("engine"):
             engines.append({"engine": runtime["engine"], "version": runtime.get("version")})
     if len(described) == 2:  # nothing came back (every row failed): still say what it was
-        described.update(parse_device(device).describe())
+        described.update(parse_device(device, device_options).describe())
     described["engines"] = [dict(t) for t in {tuple(e.items()) for e in engines}]
     described["rows"] = {"ok": sum(e["status"] == "ok" for e in entries),
                          "failed": sum(e["status"] == "failed" for e in entries)}
