@@ -135,12 +135,12 @@ def apply_grids_tflite(path: Path, plan, grids: dict[str, tuple[np.ndarray, np.n
               "negative_scale_blocks": int(negative), "max_error_in_scales": 0.0}
     if folded:
         extra = sum(grids[name][1].size * 4 for name in folded)
-        report["block_sum_corrections"] = {"weights": len(folded), "float_bytes": int(extra)}
-        report["note"] = (f"XNNPACK refuses negative block scales: the {negative} Q4_0 blocks with d < 0 "
-                          f"({negative / max(blocks, 1):.1%}) are stored as q' = -q - 1 with scale |d|, and "
-                          f"{len(folded)} linear layers add |d| x the input's block sums in float "
-                          f"({extra / 1e6:.2f} MB); the embedding table keeps its negative scales (EMBEDDING_LOOKUP "
-                          "takes them): every weight is exact")
+        flipped = sum(int((grids[name][1] < 0).sum()) for name in folded)
+        report["block_sum_corrections"] = {"weights": len(folded), "blocks": flipped, "float_bytes": int(extra)}
+        report["note"] = (f"XNNPACK refuses negative block scales: in {len(folded)} linear weights the {flipped} "
+                          "blocks with d < 0 are stored as q' = -q - 1 with scale |d|, and the graph adds |d| x the "
+                          f"input's block sums in float ({extra / 1e6:.2f} MB); embedding tables keep their negative "
+                          "scales (EMBEDDING_LOOKUP takes them): every weight is exact")
     return report
 
 
