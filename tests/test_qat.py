@@ -153,11 +153,13 @@ def test_litert_int4_qat_is_the_exact_grid_plus_litert_activation_quantization(t
     with torch.no_grad():
         exact = model.graph()(ids, mask).numpy()
         grid_only = litert_simulation(model, grids, activations=False)(ids, mask).numpy()
+        float_head = litert_simulation(model, grids, activations=True, head=False)(ids, mask).numpy()
         with_litert = litert_simulation(model, grids, activations=True)(ids, mask).numpy()
-    grid_only, with_litert = cosine_rows(grid_only, exact), cosine_rows(with_litert, exact)
+    grid_only, float_head, with_litert = (cosine_rows(e, exact) for e in (grid_only, float_head, with_litert))
     measured = drift(export(tiny_q4_dir, "tflite", export_root, "int4", auto=True), tiny_q4_dir)
     print(f"\nLiteRT int4-qat: measured cos min {measured.min():.6f} mean {measured.mean():.6f}; torch simulation: "
-          f"grid + bf16 scales {grid_only.min():.6f}, + dynamic int8 activations and int8 head {with_litert.min():.6f}")
+          f"grid + bf16 scales {grid_only.min():.6f}, + dynamic int8 activations {float_head.min():.6f}, "
+          f"+ int8 head {with_litert.min():.6f}")
     assert grid_only.min() >= 0.9999
     assert abs(measured.min() - with_litert.min()) <= 0.25 * (1 - with_litert.min())
     assert measured.min() >= 0.9995
@@ -171,9 +173,10 @@ def xnnpack_dynamic_int8(x: torch.Tensor) -> torch.Tensor:
     return (torch.clamp(torch.round(x / scale) + zero, -128, 127) - zero) * scale
 
 
-def litert_simulation(model, grids, activations: bool) -> torch.nn.Module:
+def litert_simulation(model, grids, activations: bool, head: bool | None = None) -> torch.nn.Module:
     """The export graph as LiteRT runs int4-qat: folded grids with bf16 block scales (XNNPACK's qb4w) and,
-    with ``activations``, dynamic int8 inputs to every int4 layer and a per-channel int8 head."""
+    with ``activations``, dynamic int8 inputs to every int4 layer and (unless ``head`` is False) a
+    per-channel int8 head."""
     from embg.quantize.negative_scales import BlockSumCorrectedLinear, block_sums, fold_block, fold_negative_scales
 
     graph = model.graph()
@@ -188,7 +191,7 @@ def litert_simulation(model, grids, activations: bool) -> torch.nn.Module:
         layer.weight.data = (torch.from_numpy(q_pos).float().unflatten(1, (-1, 32)) * scales[..., None]).flatten(1)
         layer.forward = lambda x, layer=layer: (torch.nn.functional.linear(round_inputs(x), layer.weight)
                                                 + torch.nn.functional.linear(block_sums(x), layer.block_sum_correction))
-    for projection in graph.head if activations else ():
+    for projection in graph.head if (activations if head is None else head) else ():
         weight = projection.weight.data
         step = weight.abs().amax(dim=1, keepdim=True) / 127
         projection.weight.data = torch.round(weight / step) * step
