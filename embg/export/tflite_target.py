@@ -97,12 +97,27 @@ class TfliteTarget(ExportTarget):
     def default_seq_lens(self, max_positions: int) -> tuple[int, ...]:
         return tuple(b for b in DEFAULT_BUCKETS if b <= max_positions) or (max_positions,)
 
+    @staticmethod
+    def _fold_negative_scales(job: ExportJob) -> list[str]:
+        """Grids with negative block scales (Q4_0) get their exact positive-scale form in the graph (in place)."""
+        if not job.options.get("grids"):
+            return []
+        from embg.quantize.negative_scales import fold_negative_scales
+
+        folded = fold_negative_scales(job.graph, job.options["grids"])
+        if folded["weights"]:
+            job.progress(f"{len(folded['weights'])} linear weights have negative Q4_0 block scales, which XNNPACK "
+                         f"refuses: stored with |d| plus a float block-sum correction "
+                         f"({folded['correction_bytes'] / 1e6:.2f} MB) so the grid stays exact")
+        return folded["weights"]
+
     def export(self, job: ExportJob, bundle: Path) -> TargetResult:
         from embg.quantize.tflite_backend import quantize_tflite, verify_quantized
 
         seq_lens = job.seq_lens
         path = bundle / f"{job.stem}{self.extension}"
         float_path = bundle / f".{job.stem}.float.tflite"
+        folded = self._fold_negative_scales(job)
         job.progress(f"converting with litert-torch: {len(seq_lens)} signature(s) {list(seq_lens)}")
         convert_float(job.graph, seq_lens, float_path)
         float_bytes = float_path.stat().st_size  # as converted, names included: the honest baseline
@@ -120,7 +135,7 @@ class TfliteTarget(ExportTarget):
             if job.options.get("grids"):
                 from embg.quantize.qat import apply_grids_tflite
 
-                quant["qat_grid"] = apply_grids_tflite(path, plan, job.options["grids"])
+                quant["qat_grid"] = apply_grids_tflite(path, plan, job.options["grids"], folded)
             float_path.unlink()
             if path.stat().st_size >= float_bytes:
                 raise ExportError(f"quantized file ({path.stat().st_size} B) is not smaller than float ({float_bytes} B)")

@@ -17,8 +17,15 @@ GROUP_PATTERNS: dict[str, re.Pattern[str]] = {
 }
 
 
+# Float terms the export adds to carry a grid exactly (negative_scales.py): never a recipe's to quantize.
+CORRECTION = "block_sum_correction"
+NEVER_QUANTIZED = re.compile(rf"\.{CORRECTION}$")
+
+
 def group_of(name: str) -> str | None:
-    """The recipe group of a weight name, or None for weights recipes never quantize (norms)."""
+    """The recipe group of a weight name, or None for weights recipes never quantize (norms, corrections)."""
+    if NEVER_QUANTIZED.search(name):
+        return None
     matches = [group for group, pattern in GROUP_PATTERNS.items() if pattern.search(name)]
     if len(matches) > 1:
         raise ValueError(f"weight {name!r} matches several groups: {matches}")

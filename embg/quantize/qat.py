@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 import torch
@@ -86,22 +86,28 @@ def detect_qat_recipe(state_dict: dict[str, torch.Tensor], bits: int) -> QuantRe
     return load_recipe(preset) if names else None
 
 
-def apply_grids_tflite(path: Path, plan, grids: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+def apply_grids_tflite(path: Path, plan, grids: dict[str, tuple[np.ndarray, np.ndarray]],
+                       folded: Collection[str] = ()) -> dict[str, Any]:
     """Overwrite quantized int4 blockwise weights and their fp16 scales with the recovered grid.
 
     ai-edge-quantizer cannot take given scales, so the file it wrote is patched in place: buffers
     are shared by all signatures, so each is written once. The result is read back and compared.
+    ``folded`` names the linear weights whose graph carries a block-sum correction for their
+    negative scales (negative_scales.py); they are stored as q' = -q - 1 with |d|, and their
+    corrections must be in the file unchanged.
     """
     from embg.quantize import tflite_flatbuffer as fb
 
     model = fb.read_model(path)
     patched: set[int] = set()
-    lite = {name: positive_scale_form(*grids[name]) for name in grids}
-    for param, subgraph, tensor in _grid_tensors(model, plan):
+    stored: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for param, op, subgraph, tensor in _grid_tensors(model, plan):
         details = tensor.quantization.details if tensor.quantization else None
         if fb.type_name(tensor.type) != "INT4" or details is None or details.blockSize != 32:
             raise ExportError(f"{param}: expected an INT4 block-32 tensor to carry the Q4_0 grid")
-        q, scales, _, _ = lite[param]
+        if param not in stored:
+            stored[param] = litert_storage(op, *grids[param], folded=param in folded, name=param)
+        q, scales = stored[param]
         if tensor.buffer not in patched:
             model.buffers[tensor.buffer].data = fb.pack_int4(q)
             scale_buffer = subgraph.tensors[details.scales].buffer
@@ -111,49 +117,67 @@ def apply_grids_tflite(path: Path, plan, grids: dict[str, tuple[np.ndarray, np.n
     model = fb.read_model(path)
     worst = 0.0
     checked: set[tuple[int, int]] = set()
-    for param, subgraph, tensor in _grid_tensors(model, plan):
+    for param, _, subgraph, tensor in _grid_tensors(model, plan):
         # Signatures share buffers: read each (weights, scales) pair back once, but every pair any signature uses.
         pair = (tensor.buffer, subgraph.tensors[tensor.quantization.details.scales].buffer)
         if pair in checked:
             continue
         checked.add(pair)
-        q, scales, _, _ = lite[param]
+        q, scales = stored[param]
         expected = q.astype(np.float32) * np.repeat(scales, 32, axis=1)
         worst = max(worst, float(np.abs(fb.dequantize(model, subgraph, tensor) - expected).max()))
     if worst > 0:
         raise ExportError(f"the planned int4 weights did not survive in the .tflite (max error {worst:g})")
+    _check_corrections(model, {name: grids[name] for name in folded})
     blocks = sum(g[1].size for g in grids.values())
-    clipped = sum(entry[2] for entry in lite.values())
-    clipped_weights = sum(entry[3] for entry in lite.values())
-    report = {"buffers_patched": len(patched), "exact": clipped == 0,
-              "blocks": int(blocks), "blocks_with_clipped_weight": int(clipped),
-              "clipped_weights": int(clipped_weights), "max_error_in_scales": 1.0 if clipped else 0.0}
-    if clipped:
-        report["note"] = (f"LiteRT's XNNPACK rejects negative block scales: {clipped / blocks:.1%} of Q4_0 blocks "
-                          "(those with a negative scale) are stored with scale |d| and negated integers, and their "
-                          f"weights at q=-8 ({clipped_weights} in all) are clipped by one step (8 -> 7); all other "
-                          "weights are exact")
-        log.warning("WARNING: %s", report["note"])
+    negative = sum(int((grids[name][1] < 0).sum()) for name in stored)
+    report = {"buffers_patched": len(patched), "exact": True, "blocks": int(blocks),
+              "negative_scale_blocks": int(negative), "max_error_in_scales": 0.0}
+    if folded:
+        extra = sum(grids[name][1].size * 4 for name in folded)
+        flipped = sum(int((grids[name][1] < 0).sum()) for name in folded)
+        report["block_sum_corrections"] = {"weights": len(folded), "blocks": flipped, "float_bytes": int(extra)}
+        report["note"] = (f"XNNPACK refuses negative block scales: in {len(folded)} linear weights the {flipped} "
+                          "blocks with d < 0 are stored as q' = -q - 1 with scale |d|, and the graph adds |d| x the "
+                          f"input's block sums in float ({extra / 1e6:.2f} MB); embedding tables keep their negative "
+                          "scales (EMBEDDING_LOOKUP takes them): every weight is exact")
     return report
 
 
+def litert_storage(op: str, q: np.ndarray, scales: np.ndarray, folded: bool, name: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(integers, block scales) to write for a grid: as they are for EMBEDDING_LOOKUP (not XNNPACK; takes any
+    scale), positive (folded, negative_scales.py) for XNNPACK's FULLY_CONNECTED."""
+    from embg.quantize.negative_scales import fold_block
+
+    if op == "EMBEDDING_LOOKUP":
+        return q, scales
+    if (scales < 0).any() and not folded:
+        raise ExportError(f"{name}: negative block scales need the graph's block-sum correction on LiteRT")
+    q_pos, positive, _ = fold_block(q, scales)
+    return q_pos, positive
+
+
+def _check_corrections(model, folded: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Every folded weight's float correction must be in the file, unquantized and bit-identical."""
+    import hashlib
+
+    from embg.quantize import tflite_flatbuffer as fb
+    from embg.quantize.negative_scales import fold_block
+
+    present = {use.digest for use in fb.weight_uses(model) if use.type == "FLOAT32"}
+    for name, (q, scales) in folded.items():
+        correction = fold_block(q, scales)[2]
+        if hashlib.sha1(correction.tobytes()).hexdigest() not in present:
+            raise ExportError(f"{name}: its block-sum correction is missing from the .tflite or was quantized")
+
+
 def _grid_tensors(model, plan):
-    """(parameter, subgraph, weight tensor) for every op the plan quantizes onto a QAT grid."""
+    """(parameter, op name, subgraph, weight tensor) for every op the plan quantizes onto a QAT grid."""
     from embg.quantize import tflite_flatbuffer as fb
 
     for (sg_index, op_index), (param, group, rule) in plan.expected.items():
         if rule.algorithm == "qat-grid":
             subgraph = model.subgraphs[sg_index]
             op = subgraph.operators[op_index]
-            yield param, subgraph, subgraph.tensors[int(op.inputs[fb.WEIGHT_OPS[fb.op_name(model, op)]])]
-
-
-def positive_scale_form(q: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """The Q4_0 grid with non-negative scales (what XNNPACK accepts): blocks with d < 0 become |d| and -q.
-    -q = 8 does not fit int4 and is clipped to 7 (one step). Returns (q, scales, blocks clipped, weights clipped)."""
-    rows, cols = q.shape
-    blocks = q.reshape(rows, cols // 32, 32).astype(np.int16)
-    flipped = np.where((scales < 0)[..., None], -blocks, blocks)
-    over = flipped > 7
-    return (np.clip(flipped, -8, 7).astype(np.int8).reshape(rows, cols), np.abs(scales).astype(np.float32),
-            int(over.any(axis=-1).sum()), int(over.sum()))
+            name = fb.op_name(model, op)
+            yield param, name, subgraph, subgraph.tensors[int(op.inputs[fb.WEIGHT_OPS[name]])]

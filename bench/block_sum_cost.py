@@ -1,0 +1,105 @@
+"""What the block-sum correction for negative Q4_0 scales costs on LiteRT, on full-size linear shapes.
+
+    python -m bench.block_sum_cost [--layers 4] [--repeats 30] [--out DIR]
+
+Builds the linear layers of N decoder layers at the real model's shapes (q/k/v/o/gate/up/down),
+once as plain int4 block-32 layers and once with every layer carrying its float block-sum
+correction (half the blocks flipped, as Q4_0 gives), converts both with litert-torch, quantizes
+with the `int4-qat` recipe and times one 256-token input at 1 thread, interleaved. Prints sizes
+and median latencies; the ratio is what carries over (absolute ms on a shared box are noise).
+Attention, norms and the embedding are not in it, so the whole model's relative cost is lower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from embg.export.tflite_target import convert_float
+from embg.quantize.negative_scales import BLOCK, BlockSumCorrectedLinear
+from embg.quantize.recipe import load_recipe
+from embg.quantize.tflite_backend import quantize_tflite
+from embg.runtimes.litert_rt import make_interpreter
+
+HIDDEN, TOKENS = 768, 256
+SHAPES = {"q_proj": (768, HIDDEN), "k_proj": (256, HIDDEN), "v_proj": (256, HIDDEN), "o_proj": (HIDDEN, 768),
+          "gate_proj": (1152, HIDDEN), "up_proj": (1152, HIDDEN), "down_proj": (HIDDEN, 1152)}
+
+
+def _linear(out: int, k: int, corrected: bool) -> nn.Module:
+    weight = torch.randn(out, k) * 0.02
+    if corrected:
+        blocks = (out, k // BLOCK)
+        return BlockSumCorrectedLinear(weight, torch.rand(blocks) * 2e-3 * (torch.rand(blocks) < 0.5))
+    layer = nn.Linear(k, out, bias=False)
+    layer.weight.data = weight
+    return layer
+
+
+class _Layer(nn.Module):
+    def __init__(self, corrected: bool) -> None:
+        super().__init__()
+        for name, (out, k) in SHAPES.items():
+            setattr(self, name, _linear(out, k, corrected))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        o = self.o_proj(q * torch.cat([k, v, k], -1))  # stands in for attention: keeps every layer live
+        return x + self.down_proj(nn.functional.gelu(self.gate_proj(o)) * self.up_proj(o))
+
+
+class _Stack(nn.Module):
+    def __init__(self, layers: int, corrected: bool) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(1024, HIDDEN)
+        self.layers = nn.ModuleList(_Layer(corrected) for _ in range(layers))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(input_ids) * attention_mask[..., None].to(torch.float32)
+        for layer in self.layers:
+            x = layer(x)
+        return x.mean(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=None, help="keep the .tflite files here")
+    args = parser.parse_args(argv)
+    out = args.out or Path(tempfile.mkdtemp(prefix="embg-block-sum-"))
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    runners = {}
+    for corrected in (False, True):
+        graph = _Stack(args.layers, corrected).eval().requires_grad_(False)
+        label = "corrected" if corrected else "plain"
+        float_path, path = out / f"{label}.float.tflite", out / f"{label}.tflite"
+        convert_float(graph, (TOKENS,), float_path)
+        quantize_tflite(float_path, path, graph, load_recipe("int4-qat"))
+        print(f"{label}: {path.stat().st_size / 1e6:.2f} MB")
+        runners[label] = make_interpreter(path, threads=1)[0].get_signature_runner(f"seq{TOKENS}")
+    ids = (np.arange(TOKENS, dtype=np.int32)[None] * 7) % 1024
+    mask = np.ones((1, TOKENS), np.int32)
+    times: dict[str, list[float]] = {label: [] for label in runners}
+    for _ in range(args.repeats):
+        for label, runner in runners.items():
+            start = time.perf_counter()
+            runner(input_ids=ids, attention_mask=mask)
+            times[label].append(time.perf_counter() - start)
+    medians = {label: statistics.median(values) * 1e3 for label, values in times.items()}
+    for label, ms in medians.items():
+        print(f"{label}: median {ms:.1f} ms ({args.repeats} runs, {TOKENS} tokens, 1 thread)")
+    print(f"corrected / plain: {medians['corrected'] / medians['plain']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
