@@ -127,6 +127,7 @@ def test_tflite_bundle_on_the_stand_in_says_no_device(tiny_bundle, farm, tmp_pat
     assert "NO DEVICE USED" in latency["device_load"]["source"]
     assert "NO DEVICE USED" in entry["metrics"]["memory"]["source"]
     assert set(entry["metrics"]["memory"]["buckets"]) == {"seq64", "seq256"}
+    assert "runtime_rss_mb" in entry["metrics"]["memory"]["not_measured"]  # by design, not "missing", for the gate
     jobs = _jobs(farm)
     assert [j["op"] for j in jobs].count("upload") == 1 and not any(j["op"] == "compile" for j in jobs)
     inference = [j for j in jobs if j["op"] == "inference"]

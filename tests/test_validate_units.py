@@ -11,6 +11,7 @@ from scipy import stats
 from embg.errors import EmbgError
 from embg.validate import gate, metrics
 from embg.validate.parity import length_batches
+from embg.validate.report import markdown_summary
 from embg.validate.textsets import builtin_texts, check_tasks, load_texts_file
 from embg.validate.thresholds import THRESHOLDS, threshold_class
 
@@ -156,10 +157,41 @@ def test_gate_fails_on_nan(path, value):
 
 
 def test_gate_skips_only_what_the_metrics_say_is_not_applicable():
+    """Not measured on this kind of row by design (and said so in the row) is a "not applicable" check with
+    the reason, shown in the report; the same metric absent without such a statement fails."""
     no_documents = passing_metrics(retrieval={"queries": 4, "documents": 0, "k": 0})
-    assert not gate.failures(gate.threshold_checks(no_documents, THRESHOLDS["int8"]))
-    checks = gate.baseline_checks(passing_metrics(memory={"skipped": "--no-memory"}), passing_metrics())
-    assert not [c for c in checks if c.metric.startswith("memory.")]
+    checks = gate.threshold_checks(no_documents, THRESHOLDS["int8"])
+    assert not gate.failures(checks)
+    skipped = {c.metric: c for c in checks if not c.applicable}
+    assert set(skipped) == {f"retrieval.{k}" for k in ("top10_overlap_mean", "spearman_mean", "kendall_mean",
+                                                        "cross_recall_at_10")}
+    assert "no queries or no documents" in skipped["retrieval.spearman_mean"].describe()
+
+    rows = {"no-memory": {"skipped": "--no-memory"},
+            "ssh": {"skipped": "peak RSS is measured on this host only, not on ssh:pi"},
+            "aihub": {"source": "farm", "inference_peak_mb": 80.0,
+                      "not_measured": {"runtime_rss_mb": "the farm reports its own peak memory"}}}
+    for name, memory in rows.items():
+        checks = gate.baseline_checks(passing_metrics(memory=memory), passing_metrics())
+        assert not gate.failures(checks), name
+        (check,) = [c for c in checks if c.metric.startswith("memory.")]
+        assert not check.applicable and check.detail and "not applicable" in check.describe(), name
+    undeclared = gate.baseline_checks(passing_metrics(memory={"source": "farm", "inference_peak_mb": 80.0}),
+                                      passing_metrics())
+    assert [c.metric for c in gate.failures(undeclared)] == ["memory.runtime_rss_mb"]
+
+
+def test_summary_says_what_was_not_gated_on_a_row():
+    checks = gate.baseline_checks(passing_metrics(memory={"skipped": "not on ssh:pi"}), passing_metrics())
+    entry = {"name": "b", "combination": "ssh:pi/onnxruntime/b", "threshold_class": "int8", "passed": True,
+             "metrics": passing_metrics(), "runtime": {"runtime": "onnxruntime"},
+             "checks": [c.to_dict() for c in checks]}
+    report = {"passed": True, "bundles": [entry], "texts": {"count": 3}, "device": {}, "seconds": 1,
+              "failures": []}
+    entry["metrics"]["latency"]["buckets"]["seq16_b1"].update(seq_len=16, batch=1)
+    summary = markdown_summary(report)
+    assert "Not measured on this kind of row" in summary
+    assert "ssh:pi/onnxruntime/b: memory.runtime_rss_mb: not on ssh:pi" in summary
 
 
 def test_baseline_fails_closed_when_this_run_lost_a_metric():

@@ -5,8 +5,12 @@ show every limit beside its value and the exit status follows from the same list
 
 It fails closed: a metric the table (or the baseline) says to check that is missing from the
 report, None or NaN fails its check; nothing is skipped because it is absent. The only
-exceptions are stated in the metrics themselves: retrieval with ``k`` 0 (the texts hold no
-queries or no documents) and memory marked ``skipped`` (--no-memory, remote devices).
+exceptions are stated in the metrics themselves, by design of the row: retrieval with ``k`` 0
+(the texts hold no queries or no documents), a memory group marked ``skipped`` (--no-memory, a
+remote device whose RSS this host cannot probe), or a field listed in its group's
+``not_measured`` with the reason (a device farm that reports its own memory figures instead).
+Those still appear as checks, "not applicable" with the reason, so the report says what was not
+gated and why; everything else that is absent fails.
 """
 
 from __future__ import annotations
@@ -49,8 +53,11 @@ class Check:
     baseline: float | None = None
     change: float | None = None  # absolute for "drop" rules, relative for "rise" rules
     detail: str | None = None  # what failed, when the value alone does not say (missing, which texts)
+    applicable: bool = True  # False: not measured on this kind of row by design; ``detail`` says why
 
     def describe(self) -> str:
+        if not self.applicable:
+            return f"{self.metric}: not applicable ({self.detail})"
         text = f"{self.metric} = {_fmt(self.value)} (limit {self.op} {_fmt(self.limit)}"
         if self.baseline is not None:
             text += f", baseline {_fmt(self.baseline)}"
@@ -86,14 +93,25 @@ def _evaluate(metric: str, value: float | None, op: str, limit: float, **extra: 
     return Check(metric, value, op, limit, bool(passed), **extra)
 
 
-def not_applicable(metrics: dict[str, Any], path: str) -> bool:
-    """Stated in the metrics themselves: retrieval without queries or documents, memory not measured."""
-    group = metrics.get(path.split(".", 1)[0])
-    if path.startswith("retrieval."):
-        return isinstance(group, dict) and group.get("k") == 0
-    if path.startswith("memory."):
-        return isinstance(group, dict) and "skipped" in group
-    return False
+def not_applicable(metrics: dict[str, Any], path: str) -> str | None:
+    """Why ``path`` is not measured on this row by design, as the metrics themselves state it; else None
+    (then an absent value is a failure)."""
+    head, _, field = path.partition(".")
+    group = metrics.get(head)
+    if not isinstance(group, dict):
+        return None
+    if head == "retrieval" and group.get("k") == 0:
+        return "the texts hold no queries or no documents"
+    if head == "memory" and group.get("skipped"):
+        return str(group["skipped"])
+    reasons = group.get("not_measured")
+    if isinstance(reasons, dict) and reasons.get(field):
+        return str(reasons[field])
+    return None
+
+
+def not_applicable_check(path: str, reason: str, op: str, limit: float, **extra: Any) -> Check:
+    return Check(path, None, op, limit, True, detail=reason, applicable=False, **extra)
 
 
 def threshold_checks(metrics: dict[str, Any], limits: dict[str, tuple[str, float]],
@@ -103,9 +121,12 @@ def threshold_checks(metrics: dict[str, Any], limits: dict[str, tuple[str, float
     details = details or {}
     checks = []
     for key, path in METRIC_SOURCES.items():
-        if key not in limits or not_applicable(metrics, path):
+        if key not in limits:
             continue
-        if path in flat:
+        reason = not_applicable(metrics, path)
+        if reason:
+            checks.append(not_applicable_check(path, reason, *limits[key]))
+        elif path in flat:
             checks.append(_evaluate(path, flat[path], *limits[key], detail=details.get(path)))
         else:
             checks.append(_evaluate(path, None, *limits[key], detail=MISSING))
@@ -137,9 +158,12 @@ def baseline_checks(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[C
                                     detail="none of the baseline's entries were measured in this run"))
             paths = common
         for path in paths:
-            if not_applicable(metrics, path):
-                continue
             before, now = old[path], flat.get(path)
+            reason = not_applicable(metrics, path)
+            if reason:
+                checks.append(not_applicable_check(path, reason, "<=" if kind == "rise" else ">=", before,
+                                                   source="baseline", baseline=before))
+                continue
             if path not in flat:
                 checks.append(Check(path, None, "<=" if kind == "rise" else ">=", before, False, source="baseline",
                                     baseline=before, detail=MISSING))

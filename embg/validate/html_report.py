@@ -12,7 +12,7 @@ from embg.validate.report import failed_label, fmt, markdown_summary
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#f3f3f3}.pass{color:#137333}.fail,.partial{color:#b3261e;font-weight:bold}
+th{background:#f3f3f3}.pass{color:#137333}.na{color:#666}.fail,.partial{color:#b3261e;font-weight:bold}
 figure{display:inline-block;margin:8px 16px 8px 0;vertical-align:top}figcaption{font-size:12px;color:#555}
 pre{background:#f6f6f6;padding:8px;overflow:auto}code{font-size:12px}
 """
@@ -38,9 +38,12 @@ def _checks_table(entry: dict[str, Any]) -> str:
         if change is not None:
             change = f"{change:+.2%}" if check["op"] == "<=" and check["source"] == "baseline" else f"{change:+.6f}"
         css = "pass" if check["passed"] else "fail"
+        result = "pass" if check["passed"] else "FAIL"
+        if not check.get("applicable", True):  # not measured on this kind of row, by design
+            css, result = "na", f"not applicable: {check['detail']}"
         rows.append(f"<tr><td>{escape(check['metric'])}</td><td>{fmt(check['value'])}</td>"
                     f"<td>{escape(check['op'])} {fmt(check['limit'])}</td><td>{fmt(check['baseline'])}</td>"
-                    f"<td>{escape(change or '')}</td><td class='{css}'>{'pass' if check['passed'] else 'FAIL'}</td></tr>")
+                    f"<td>{escape(change or '')}</td><td class='{css}'>{escape(result)}</td></tr>")
     return "<table class='checks'>" + "".join(rows) + "</table>"
 
 

@@ -75,6 +75,10 @@ def markdown_summary(report: dict[str, Any]) -> str:
             cells = [f"{mode} {fmt(m.get('cosine_min'), '{:.5f}')} / {fmt(m.get('cosine_mean'), '{:.5f}')}"
                      for mode, m in entry["metrics"]["drift_by_mode"].items()]
             lines.append(f"- {entry.get('combination', entry['name'])}: " + "; ".join(cells))
+    not_gated = [f"- {e.get('combination', e['name'])}: {c['metric']}: {c['detail']}" for e in report["bundles"]
+                 for c in e.get("checks", []) if not c.get("applicable", True)]
+    if not_gated:  # absent by design of the row, said so; anything else absent has failed above
+        lines += ["", "Not measured on this kind of row (not gated):"] + not_gated
     if report["failures"]:
         lines += ["", "Failing metrics:"] + [f"- {f}" for f in report["failures"]]
     return "\n".join(lines) + "\n"
