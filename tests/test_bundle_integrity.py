@@ -338,7 +338,7 @@ def test_every_device_runner_verifies_before_it_copies_anything(tiny_bundle, tmp
     monkeypatch.setattr(subprocess, "run", touched)
     monkeypatch.setattr(subprocess, "Popen", touched)
     monkeypatch.setattr(shutil, "copy2", touched)
-    specs = {"ssh": "pi@raspberrypi.invalid", "adb": "emulator-5554"}
+    specs = {"ssh": "pi@raspberrypi.invalid", "adb": "emulator-5554", "aihub": "Samsung Galaxy S25 (Family)"}
     for kind in DEVICES.names():
         runner = DEVICES.get(kind)(specs.get(kind, ""))
         engine = "litert"
