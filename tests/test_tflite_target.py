@@ -36,11 +36,7 @@ def runtime_for(bundle, **options):
 
 
 def reference_at(reference, texts, prompt, max_len):
-    reference.model.max_seq_length = max_len
-    try:
-        return reference.encode(texts, prompt_name=prompt)
-    finally:
-        reference.model.max_seq_length = 2048
+    return reference.encode(texts, prompt_name=prompt, max_length=max_len)  # truncation is per call
 
 
 @pytest.mark.parametrize("prompt", ["query", "document"])
