@@ -262,13 +262,14 @@ def test_bad_checkpoint_is_refused(case, bad_copy, tmp_path, capsys):
 def test_refusal_leaves_existing_bundle_untouched(bad_copy, tmp_path, capsys):
     out = tmp_path / "work" / "out"
     out.mkdir(parents=True)
-    (out / "manifest.json").write_text("previous bundle")
+    previous = json.dumps({"schema": 1, "target": "onnx", "model_file": "m.onnx"})  # an earlier embg bundle
+    (out / "manifest.json").write_text(previous)
     _causal_missing(bad_copy)
     code, _, err = run_export(["--model", str(bad_copy), *EXPORT_ARGS, "--out", str(out)], capsys)
     assert code == 2
     assert "use_bidirectional_attention" in error_line(err)
     assert [p.name for p in out.iterdir()] == ["manifest.json"]
-    assert (out / "manifest.json").read_text() == "previous bundle"
+    assert (out / "manifest.json").read_text() == previous
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
 
 
