@@ -36,19 +36,30 @@ def _quiet_exporter() -> None:
 
 
 def export_fp32(graph: torch.nn.Module, max_positions: int):
-    """The fp32 ONNX ModelProto of ``graph`` with dynamic batch and sequence axes."""
+    """The fp32 ONNX ModelProto of ``graph`` with dynamic batch and sequence axes.
+
+    The banded sliding layers compute their block count and padding from the symbolic length.
+    ``backed_size_oblivious`` keeps torch.export from specialising those sizes on the sample
+    (a block count of 1 vs 2, say), and deferred runtime asserts keep the symbolic shape
+    arithmetic (ceil-divisions, a min) as graph nodes instead of unsolvable guards: one file
+    serves every length from 1 to ``max_positions``.
+    """
+    import torch.fx.experimental._config as fx_config
+
     _quiet_exporter()
     batch = torch.export.Dim("batch", min=1, max=4096)
     seq = torch.export.Dim("sequence", min=1, max=max_positions)
     ids = torch.full((2, 16), 5, dtype=torch.long)
     mask = torch.ones((2, 16), dtype=torch.long)
     mask[1, 9:] = 0
-    program = torch.onnx.export(
-        graph, (ids, mask), dynamo=True, opset_version=OPSET, verbose=False,
-        input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
-        dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-    )
-    return program.model_proto
+    with fx_config.patch(backed_size_oblivious=True):
+        program = torch.export.export(
+            graph, (ids, mask), strict=False, prefer_deferred_runtime_asserts_over_guards=True,
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+        )
+    onnx_program = torch.onnx.export(program, dynamo=True, opset_version=OPSET, verbose=False,
+                                     input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME])
+    return onnx_program.model_proto
 
 
 def _digest(array: np.ndarray) -> str:

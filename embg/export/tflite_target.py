@@ -149,7 +149,9 @@ class TfliteTarget(ExportTarget):
             manifest={
                 "inputs": [{"name": n, "dtype": "int32", "shape": [1, "bucket"]} for n in INPUT_NAMES],
                 "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": [1, job.graph.output_dim]}],
-                "signatures": [{"name": signature_name(s), "seq_len": s, "batch": 1} for s in seq_lens],
+                "signatures": [{"name": signature_name(s), "seq_len": s, "batch": 1,
+                                "sliding": "dense" if job.graph.band_layout(s) is None else "banded"}
+                               for s in seq_lens],
                 "max_sequence_length": seq_lens[-1],
                 "size_bytes": size,
                 "float_file_bytes": float_bytes,
