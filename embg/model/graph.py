@@ -23,8 +23,8 @@ from torch import nn
 from transformers import Gemma3TextConfig
 
 from embg.errors import CheckpointError
-from embg.model.attention import (Band, BandLayout, additive, band_layout, banded_attention, dense_attention,
-                                  sliding_band, window_mask)
+from embg.model.attention import (Band, BandLayout, additive, band_block_for, band_layout, banded_attention,
+                                  dense_attention, sliding_band, window_mask)
 from embg.model.spec import CheckpointSpec
 
 SLIDING, FULL = "sliding_attention", "full_attention"
@@ -131,11 +131,8 @@ class EmbeddingGemmaGraph(nn.Module):
         super().__init__()
         self.window = int(config.sliding_window)  # already the bidirectional |q-k| < window bound
         self.band_halo = self.window - 1  # keys a query block needs on either side: |q-k| <= window - 1
-        # Query block of the banded sliding layers: half the halo (128 on the real model, 4 on tiny).
-        # Smaller blocks waste fewer scores (each block computes block + 2 * halo keys) but make more,
-        # smaller products; at 1024-2048 tokens 128 was fastest on ONNX Runtime, tied on LiteRT.
         # None: every sliding layer computes one dense [S, S] product (the graph before banding).
-        self.band_block: int | None = max(1, self.band_halo // 2)
+        self.band_block: int | None = band_block_for(self.band_halo)
         self.output_dim = output_dim
         self.full_dim = dense_shapes[-1][1]
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
