@@ -5,9 +5,9 @@
 Every bundle is loaded once with ONNX Runtime's profiler on (1 thread, batch 1); the runs are
 interleaved (each repetition runs every bundle at every length) so a busy machine slows all of
 them alike. Node events are split into runs by the session's ``model_run`` events and summed per
-category and op type; the report gives medians over repetitions. MatMuls are split by whether
-one input is a weight (``parameter_size`` > 0 in the event): products of two activations are the
-attention scores and weighted values.
+category and op type; the report gives medians over repetitions. MatMuls are split by their
+inputs: products of two >= 3-D activations are the attention scores and weighted values, the
+rest multiply by a (2-D, prepacked) weight.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ CATEGORIES = {  # op type -> category; MatMuls are split by weights vs activatio
 }
 
 
-def category(op: str, parameter_bytes: int) -> str:
+def category(op: str, input_shapes: list[dict[str, list[int]]]) -> str:
     if op in MATMULS:
-        return "matmul with weights" if parameter_bytes > 0 else "attention products (scores, values)"
+        # Weights are 2-D and prepacked (often not even listed); scores and values multiply two >= 4-D activations.
+        activations = sum(len(next(iter(shape.values()), [])) >= 3 for shape in input_shapes)
+        return "attention products (scores, values)" if activations >= 2 else "matmul with weights"
     return CATEGORIES.get(op, "elementwise and masks")
 
 
@@ -74,7 +76,7 @@ def summarise(run: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, fl
         args = event.get("args", {})
         op = args.get("op_name", "?")
         ms = event["dur"] / 1000.0
-        by_category[category(op, int(args.get("parameter_size", 0) or 0))] += ms
+        by_category[category(op, args.get("input_type_shape") or [])] += ms
         by_op[op] += ms
     return dict(by_category), dict(by_op)
 

@@ -62,6 +62,16 @@ def export_fp32(graph: torch.nn.Module, max_positions: int):
     return onnx_program.model_proto
 
 
+def quantize_products(model, layers: int) -> dict[str, int]:
+    """int8 scores and weighted values; every layer must have exactly one of each."""
+    from embg.quantize.onnx_attention import quantize_attention_products
+
+    counts = dict(quantize_attention_products(model))
+    if counts != {"scores": layers, "values": layers}:
+        raise ExportError(f"int8 attention products: expected {layers} score and {layers} value products, found {counts}")
+    return counts
+
+
 def _digest(array: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
 
@@ -151,7 +161,7 @@ class OnnxTarget(ExportTarget):
         strip_debug_info(model)
         fp32_bytes = model_nbytes(model)
         quant: dict[str, Any] = {}
-        if not job.recipe.is_float:
+        if any(not rule.is_float for rule in job.recipe.rules.values()):
             job.progress(f"quantizing with recipe {job.recipe.name}")
             web = bool(job.options.get("web_compatible"))
             with captured_native_output("onnxruntime quantization"):  # its log lines go to the root logger
@@ -165,6 +175,9 @@ class OnnxTarget(ExportTarget):
             quantized_bytes = model_nbytes(model)
             if quantized_bytes >= fp32_bytes:
                 raise ExportError(f"quantized weights ({quantized_bytes} B) are not smaller than fp32 ({fp32_bytes} B)")
+        if job.recipe.attention_products == "int8":
+            job.progress("attention products (scores, weighted values) in int8 with per-row scales")
+            quant["attention_products"] = quantize_products(model, len(job.graph.layers))
         path = bundle / f"{job.stem}{self.extension}"
         files = save_model(model, path)
         size = files_size(bundle, files)

@@ -129,8 +129,11 @@ class TfliteTarget(ExportTarget):
             with captured_native_output("ai-edge-quantizer"):
                 plan = quantize_tflite(float_path, path, job.graph, job.recipe)
             quant["tensors"] = verify_quantized(path, plan)
-            quant["notes"] = plan.notes
-            for group, note in plan.notes.items():
+            quant["notes"] = dict(plan.notes)
+            if job.recipe.attention_products != "fp32":
+                quant["notes"]["attention_products"] = ("kept fp32: LiteRT has no dynamic int8 product of two "
+                                                        "activations (scores, weighted values)")
+            for group, note in quant["notes"].items():
                 job.progress(f"note: {group}: {note}")
             if job.options.get("grids"):
                 from embg.quantize.qat import apply_grids_tflite
