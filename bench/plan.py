@@ -19,7 +19,7 @@ class Variant:
     name: str  # e.g. "tflite-int4", "onnx-int4-qat@q4_0"
     fixture: str  # fixture kind written by embg.model.fixtures
     target: str  # "onnx" | "tflite"
-    recipe: str  # preset name, or "int4-naive" (int4-qat's rules with min-max, built in variants.py)
+    recipe: str  # preset name, or a bench-derived recipe (bench/exports.py DERIVED_RECIPES: int4-naive, int8-products)
     qat: bool = False  # needs the int4-qat recipe (skipped, with the reason, when it does not work yet)
     options: tuple[tuple[str, str], ...] = ()  # export options, e.g. (("attention", "dense"),)
 
@@ -60,7 +60,9 @@ def _variants(fixture: str, qat_fixture: str) -> tuple[Variant, ...]:
            for t in ("onnx", "tflite") for r in ("int4-qat", "int4-naive")]
     # The graph before banded sliding-window attention: what banding changes, measured in the same loop.
     dense = [Variant(f"{t}-int8-dense", fixture, t, "int8", options=(("attention", "dense"),)) for t in ("onnx", "tflite")]
-    return tuple(plain + dense + qat)
+    # int8 scores and weighted values (recipe field attention_products; ONNX only, LiteRT keeps them fp32).
+    products = [Variant("onnx-int8-products", fixture, "onnx", "int8-products")]
+    return tuple(plain + dense + products + qat)
 
 
 FULL_SHAPES = (
