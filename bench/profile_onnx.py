@@ -31,7 +31,8 @@ MATMULS = {"MatMul", "MatMulInteger", "MatMulNBits", "DynamicQuantizeMatMul", "M
            "FusedMatMul"}
 CATEGORIES = {  # op type -> category; MatMuls are split by weights vs activations below
     "Softmax": "softmax",
-    "DynamicQuantizeLinear": "activation quantization",
+    "DynamicQuantizeLinear": "activation quantization", "QuantizeLinear": "activation quantization",
+    "DequantizeLinear": "activation quantization",
     "Gather": "gather (embedding, band keys)", "GatherBlockQuantized": "gather (embedding, band keys)",
     "Transpose": "layout", "Reshape": "layout", "Concat": "layout", "Slice": "layout", "Pad": "layout",
     "Expand": "layout", "Unsqueeze": "layout", "Squeeze": "layout",
