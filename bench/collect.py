@@ -80,7 +80,8 @@ def collect(plan: Plan, exports: dict[str, dict[str, Any]], skipped: dict[str, s
                  f"runtime RSS {probes[variant.name].get('runtime_rss_mb')} MB")
 
     limits = matmul_limits(matmul_samples)
-    flops = {str(n): model_flops(config, n, head) for n in (16, 64, 256, 512, 2048)}
+    flops = {str(n): model_flops(config, n, head) for n in (16, 64, 256, 512, 1024, 2048)}
+    dense_flops = {str(n): model_flops(config, n, head, banded=False) for n in (512, 1024, 2048)}
     results: dict[str, Any] = {
         "schema": 1, "mode": plan.mode, "fixture": plan.fixture, "qat_fixture": plan.qat_fixture,
         "machine": {**machine, "load_average_at_end": load_avg_end},
@@ -90,6 +91,7 @@ def collect(plan: Plan, exports: dict[str, dict[str, Any]], skipped: dict[str, s
                  "variants": [v.to_dict() for v in plan.variants]},
         "skipped": skipped,
         "model_flops": flops,
+        "model_flops_dense_sliding": dense_flops,  # the graph before banding (the *-dense variants)
         "machine_limit": limits,
         "baseline": BASELINE,
         "variants": {},

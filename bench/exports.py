@@ -39,28 +39,41 @@ def qat_status() -> tuple[bool, str]:
     return True, "ok"
 
 
-def naive_recipe_file(cache: Path) -> Path:
-    """int4-qat's rules with min-max instead of the exact grid: the same layout, naive scales.
-
-    Derived from the preset (data), so the comparison stays like-for-like if the preset changes.
-    """
-    from embg.quantize.recipe import load_recipe, parse_recipe
-
-    data = load_recipe("int4-qat").to_dict()
-    data["name"] = "int4-naive"
+def _naive_int4(data: dict[str, Any]) -> None:
+    """int4-qat's rules with min-max instead of the exact grid: the same layout, naive scales."""
     data["description"] = "int4-qat's layout quantized naively (min-max scales), for the exact-grid comparison"
     for rule in data["rules"].values():
         if rule.get("algorithm") == "qat-grid":
             rule["algorithm"] = "min-max"
-    parse_recipe(data, "int4-naive")  # fail here, not in the child, if the derivation is invalid
-    path = cache / "int4-naive.json"
+
+
+def _int8_products(data: dict[str, Any]) -> None:
+    """The int8 preset plus int8 attention products (scores, weighted values; ONNX only)."""
+    data["description"] = "the int8 preset with the attention products (scores, weighted values) in int8"
+    data["attention_products"] = "int8"
+
+
+# Bench-only recipes: name -> (the preset they start from, the change). Derived from the preset (data),
+# so each comparison stays like-for-like if the preset changes.
+DERIVED_RECIPES = {"int4-naive": ("int4-qat", _naive_int4), "int8-products": ("int8", _int8_products)}
+
+
+def derived_recipe_file(name: str, cache: Path) -> Path:
+    from embg.quantize.recipe import load_recipe, parse_recipe
+
+    preset, change = DERIVED_RECIPES[name]
+    data = load_recipe(preset).to_dict()
+    data["name"] = name
+    change(data)
+    parse_recipe(data, name)  # fail here, not in the child, if the derivation is invalid
+    path = cache / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
 
 
 def _recipe_arg(variant: Variant, cache: Path) -> str:
-    return str(naive_recipe_file(cache)) if variant.recipe == "int4-naive" else variant.recipe
+    return str(derived_recipe_file(variant.recipe, cache)) if variant.recipe in DERIVED_RECIPES else variant.recipe
 
 
 def _buckets(plan: Plan) -> tuple[int, ...]:
@@ -109,6 +122,8 @@ def export_variant(variant: Variant, plan: Plan, cache: Path, fixture: dict[str,
             "--out", str(bundle)]
     if variant.target == "tflite" and plan.tflite_buckets:
         args += ["--seq-lens", ",".join(map(str, plan.tflite_buckets))]
+    for key, value in variant.options:
+        args += ["--option", f"{key}={value}"]
     progress(f"export {variant.name} ...")
     result = run_worker(args, log_path=folder / "export.log")
     manifest = json.loads((bundle / "manifest.json").read_text())

@@ -19,8 +19,9 @@ class Variant:
     name: str  # e.g. "tflite-int4", "onnx-int4-qat@q4_0"
     fixture: str  # fixture kind written by embg.model.fixtures
     target: str  # "onnx" | "tflite"
-    recipe: str  # preset name, or "int4-naive" (int4-qat's rules with min-max, built in variants.py)
+    recipe: str  # preset name, or a bench-derived recipe (bench/exports.py DERIVED_RECIPES: int4-naive, int8-products)
     qat: bool = False  # needs the int4-qat recipe (skipped, with the reason, when it does not work yet)
+    options: tuple[tuple[str, str], ...] = ()  # export options, e.g. (("attention", "dense"),)
 
     @property
     def runtime(self) -> str:
@@ -57,11 +58,16 @@ def _variants(fixture: str, qat_fixture: str) -> tuple[Variant, ...]:
     plain = [Variant(f"{t}-{r}", fixture, t, r) for t in ("onnx", "tflite") for r in ("fp32", "int8", "int4")]
     qat = [Variant(f"{t}-{r}@q4_0", qat_fixture, t, r, qat=True)
            for t in ("onnx", "tflite") for r in ("int4-qat", "int4-naive")]
-    return tuple(plain + qat)
+    # The graph before banded sliding-window attention: what banding changes, measured in the same loop.
+    dense = [Variant(f"{t}-int8-dense", fixture, t, "int8", options=(("attention", "dense"),)) for t in ("onnx", "tflite")]
+    # int8 scores and weighted values (recipe field attention_products; ONNX only, LiteRT keeps them fp32).
+    products = [Variant("onnx-int8-products", fixture, "onnx", "int8-products")]
+    return tuple(plain + dense + products + qat)
 
 
 FULL_SHAPES = (
-    Shape("q16", 16), Shape("s64", 64), Shape("s256", 256), Shape("s512", 512), Shape("s2048", 2048),
+    Shape("q16", 16), Shape("s64", 64), Shape("s256", 256), Shape("s512", 512), Shape("s1024", 1024),
+    Shape("s2048", 2048),
     Shape("s256_b8", 256, batch=8), Shape("q16_pad256", 16, pad_to=256),
 )
 QUICK_SHAPES = (Shape("q16", 16), Shape("s64", 64), Shape("s256", 256), Shape("s256_b8", 256, batch=8),
@@ -92,26 +98,44 @@ def make_plan(quick: bool, threads: tuple[int, ...], only: tuple[str, ...] = (),
                 repeats or default_repeats, threads, excluded)
 
 
-def model_flops(config: dict[str, Any], seq_len: int, head: tuple[int, ...] = ()) -> dict[str, float]:
+def model_flops(config: dict[str, Any], seq_len: int, head: tuple[int, ...] = (), banded: bool = True) -> dict[str, float]:
     """Multiply-add FLOPs (2 per MAC) of one forward pass at ``seq_len`` tokens, batch 1.
 
-    Counts what the exported graphs execute: every layer's attention is a dense S x S product
-    (the sliding window is a mask, not skipped work), the embedding lookup is free, and norms,
-    softmax and RoPE are ignored (<1%).
+    Counts what the exported graphs execute: full layers' attention is a dense S x S product;
+    sliding layers' too with ``banded=False`` (the graph before banding), else each query block
+    multiplies only its band's keys (embg/model/attention.py; dense while that saves nothing).
+    The embedding lookup is free; norms, softmax and RoPE are ignored (<1%).
     """
     s, d = seq_len, config["hidden_size"]
     heads, kv, hd = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
     ff, layers = config["intermediate_size"], config["num_hidden_layers"]
     qkvo = 2 * s * d * (heads * hd + 2 * kv * hd) + 2 * s * heads * hd * d
     mlp = 2 * s * d * ff * 3  # gate, up, down
-    attention = 2 * 2 * s * s * hd * heads  # scores and weighted sum
+    dense = 2 * 2 * s * s * hd * heads  # scores and weighted sum
+    sliding = dense
+    if banded:
+        layout = sliding_layout(config, s)
+        sliding = 2 * 2 * layout.padded * layout.keys * hd * heads
+    types = config.get("layer_types") or ["sliding_attention"] * layers
+    n_sliding = sum(t == "sliding_attention" for t in types[:layers])
+    attention = n_sliding * sliding + (layers - n_sliding) * dense
     head_flops, width = 0, d
     for out in head:  # the sentence-transformers Dense layers act on the pooled vector only
         head_flops += 2 * width * out
         width = out
     linear = layers * (qkvo + mlp)
-    return {"linear": float(linear), "attention": float(layers * attention), "head": float(head_flops),
-            "total": float(linear + layers * attention + head_flops)}
+    return {"linear": float(linear), "attention": float(attention), "head": float(head_flops),
+            "total": float(linear + attention + head_flops)}
+
+
+def sliding_layout(config: dict[str, Any], seq_len: int):
+    """The band the export graph uses at ``seq_len`` (the graph's own rule, from config.json)."""
+    from transformers import Gemma3TextConfig
+
+    from embg.model.attention import band_block_for, band_layout
+
+    halo = int(Gemma3TextConfig.from_dict(dict(config)).sliding_window) - 1  # transformers' bidirectional bound
+    return band_layout(seq_len, band_block_for(halo), halo)
 
 
 def fixture_config(directory: Path) -> tuple[dict[str, Any], tuple[int, ...]]:

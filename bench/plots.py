@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.plan import BASELINE
 
-LENGTH_KEYS = {"q16": 16, "s64": 64, "s256": 256, "s512": 512, "s2048": 2048}
+LENGTH_KEYS = {"q16": 16, "s64": 64, "s256": 256, "s512": 512, "s1024": 1024, "s2048": 2048}
 
 
 def _pyplot():

@@ -14,8 +14,10 @@ from bench.plan import BASELINE
 from bench.targets import evaluate_targets
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-LENGTHS = ("q16", "s64", "s256", "s512", "s2048")
-TOKENS = {"q16": 16, "s64": 64, "s256": 256, "s512": 512, "s2048": 2048}
+LENGTHS = ("q16", "s64", "s256", "s512", "s1024", "s2048")
+TOKENS = {"q16": 16, "s64": 64, "s256": 256, "s512": 512, "s1024": 1024, "s2048": 2048}
+LONG = ("s512", "s1024", "s2048")
+DENSE_SUFFIX = "-dense"  # variants exported with attention=dense: the graph before banding
 
 
 def _ms(entry: dict[str, Any], threads: str, key: str) -> str:
@@ -58,17 +60,19 @@ def _export(entry: dict[str, Any]) -> str:
 
 
 def main_table(results: dict[str, Any]) -> list[str]:
-    lines = ["| variant | size MB | drift min / mean (random weights) | ms @16 | ms @256 | ms @512 | ms @2048 "
-             "| × eager @256 | runtime RSS @256 MB | cold load s | export time / peak RSS |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| variant | size MB | drift min / mean (random weights) | ms @16 | ms @256 | ms @512 | ms @1024 "
+             "| ms @2048 | × eager @256 | × eager @2048 | runtime RSS @256 MB | cold load s | export time / peak RSS |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, entry in results["variants"].items():
         probe = entry.get("probe") or {}
         speed = (entry.get("speedup_vs_eager") or {}).get("1", {}).get("s256")
+        speed2048 = (entry.get("speedup_vs_eager") or {}).get("1", {}).get("s2048")
         bucket = (entry["latency"].get("1", {}).get("q16") or {}).get("bucket")
         q16 = _ms(entry, "1", "q16") + (f" (b{bucket})" if bucket else "")
         lines.append(
             f"| {name} | {_mb(entry['size']['model_mb'])} | {_drift(entry)} | {q16} | {_ms(entry, '1', 's256')} "
-            f"| {_ms(entry, '1', 's512')} | {_ms(entry, '1', 's2048')} | {_x(speed) if name != BASELINE else '1×'} "
+            f"| {_ms(entry, '1', 's512')} | {_ms(entry, '1', 's1024')} | {_ms(entry, '1', 's2048')} "
+            f"| {_x(speed) if name != BASELINE else '1×'} | {_x(speed2048) if name != BASELINE else '1×'} "
             f"| {_mb(probe.get('runtime_rss_mb'))} | {_seconds(probe.get('load_s'))} | {_export(entry)} |")
     return lines
 
@@ -85,6 +89,35 @@ def threads_table(results: dict[str, Any], threads: str) -> list[str]:
             cells.append(f"{_ms(entry, threads, key)} ({_x(speed)})" if name != BASELINE else _ms(entry, threads, key))
         batch = (entry["latency"].get(threads, {}).get("s256_b8") or {}).get("median_ms")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {'–' if batch is None else f'{batch / 8:.0f}'} |")
+    return lines
+
+
+def long_text_table(results: dict[str, Any]) -> list[str]:
+    """512-2048 tokens: ms, × eager, growth from 512 to 2048 tokens (4× the tokens), and banded vs dense."""
+    if not any("s2048" in e["latency"].get("1", {}) for e in results["variants"].values()):
+        return []
+    lines = ["| variant (1 thread) | " + " | ".join(f"ms @{TOKENS[k]} (× eager)" for k in LONG)
+             + " | 2048 / 512 tokens | banded over dense @1024 / @2048 |", "|---|" + "---:|" * (len(LONG) + 2)]
+    for name, entry in results["variants"].items():
+        cells = []
+        for key in LONG:
+            speed = (entry.get("speedup_vs_eager") or {}).get("1", {}).get(key)
+            cells.append(_ms(entry, "1", key) + ("" if name == BASELINE else f" ({_x(speed)})"))
+        lat = entry["latency"].get("1", {})
+        long_ms, short_ms = (lat.get("s2048") or {}).get("median_ms"), (lat.get("s512") or {}).get("median_ms")
+        growth = f"{long_ms / short_ms:.1f}×" if long_ms and short_ms else "–"
+        dense = results["variants"].get(name + DENSE_SUFFIX)
+        versus = "–"
+        if dense:
+            ratios = [(dense["latency"].get("1", {}).get(k) or {}).get("median_ms") for k in ("s1024", "s2048")]
+            ours = [(lat.get(k) or {}).get("median_ms") for k in ("s1024", "s2048")]
+            versus = " / ".join(_x(d / o) if d and o else "–" for d, o in zip(ratios, ours))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {growth} | {versus} |")
+    flops, dense = results["model_flops"], results.get("model_flops_dense_sliding", {})
+    if "2048" in flops and "2048" in dense:
+        lines += ["", f"Attention work at 2048 tokens: {flops['2048']['attention'] / 1e9:.0f} GFLOP banded vs "
+                  f"{dense['2048']['attention'] / 1e9:.0f} GFLOP dense (linear layers {flops['2048']['linear'] / 1e9:.0f} "
+                  "GFLOP), computed from config.json."]
     return lines
 
 
@@ -160,13 +193,19 @@ def render(results: dict[str, Any]) -> str:
                f"(DESIGN.md §3): it ranks recipes, it is not real-model quality. "
                f"Reproduce: `python bench/run.py{' --quick' if results['mode'] == 'quick' else ''}`; "
                f"every figure is in bench/results/results.json.")
-    out = [START, "", caption, "", *main_table(results), "", "Targets (issue 9; not test assertions):", "",
+    out = [START, "", caption, "", *main_table(results), "", "Targets (issues 9 and 18; not test assertions):", "",
            *targets_table(targets), "", END, "", "## Details", "",
            "### Latency at 1 thread, with batch 8", "", *threads_table(results, "1"), ""]
     for threads in results["plan"]["threads"][1:]:
         out += [f"### Latency at {threads} threads", "",
                 "PyTorch eager with 2 threads collapses when the other core is busy (DESIGN.md §3); "
                 "reported as measured.", "", *threads_table(results, str(threads)), ""]
+    long_texts = long_text_table(results)
+    if long_texts:
+        out += ["### Long texts: cost growth with length, banded vs dense sliding-window attention", "",
+                "`*-int8-dense` rows are the same recipe exported with `attention=dense`: every sliding layer as one "
+                "[S, S] product, the graph before banding (see README \"Where the time goes\").", "",
+                *long_texts, ""]
     out += ["### Short queries: in the smallest bucket vs padded to 256", "", *short_query_table(results), "",
             "### Machine limit and achieved fraction", "", *machine_table(results), "",
             "### Where the bytes go (read from each written file)", "", *size_table(results), "",

@@ -1,7 +1,7 @@
 """Work the harness runs in child processes, so each one's time and memory are its own.
 
     python -m bench.worker fixture KIND
-    python -m bench.worker export --model M --target T --recipe R --out DIR [--seq-lens 64,256]
+    python -m bench.worker export --model M --target T --recipe R --out DIR [--seq-lens 64,256] [--option K=V]
     python -m bench.worker probe-reference DIR [--threads N] [--seq-len 256]
 
 Each prints one JSON object as its last stdout line; progress goes to stderr.
@@ -45,8 +45,9 @@ def cmd_export(args: argparse.Namespace) -> dict:
     recipe = load_recipe(args.recipe)
     seq_lens = tuple(int(s) for s in args.seq_lens.split(",")) if args.seq_lens else ()
     start = time.perf_counter()
+    options = dict(option.split("=", 1) for option in args.option)
     out = export_bundle(ExportRequest(model=args.model, target=args.target, recipe=recipe, out=Path(args.out),
-                                      seq_lens=seq_lens, parity=False),
+                                      seq_lens=seq_lens, parity=False, options=options),
                         # timestamps show which phase (convert, quantize, verify) takes the time
                         progress=lambda m: print(f"[{time.perf_counter() - start:7.1f}s] {m}", file=sys.stderr,
                                                  flush=True))
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--recipe", required=True)
     export.add_argument("--out", required=True)
     export.add_argument("--seq-lens", default="")
+    export.add_argument("--option", action="append", default=[], help="export option KEY=VALUE, e.g. attention=dense")
     probe = sub.add_parser("probe-reference")
     probe.add_argument("directory")
     probe.add_argument("--threads", type=int, default=1)

@@ -47,7 +47,7 @@ def test_quick_benchmark_writes_every_field(tmp_path):
         assert entry["short_query"]["1"]["padded256_ms"] is not None, name
     assert variants["tflite-int4"]["latency"]["1"]["q16"]["bucket"] == 64
     assert variants["tflite-int4"]["latency"]["1"]["q16_pad256"]["bucket"] == 256
-    assert len(results["targets"]) == 6 and all(t["status"] for t in results["targets"])
+    assert len(results["targets"]) == 8 and all(t["status"] for t in results["targets"])
 
     table = (out / "table.md").read_text()
     assert "<!-- bench:start -->" in table and "<!-- bench:end -->" in table

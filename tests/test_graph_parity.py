@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from embg.model.graph import FULL, SLIDING
 from embg.validate.texts import parity_texts
 from tests.conftest import cosine_rows
 
@@ -53,11 +54,16 @@ def test_causal_mask_would_be_caught(tiny_model, tiny_reference):
     """The parity check must be able to fail: a causal mask gives visibly different embeddings."""
     graph = tiny_model.graph()
     original = graph._masks
+    floor = torch.finfo(torch.float32).min
 
-    def causal(attention_mask, positions):
-        masks = original(attention_mask, positions)
+    def causal(attention_mask, positions, layout):
+        masks = original(attention_mask, positions, layout)
         future = positions[None, :] > positions[:, None]
-        return {k: v.masked_fill(future[None, None], torch.finfo(torch.float32).min) for k, v in masks.items()}
+        band = masks[SLIDING]  # banded on these lengths: each block's keys are band.index
+        key_pos = band.index.reshape(layout.blocks, layout.keys).to(torch.float32)
+        band_future = key_pos[:, None, :] > positions.reshape(layout.blocks, layout.block)[:, :, None]
+        return {FULL: masks[FULL].masked_fill(future[None, None], floor),
+                SLIDING: band._replace(mask=band.mask.masked_fill(band_future[None, :, None], floor))}
 
     graph._masks = causal
     batch = tiny_model.tokenizer.encode(TEXTS, prompt="query")

@@ -148,6 +148,7 @@ def test_repeat_kv_attention_would_be_caught(tiny_model, tiny_reference, tmp_pat
         q = self.q_norm(self.q_proj(x).view(batch, seq, self.heads, self.head_dim).transpose(1, 2))
         k = self.k_norm(self.k_proj(x).view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2))
         v = self.v_proj(x).view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2)
+        cos, sin = cos.transpose(1, 2), sin.transpose(1, 2)  # the graph's tables are [1, S, 1, D]
         q = q * cos + graph_module.rotate_half(q) * sin
         k = k * cos + graph_module.rotate_half(k) * sin
         groups = self.heads // self.kv_heads
@@ -159,6 +160,7 @@ def test_repeat_kv_attention_would_be_caught(tiny_model, tiny_reference, tmp_pat
 
     monkeypatch.setattr(graph_module.Attention, "forward", repeat_kv_forward)
     graph = tiny_model.graph()
+    graph.band_block = None  # dense [S, S] masks, as HF-style attention takes them
     path = tmp_path / "repeat_kv.tflite"
     convert_float(graph, (64,), path)
     interpreter, _ = make_interpreter(path, threads=1)

@@ -36,19 +36,40 @@ def _quiet_exporter() -> None:
 
 
 def export_fp32(graph: torch.nn.Module, max_positions: int):
-    """The fp32 ONNX ModelProto of ``graph`` with dynamic batch and sequence axes."""
+    """The fp32 ONNX ModelProto of ``graph`` with dynamic batch and sequence axes.
+
+    The banded sliding layers compute their block count and padding from the symbolic length.
+    ``backed_size_oblivious`` keeps torch.export from specialising those sizes on the sample
+    (a block count of 1 vs 2, say), and deferred runtime asserts keep the symbolic shape
+    arithmetic (ceil-divisions, a min) as graph nodes instead of unsolvable guards: one file
+    serves every length from 1 to ``max_positions``.
+    """
+    import torch.fx.experimental._config as fx_config
+
     _quiet_exporter()
     batch = torch.export.Dim("batch", min=1, max=4096)
     seq = torch.export.Dim("sequence", min=1, max=max_positions)
     ids = torch.full((2, 16), 5, dtype=torch.long)
     mask = torch.ones((2, 16), dtype=torch.long)
     mask[1, 9:] = 0
-    program = torch.onnx.export(
-        graph, (ids, mask), dynamo=True, opset_version=OPSET, verbose=False,
-        input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
-        dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-    )
-    return program.model_proto
+    with fx_config.patch(backed_size_oblivious=True):
+        program = torch.export.export(
+            graph, (ids, mask), strict=False, prefer_deferred_runtime_asserts_over_guards=True,
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+        )
+    onnx_program = torch.onnx.export(program, dynamo=True, opset_version=OPSET, verbose=False,
+                                     input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME])
+    return onnx_program.model_proto
+
+
+def quantize_products(model, layers: int) -> dict[str, int]:
+    """int8 scores and weighted values; every layer must have exactly one of each."""
+    from embg.quantize.onnx_attention import quantize_attention_products
+
+    counts = dict(quantize_attention_products(model))
+    if counts != {"scores": layers, "values": layers}:
+        raise ExportError(f"int8 attention products: expected {layers} score and {layers} value products, found {counts}")
+    return counts
 
 
 def _digest(array: np.ndarray) -> str:
@@ -140,7 +161,7 @@ class OnnxTarget(ExportTarget):
         strip_debug_info(model)
         fp32_bytes = model_nbytes(model)
         quant: dict[str, Any] = {}
-        if not job.recipe.is_float:
+        if any(not rule.is_float for rule in job.recipe.rules.values()):
             job.progress(f"quantizing with recipe {job.recipe.name}")
             web = bool(job.options.get("web_compatible"))
             with captured_native_output("onnxruntime quantization"):  # its log lines go to the root logger
@@ -154,6 +175,9 @@ class OnnxTarget(ExportTarget):
             quantized_bytes = model_nbytes(model)
             if quantized_bytes >= fp32_bytes:
                 raise ExportError(f"quantized weights ({quantized_bytes} B) are not smaller than fp32 ({fp32_bytes} B)")
+        if job.recipe.attention_products == "int8":
+            job.progress("attention products (scores, weighted values) in int8 with per-row scales")
+            quant["attention_products"] = quantize_products(model, len(job.graph.layers))
         path = bundle / f"{job.stem}{self.extension}"
         files = save_model(model, path)
         size = files_size(bundle, files)

@@ -51,6 +51,8 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
 
     load_targets()
     refuse_fp16_options(request.options)
+    if request.options.get("attention", "banded") not in ATTENTION_FORMS:
+        raise EmbgError(f"attention option must be one of {list(ATTENTION_FORMS)}, got {request.options['attention']!r}")
     target = TARGETS.get(request.target)
     target.check_request(request.recipe, request.seq_lens, request.options)
     if request.out is not None:
@@ -72,6 +74,8 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                      f"{detected.name} (pass --recipe {recipe.name} for min-max)")
             recipe = detected
     graph = model.graph(request.dim)
+    if request.options.get("attention") == "dense":  # the graph before banding: for benchmarks
+        graph.band_block = None
     smoothing = None
     if recipe.smoothing:  # SmoothQuant scales folded in before conversion; the fp32 function stays the same
         from embg.quantize.smoothing import calibration_batches, smooth_graph
@@ -111,6 +115,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
             "embedding_dim": graph.output_dim,
             "full_dim": spec.output_dim,
             "matryoshka_dims": [d for d in spec.matryoshka_dims if d <= graph.output_dim],
+            "attention": graph.attention_manifest(),
             "prompts": spec.prompts,
             "tokenizer": {
                 "files": tokenizer_files,
@@ -145,6 +150,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     return out
 
 
+ATTENTION_FORMS = ("banded", "dense")  # "dense": every sliding layer as one [S, S] product (before banding)
 FP16_OPTIONS = ("fp16", "float16", "half", "keep_io_types", "precision")
 
 

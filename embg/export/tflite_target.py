@@ -129,8 +129,11 @@ class TfliteTarget(ExportTarget):
             with captured_native_output("ai-edge-quantizer"):
                 plan = quantize_tflite(float_path, path, job.graph, job.recipe)
             quant["tensors"] = verify_quantized(path, plan)
-            quant["notes"] = plan.notes
-            for group, note in plan.notes.items():
+            quant["notes"] = dict(plan.notes)
+            if job.recipe.attention_products != "fp32":
+                quant["notes"]["attention_products"] = ("kept fp32: LiteRT has no dynamic int8 product of two "
+                                                        "activations (scores, weighted values)")
+            for group, note in quant["notes"].items():
                 job.progress(f"note: {group}: {note}")
             if job.options.get("grids"):
                 from embg.quantize.qat import apply_grids_tflite
@@ -149,7 +152,9 @@ class TfliteTarget(ExportTarget):
             manifest={
                 "inputs": [{"name": n, "dtype": "int32", "shape": [1, "bucket"]} for n in INPUT_NAMES],
                 "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": [1, job.graph.output_dim]}],
-                "signatures": [{"name": signature_name(s), "seq_len": s, "batch": 1} for s in seq_lens],
+                "signatures": [{"name": signature_name(s), "seq_len": s, "batch": 1,
+                                "sliding": "dense" if job.graph.band_layout(s) is None else "banded"}
+                               for s in seq_lens],
                 "max_sequence_length": seq_lens[-1],
                 "size_bytes": size,
                 "float_file_bytes": float_bytes,

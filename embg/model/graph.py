@@ -6,7 +6,9 @@ It re-states transformers' Gemma3TextModel with three deliberate differences, ea
 trap found on this architecture (DESIGN.md section 3):
 
 * masks are built here as finite additive tensors (``finfo.min``, never ``-inf``), so a query row
-  whose keys are all masked (padding wider than the sliding window) gives no NaN;
+  whose keys are all masked (padding wider than the sliding window) gives no NaN; the sliding
+  layers compute attention only inside their window's band once the length makes that cheaper
+  (embg/model/attention.py), exactly;
 * query heads are grouped onto the shared KV head by a reshape of the *query*, never by
   ``repeat_kv`` (litert-torch turns repeat_kv + transpose into a wrong RESHAPE, silently);
 * the head is ``x @ W.T`` (a MatMul), not ``nn.Linear`` on a 2-D tensor (which exports as Gemm,
@@ -21,10 +23,11 @@ from torch import nn
 from transformers import Gemma3TextConfig
 
 from embg.errors import CheckpointError
+from embg.model.attention import (Band, BandLayout, additive, band_block_for, band_layout, banded_attention,
+                                  dense_attention, sliding_band, window_mask)
 from embg.model.spec import CheckpointSpec
 
 SLIDING, FULL = "sliding_attention", "full_attention"
-MASK_MIN = torch.finfo(torch.float32).min
 
 
 def text_config(spec: CheckpointSpec) -> Gemma3TextConfig:
@@ -67,22 +70,19 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | Band) -> torch.Tensor:
         batch, seq, _ = x.shape
-        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
-        groups = heads // kv_heads
-        q = self.q_norm(self.q_proj(x).view(batch, seq, heads, dim).transpose(1, 2))
-        k = self.k_norm(self.k_proj(x).view(batch, seq, kv_heads, dim).transpose(1, 2))
-        v = self.v_proj(x).view(batch, seq, kv_heads, dim).transpose(1, 2)
+        # [B, S, heads, D] throughout: rope tables are [1, S, 1, D].
+        q = self.q_norm(self.q_proj(x).view(batch, seq, self.heads, self.head_dim))
+        k = self.k_norm(self.k_proj(x).view(batch, seq, self.kv_heads, self.head_dim))
+        v = self.v_proj(x).view(batch, seq, self.kv_heads, self.head_dim)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        # Fold each KV head's query group into the sequence axis: [B, KV, G*S, D] x [B, KV, D, S].
-        q = q.reshape(batch, kv_heads, groups * seq, dim)
-        scores = torch.matmul(q, k.transpose(2, 3)) * self.scaling
-        scores = scores.reshape(batch, heads, seq, seq) + mask
-        probs = torch.softmax(scores, dim=-1).reshape(batch, kv_heads, groups * seq, seq)
-        out = torch.matmul(probs, v).reshape(batch, heads, seq, dim)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, heads * dim))
+        if isinstance(mask, Band):
+            out = banded_attention(q, k, v, mask, self.scaling)
+        else:
+            out = dense_attention(q, k, v, mask, self.scaling)
+        return self.o_proj(out)
 
 
 class MLP(nn.Module):
@@ -108,7 +108,7 @@ class DecoderLayer(nn.Module):
         self.pre_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
         self.post_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | Band) -> torch.Tensor:
         x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, mask))
         return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
 
@@ -130,6 +130,9 @@ class EmbeddingGemmaGraph(nn.Module):
     def __init__(self, config: Gemma3TextConfig, dense_shapes: list[tuple[int, int]], output_dim: int) -> None:
         super().__init__()
         self.window = int(config.sliding_window)  # already the bidirectional |q-k| < window bound
+        self.band_halo = self.window - 1  # keys a query block needs on either side: |q-k| <= window - 1
+        # None: every sliding layer computes one dense [S, S] product (the graph before banding).
+        self.band_block: int | None = band_block_for(self.band_halo)
         self.output_dim = output_dim
         self.full_dim = dense_shapes[-1][1]
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
@@ -146,26 +149,44 @@ class EmbeddingGemmaGraph(nn.Module):
     def _rope(self, positions: torch.Tensor, layer_type: str) -> tuple[torch.Tensor, torch.Tensor]:
         freqs = positions[:, None] * getattr(self, f"inv_freq_{layer_type}")[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos()[None, None], emb.sin()[None, None]
+        return emb.cos()[None, :, None], emb.sin()[None, :, None]  # [1, S, 1, D]
 
-    def _masks(self, attention_mask: torch.Tensor, positions: torch.Tensor) -> dict[str, torch.Tensor]:
-        keys = attention_mask[:, None, None, :] > 0  # [B, 1, 1, S]
-        distance = (positions[:, None] - positions[None, :]).abs()
-        in_window = distance < self.window  # [S, S]
-        zero = torch.zeros((), dtype=torch.float32)
-        floor = torch.full((), MASK_MIN, dtype=torch.float32)
-        return {
-            FULL: torch.where(keys, zero, floor),
-            SLIDING: torch.where(keys & in_window[None, None], zero, floor),
-        }
+    def band_layout(self, seq: int) -> BandLayout | None:
+        """The sliding layers' blocks, or None where one dense product is cheaper (a short fixed length).
+
+        A symbolic length (the dynamic ONNX export) always bands: the layout then degrades to a single
+        dense block for short inputs, so one graph serves every length.
+        """
+        if self.band_block is None:
+            return None
+        layout = band_layout(seq, self.band_block, self.band_halo)
+        return layout if isinstance(seq, torch.SymInt) or layout.saves_work else None
+
+    def attention_manifest(self) -> dict[str, object]:
+        """How the sliding layers compute attention, for the bundle manifest."""
+        return {"sliding_window": self.window - 1,  # a token sees keys with |q-k| <= this
+                "sliding": "dense" if self.band_block is None else "banded", "band_block": self.band_block}
+
+    def _masks(self, attention_mask: torch.Tensor, positions: torch.Tensor,
+               layout: BandLayout | None) -> dict[str, torch.Tensor | Band]:
+        """Built once per forward and shared by every layer of a type."""
+        sliding = (window_mask(attention_mask, positions, self.window) if layout is None
+                   else sliding_band(attention_mask, positions, layout, self.window, self.band_halo))
+        return {FULL: additive(attention_mask[:, None, None, :] > 0), SLIDING: sliding}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        seq = input_ids.shape[1]
+        layout = self.band_layout(seq)
+        if layout is not None and (isinstance(seq, torch.SymInt) or layout.padded != seq):
+            # Whole blocks: pad with masked positions (fewer than `blocks` of them), cut nothing later.
+            input_ids = F.pad(input_ids, (0, layout.padded - seq))
+            attention_mask = F.pad(attention_mask, (0, layout.padded - attention_mask.shape[1]))
         # Positions come from the input rather than arange(S): with fixed shapes a converter would
         # otherwise fold rope tables and window masks into per-bucket constants (MBs per signature).
         # (a comparison on the data, which no converter folds; it is always true for a 0/1 mask).
         positions = torch.cumsum((attention_mask[0] >= 0).to(torch.float32), dim=0) - 1.0
         x = self.embed_tokens(input_ids) * self.embed_scale
-        masks = self._masks(attention_mask, positions)
+        masks = self._masks(attention_mask, positions, layout)
         rope = {t: self._rope(positions, t) for t in (SLIDING, FULL)}
         for layer in self.layers:
             cos, sin = rope[layer.layer_type]

@@ -17,6 +17,10 @@ channels reach ~1e5 > 65504, so bits 16 and fp16 activations are refused with th
 
 Optional top-level ``"smoothing": {"alpha": a}`` (0 < a <= 1): SmoothQuant-style scales folded
 into the graph before export (embg/quantize/smoothing.py); the fp32 function is unchanged.
+
+Optional top-level ``"attention_products": "int8"`` (default "fp32"): the two activation x
+activation products of every layer (scores, weighted values) in int8 with per-row scales
+(embg/quantize/onnx_attention.py). ONNX only; LiteRT notes it and keeps them float.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ ALGORITHMS = ("min-max", "qat-grid")
 ACTIVATIONS = ("fp32", "dynamic_int8")
 BITS_TO_PRESET = {32: "fp32", 8: "int8", 4: "int4"}
 RULE_FIELDS = {"bits", "granularity", "block_size", "algorithm", "activations"}
-RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing"}
+RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing", "attention_products"}
+ATTENTION_PRODUCTS = ("fp32", "int8")
 SMOOTHING_FIELDS = {"alpha"}
 FP16_REASON = "fp16 activations overflow on this model (residual channels reach ~1e5 > fp16's 65504)"
 
@@ -68,13 +73,14 @@ class QuantRecipe:
     description: str
     rules: dict[str, GroupRule] = field(default_factory=dict)
     smoothing: dict[str, float] | None = None  # {"alpha": a}: SmoothQuant scales folded before export
+    attention_products: str = "fp32"  # "int8": scores and weighted values in int8 (ONNX)
 
     def rule(self, group: str) -> GroupRule:
         return self.rules[group]
 
     @property
     def is_float(self) -> bool:
-        return all(rule.is_float for rule in self.rules.values())
+        return all(rule.is_float for rule in self.rules.values()) and self.attention_products == "fp32"
 
     @property
     def uses_qat_grid(self) -> bool:
@@ -85,6 +91,8 @@ class QuantRecipe:
                 "rules": {g: {k: v for k, v in asdict(r).items() if v is not None} for g, r in self.rules.items()}}
         if self.smoothing:
             data["smoothing"] = dict(self.smoothing)
+        if self.attention_products != "fp32":
+            data["attention_products"] = self.attention_products
         return data
 
     def summary(self) -> str:
@@ -92,6 +100,8 @@ class QuantRecipe:
         lines += [f"  {group:<13} {self.rules[group].describe()}" for group in GROUPS]
         if self.smoothing:
             lines.append(f"  smoothing     SmoothQuant scales folded into norms/weights, alpha {self.smoothing['alpha']}")
+        if self.attention_products != "fp32":
+            lines.append(f"  attention products (scores, values): {self.attention_products}, per-row scales (ONNX)")
         return "\n".join(lines)
 
 
@@ -154,7 +164,10 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
         raise EmbgError(f"{where}: no rule for group(s) {missing}; give every group a rule (bits 32 keeps it float)")
     rules = {g: _parse_rule(g, rules_raw[g], activations, where) for g in GROUPS}
     smoothing = _parse_smoothing(data.get("smoothing"), rules, where)
-    return QuantRecipe(name, str(data.get("description", "")), rules, smoothing)
+    products = data.get("attention_products", "fp32")
+    if products not in ATTENTION_PRODUCTS:
+        raise EmbgError(f"{where}: attention_products must be one of {list(ATTENTION_PRODUCTS)}, got {products!r}")
+    return QuantRecipe(name, str(data.get("description", "")), rules, smoothing, products)
 
 
 def _parse_smoothing(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, float] | None:
