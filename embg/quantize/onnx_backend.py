@@ -33,8 +33,7 @@ from embg.quantize.recipe import PER_ROW, GroupRule, QuantRecipe
 
 log = logging.getLogger(__name__)
 MS_DOMAIN = "com.microsoft"
-# Nodes of the per-row activation quantizer carry this in their name (the validator's activation
-# scan skips their outputs: 127/max and the not-yet-row-scaled products are not model activations).
+# Nodes of the per-row activation quantizer carry this in their name (verify_per_row finds them by it).
 ROW_QUANT_TAG = "RowQuantize"
 PER_TENSOR_OPS = ("DynamicQuantizeLinear", "DynamicQuantizeMatMul")
 
