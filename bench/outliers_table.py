@@ -37,7 +37,9 @@ def resolve_recipe(name: str):
     if name == "int8-per-tensor":
         data = load_recipe("int8").to_dict()
         data.pop("smoothing", None)
-        data.update(name="int8-per-tensor",
+        for rule in data["rules"].values():  # the presets quantize activations per token now
+            rule["activations"] = "dynamic_int8"
+        data.update(name="int8-per-tensor", activations="dynamic_int8",
                     description="int8 preset without smoothing: ONNX MatMulInteger, one activation scale per tensor")
         return parse_recipe(data)
     return load_recipe(name)

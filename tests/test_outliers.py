@@ -46,9 +46,12 @@ def batch(outliers_model):
 
 
 def per_tensor_int8() -> dict:
-    """The int8 preset without smoothing: on ONNX, MatMulInteger with one activation scale per tensor."""
+    """The int8 preset without smoothing and with per-tensor activations: quantize_dynamic's MatMulInteger."""
     data = load_recipe("int8").to_dict()
     data.pop("smoothing", None)
+    data["activations"] = "dynamic_int8"
+    for rule in data["rules"].values():
+        rule["activations"] = "dynamic_int8"
     data["name"] = "int8-per-tensor"
     return data
 

@@ -1,9 +1,12 @@
 """Quantize an fp32 ONNX export according to a recipe, with onnxruntime's own tools where they are right.
 
-* int8 per-channel MatMul with dynamic int8 activations: ``quantize_dynamic`` (MatMulInteger).
+* int8 per-channel MatMul with per-tensor dynamic activations (``dynamic_int8``): ``quantize_dynamic``.
 * int4/int8 block MatMul (min-max): ``MatMulNBitsQuantizer`` (MatMulNBits).
 * int4 block embedding (min-max): ``MatMulNBitsQuantizer`` on Gather (GatherBlockQuantized, opset 21).
 * Written here, because the tools get them wrong:
+  - per-row dynamic activations (``dynamic_int8_per_row``): quantize_dynamic's DynamicQuantizeLinear
+    computes ONE scale over the whole [batch, sequence, hidden] tensor, so an embedding depends on its
+    batch neighbours and padding. ``RowQuantizer`` gives every token its own scale (docs/onnx-int8.md).
   - int8 embedding: quantize_dynamic turns Gather into ONE per-tensor uint8 scale for the whole
     262144-row table; we store int8 rows with one scale per row (Gather -> Cast -> Mul).
   - exact QAT grids: the tools re-derive scales (signed absmax / -8) and do not reproduce the
@@ -26,10 +29,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from embg.errors import ExportError
 from embg.quantize.groups import group_of
-from embg.quantize.recipe import GroupRule, QuantRecipe
+from embg.quantize.recipe import PER_ROW, GroupRule, QuantRecipe
 
 log = logging.getLogger(__name__)
 MS_DOMAIN = "com.microsoft"
+# Nodes of the per-row activation quantizer carry this in their name (verify_per_row finds them by it).
+ROW_QUANT_TAG = "RowQuantize"
+PER_TENSOR_OPS = ("DynamicQuantizeLinear", "DynamicQuantizeMatMul")
 
 
 @dataclass
@@ -39,6 +45,11 @@ class OnnxQuantPlan:
     nodes: dict[str, tuple[str, GroupRule]] = field(default_factory=dict)  # node name -> (group, rule)
     expected_ops: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def per_row(self) -> bool:
+        """Some rule asks for per-row activations: no per-tensor activation quantization may remain."""
+        return any(rule.activations == PER_ROW for _, rule in self.nodes.values())
 
 
 def _initializer_map(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -69,21 +80,34 @@ def plan_quantization(model: onnx.ModelProto, recipe: QuantRecipe, web_compatibl
         if op_type == "Gather" and rule.bits == 4 and web_compatible:
             rule = GroupRule(8, "channel", None, "min-max", rule.activations)
             plan.notes.append("embedding stored int8 per row instead of int4 GatherBlockQuantized (--web-compatible)")
-        if op_type == "MatMul" and rule.granularity == "channel" and (rule.bits != 8 or rule.activations != "dynamic_int8"):
+        if op_type == "MatMul" and rule.granularity == "channel" and (rule.bits != 8 or not rule.dynamic_activations):
             raise ExportError(
                 f"ONNX has no per-channel int{rule.bits} MatMul with {rule.activations} activations for group {group}; "
-                "use granularity block (MatMulNBits) or bits 8 with dynamic_int8 activations"
+                f"use granularity block (MatMulNBits) or bits 8 with {PER_ROW} activations"
             )
         if op_type == "Gather" and rule.bits == 4 and rule.granularity != "block":
             raise ExportError("an int4 embedding needs granularity block on ONNX (GatherBlockQuantized)")
         plan.nodes[node_name] = (group, rule)
         if op_type == "Gather":
             plan.expected_ops["GatherBlockQuantized" if rule.bits == 4 or rule.granularity == "block" else "Gather+Mul"] += 1
-        elif rule.granularity == "block":
-            plan.expected_ops["MatMulNBits"] += 1
         else:
-            plan.expected_ops["MatMulInteger"] += 1
+            plan.expected_ops[matmul_op(rule)] += 1
     return plan
+
+
+def matmul_op(rule: GroupRule) -> str:
+    """The onnxruntime op a quantized MatMul becomes under ``rule``."""
+    if rule.activations == PER_ROW and rule.algorithm == "min-max":
+        return "MatMulIntegerToFloat"
+    return "MatMulNBits" if rule.granularity == "block" else "MatMulInteger"
+
+
+def _float_view(init: onnx.TensorProto) -> np.ndarray:
+    """A float32 initializer as an array, without copying its bytes when they are stored raw (the
+    embedding table alone is ~0.8 GB)."""
+    if init.data_type == TensorProto.FLOAT and init.raw_data:
+        return np.frombuffer(init.raw_data, dtype=np.float32).reshape(tuple(init.dims))
+    return numpy_helper.to_array(init)
 
 
 def _replace_node(model: onnx.ModelProto, old: onnx.NodeProto, new_nodes: list[onnx.NodeProto],
@@ -110,9 +134,13 @@ def _pack_int4(values: np.ndarray) -> bytes:
 
 def _embedding_int8_rows(model, node, table: np.ndarray) -> None:
     """int8 table with one float scale per row: Gather(q) -> Cast -> Mul(Gather(scale))."""
-    absmax = np.abs(table).max(axis=1, keepdims=True)
-    scale = np.where(absmax == 0, 1.0, absmax / 127.0).astype(np.float32)
-    q = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
+    q = np.empty(table.shape, np.int8)
+    scale = np.empty((table.shape[0], 1), np.float32)
+    for start in range(0, table.shape[0], 16384):  # in slices: float temporaries of the whole table are ~1 GB each
+        rows = table[start:start + 16384]
+        absmax = np.abs(rows).max(axis=1, keepdims=True)
+        scale[start:start + 16384] = np.where(absmax == 0, 1.0, absmax / 127.0)
+        q[start:start + 16384] = np.clip(np.round(rows / scale[start:start + 16384]), -127, 127)
     base, ids = node.input[0], node.input[1]
     q_init = numpy_helper.from_array(q, f"{base}_int8")
     s_init = numpy_helper.from_array(scale, f"{base}_row_scale")
@@ -157,8 +185,127 @@ def _matmul_nbits(model, node, q: np.ndarray, scales: np.ndarray, bits: int, blo
 
 
 def _accuracy_level(rule: GroupRule) -> int:
-    # MatMulNBits accuracy_level 4 computes with int8 activations; 0 keeps float activations.
-    return 4 if rule.activations == "dynamic_int8" else 0
+    # MatMulNBits accuracy_level 4 quantizes activations per row and per block of block_size (never
+    # per tensor) and computes in int8; 0 keeps float activations.
+    return 4 if rule.dynamic_activations else 0
+
+
+class RowQuantizer:
+    """Dynamic int8 activations with one scale per row (token), shared by the MatMuls reading one tensor.
+
+    x -> m = max|x| over the hidden axis -> q = QuantizeLinear(x * 127/m, 1, 128) (uint8, zero point 128)
+    y = MatMulIntegerToFloat(q, W int8, 1, column scales, 128) * m/127
+
+    onnxruntime's DynamicQuantizeLinear has one scale per tensor, and its MatMulIntegerToFloat /
+    DynamicQuantizeMatMul take only a scalar A scale, so the row scale is applied by a Mul after the
+    integer product (which runs on MLAS's u8s8 GEMM, VNNI where the CPU has it). No onnxruntime
+    fusion matches this pattern (tests/test_onnx_batching.py checks the optimized graph).
+    """
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.done: dict[str, tuple[str, str]] = {}  # activation -> (uint8 tensor, row scale tensor)
+        consts = {"axes": np.array([-1], np.int64), "tiny": np.array(1e-30, np.float32),
+                  "c127": np.array(127.0, np.float32), "one": np.array(1.0, np.float32),
+                  "zero_point": np.array(128, np.uint8)}
+        self.const = {key: f"{ROW_QUANT_TAG}_{key}" for key in consts}
+        model.graph.initializer.extend(numpy_helper.from_array(v, self.const[k]) for k, v in consts.items())
+
+    def quantize(self, x: str) -> tuple[list[onnx.NodeProto], str, str]:
+        """(nodes to insert before the first reader, uint8 rows, row scales) for activation ``x``."""
+        if x in self.done:
+            return [], *self.done[x]
+        c, base = self.const, f"{x}/{ROW_QUANT_TAG}"
+        node = lambda op, ins, out, **kw: helper.make_node(op, ins, [f"{base}/{out}"], name=f"{base}/{out}", **kw)  # noqa: E731
+        nodes = [
+            node("Abs", [x], "abs"),
+            node("ReduceMax", [f"{base}/abs", c["axes"]], "absmax", keepdims=1),
+            node("Max", [f"{base}/absmax", c["tiny"]], "max"),  # an all-zero row stays zero, not NaN
+            node("Div", [f"{base}/max", c["c127"]], "row_scale"),
+            node("Div", [c["c127"], f"{base}/max"], "inverse"),
+            node("Mul", [x, f"{base}/inverse"], "scaled"),
+            node("QuantizeLinear", [f"{base}/scaled", c["one"], c["zero_point"]], "uint8"),
+        ]
+        self.done[x] = (f"{base}/uint8", f"{base}/row_scale")
+        return nodes, *self.done[x]
+
+    def matmul(self, node: onnx.NodeProto, weight: "Int8Weight") -> None:
+        """Replace MatMul ``node`` by the per-row integer product with ``weight`` (int8 [K, N], column scales)."""
+        prologue, rows, row_scale = self.quantize(node.input[0])
+        product = f"{weight.name}/{ROW_QUANT_TAG}/product"
+        nodes = prologue + weight.nodes + [
+            helper.make_node("MatMulIntegerToFloat", [rows, weight.int8, self.const["one"], weight.scale,
+                                                      self.const["zero_point"]], [product],
+                             name=product, domain=MS_DOMAIN),
+            helper.make_node("Mul", [product, row_scale], list(node.output),
+                             name=f"{weight.name}/{ROW_QUANT_TAG}/rescale"),
+        ]
+        _replace_node(self.model, node, nodes, weight.inits, weight.name)
+
+
+@dataclass
+class Int8Weight:
+    """An int8 [K, N] MatMul weight with one scale per column, as initializers or computed from them."""
+
+    name: str  # the float weight it replaces
+    int8: str  # tensor holding the int8 weight
+    scale: str  # tensor holding the column scales [N]
+    inits: list[onnx.TensorProto]
+    nodes: list[onnx.NodeProto] = field(default_factory=list)  # constant expressions onnxruntime folds at load
+
+
+def int8_channel_weight(name: str, weight: np.ndarray) -> Int8Weight:
+    """Symmetric per-column int8 of a float [K, N] weight."""
+    absmax = np.abs(weight).max(axis=0)
+    scale = np.where(absmax == 0, 1.0, absmax / 127.0).astype(np.float32)
+    q = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+    q_init = numpy_helper.from_array(q, f"{name}_int8")
+    s_init = numpy_helper.from_array(scale, f"{name}_col_scale")
+    return Int8Weight(name, q_init.name, s_init.name, [q_init, s_init])
+
+
+def block_symmetric(weight: np.ndarray, bits: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Min-max symmetric blocks along K of a [K, N] weight, as onnxruntime's MatMulNBitsQuantizer makes them
+    (scale = the block's largest-magnitude value / -2^(bits-1)): (integers [K, N], scales [K/block, N])."""
+    k, n = weight.shape
+    if k % block:
+        raise ExportError(f"input size {k} is not a multiple of the block size {block}")
+    blocks = weight.reshape(k // block, block, n).astype(np.float32)
+    peak = np.take_along_axis(blocks, np.abs(blocks).argmax(axis=1)[:, None, :], axis=1)[:, 0, :]
+    scales = (peak / -(2 ** (bits - 1))).astype(np.float32)
+    safe = np.where(scales == 0, 1.0, scales)[:, None, :]
+    q = np.clip(np.round(blocks / safe), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return q.reshape(k, n).astype(np.int8), scales
+
+
+def block_weight_as_int8(name: str, q: np.ndarray, scales: np.ndarray, bits: int, block: int) -> Int8Weight:
+    """A block-quantized weight (integers q [K, N], scales [K/block, N]) stored at its own width (int4 packed
+    two per byte) and widened to int8 per column by constant expressions that onnxruntime folds when the
+    session loads: the file keeps the int4 size; the product runs on the int8 GEMM (docs/onnx-int8.md).
+    The per-column int8 step adds a rounding of at most half an int8 column step to each weight."""
+    k, n = q.shape
+    blocks = q.reshape(k // block, block, n)
+    dense = blocks.astype(np.float32) * scales[:, None, :].astype(np.float32)  # exactly what the graph computes
+    absmax = np.abs(dense).reshape(k, n).max(axis=0)
+    col_scale = np.where(absmax == 0, 1.0, absmax / 127.0).astype(np.float32)
+    if bits == 4:
+        data = helper.make_tensor(f"{name}_q4", TensorProto.INT4, list(blocks.shape), _pack_int4(blocks), raw=True)
+    else:
+        data = numpy_helper.from_array(blocks.astype(np.int8), f"{name}_q{bits}")
+    inits = [data, numpy_helper.from_array(scales[:, None, :].astype(np.float32), f"{name}_block_scales"),
+             numpy_helper.from_array(np.array([k, n], np.int64), f"{name}_shape"),
+             numpy_helper.from_array((1.0 / col_scale).astype(np.float32), f"{name}_col_inverse"),
+             numpy_helper.from_array(col_scale, f"{name}_col_scale")]
+    base = f"{name}/{ROW_QUANT_TAG}/widen"
+    nodes = [
+        helper.make_node("Cast", [data.name], [f"{base}/float"], name=f"{base}/float", to=TensorProto.FLOAT),
+        helper.make_node("Mul", [f"{base}/float", inits[1].name], [f"{base}/dense"], name=f"{base}/dense"),
+        helper.make_node("Reshape", [f"{base}/dense", inits[2].name], [f"{base}/matrix"], name=f"{base}/matrix"),
+        helper.make_node("Mul", [f"{base}/matrix", inits[3].name], [f"{base}/columns"], name=f"{base}/columns"),
+        helper.make_node("Round", [f"{base}/columns"], [f"{base}/round"], name=f"{base}/round"),
+        helper.make_node("Cast", [f"{base}/round"], [f"{base}/int8"], name=f"{base}/int8", to=TensorProto.INT8),
+    ]
+    return Int8Weight(name, f"{base}/int8", inits[4].name, inits, nodes)
 
 
 def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict[str, Any] | None = None,
@@ -187,13 +334,15 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
             else:
                 _matmul_nbits(model, node, q.T, scales.T, rule.bits, rule.block_size, _accuracy_level(rule))
         elif op_type == "Gather" and rule.bits == 8:
-            _embedding_int8_rows(model, node, numpy_helper.to_array(inits[weight]))
+            _embedding_int8_rows(model, node, _float_view(inits[weight]))
 
     # 2. MatMulNBitsQuantizer, one pass per (bits, block, accuracy level) so each node gets its own rule.
     passes: dict[tuple, list[str]] = {}
     for node_name, (group, rule) in plan.nodes.items():
+        op_type = nodes[node_name][1]
+        if op_type == "MatMul" and rule.activations == PER_ROW and rule.algorithm == "min-max":
+            continue  # step 3
         if rule.algorithm == "min-max" and (rule.granularity == "block" or rule.bits == 4):
-            op_type = nodes[node_name][1]
             if op_type == "Gather" and rule.bits != 4:
                 raise ExportError("min-max block int8 embeddings are not supported on ONNX; use granularity channel")
             passes.setdefault((rule.bits, rule.block_size or 32, _accuracy_level(rule)), []).append(node_name)
@@ -208,10 +357,25 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
         quantizer.process()
         model = quantizer.model.model
 
-    # 3. quantize_dynamic for per-channel int8 MatMuls with dynamic activations.
+    # 3. min-max MatMuls with per-row dynamic activations, in graph order (the row quantizer goes in
+    # front of the first MatMul reading each activation).
+    per_row = [n for n in model.graph.node if n.name in plan.nodes and n.op_type == "MatMul"
+               and plan.nodes[n.name][1].activations == PER_ROW and plan.nodes[n.name][1].algorithm == "min-max"]
+    if per_row:
+        rows = RowQuantizer(model)
+        inits = _initializer_map(model)
+        for node in per_row:
+            rule, weight = plan.nodes[node.name][1], node.input[1]
+            dense = _float_view(inits[weight])
+            if rule.granularity == "channel":
+                rows.matmul(node, int8_channel_weight(weight, dense))
+            else:
+                q, scales = block_symmetric(dense, rule.bits, rule.block_size)
+                rows.matmul(node, block_weight_as_int8(weight, q, scales, rule.bits, rule.block_size))
+
+    # 4. quantize_dynamic (per-tensor activations) where a recipe asks dynamic_int8 for per-channel int8.
     dynamic = [name for name, (group, rule) in plan.nodes.items()
-               if rule.algorithm == "min-max" and rule.granularity == "channel" and rule.bits == 8
-               and nodes[name][1] == "MatMul"]
+               if rule.granularity == "channel" and nodes[name][1] == "MatMul" and rule.activations == "dynamic_int8"]
     if dynamic:
         import tempfile
         from pathlib import Path
@@ -234,6 +398,7 @@ def verify_quantized(model: onnx.ModelProto, plan: OnnxQuantPlan) -> dict[str, i
     found = {
         "MatMulNBits": ops["MatMulNBits"],
         "MatMulInteger": ops["MatMulInteger"],
+        "MatMulIntegerToFloat": ops["MatMulIntegerToFloat"],
         "GatherBlockQuantized": ops["GatherBlockQuantized"],
         "Gather+Mul": sum(1 for n in model.graph.node if n.op_type == "Gather" and n.name.endswith("/GatherInt8")),
     }
@@ -241,7 +406,24 @@ def verify_quantized(model: onnx.ModelProto, plan: OnnxQuantPlan) -> dict[str, i
         if found.get(op, 0) != want:
             raise ExportError(f"quantization planned {want} {op} node(s) but the model has {found.get(op, 0)}; "
                               "a quantizer skipped weights silently")
+    if plan.per_row:
+        verify_per_row(model)
     return {k: v for k, v in found.items() if v}
+
+
+def verify_per_row(model: onnx.ModelProto) -> None:
+    """No per-tensor activation quantization, and every integer product reads per-row quantized rows."""
+    ops = op_counts(model)
+    per_tensor = {op: ops[op] for op in PER_TENSOR_OPS if ops[op]}
+    if per_tensor:
+        raise ExportError(f"the recipe asks {PER_ROW} activations but the model quantizes activations per tensor "
+                          f"({per_tensor}): embeddings would depend on their batch neighbours")
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for node in model.graph.node:
+        if node.op_type in ("MatMulInteger", "MatMulIntegerToFloat"):
+            source = producers.get(node.input[0])
+            if source is None or source.op_type != "QuantizeLinear" or ROW_QUANT_TAG not in source.name:
+                raise ExportError(f"{node.name} reads activations that were not quantized per row")
 
 
 def _unpack_uint4(raw: bytes, count: int) -> np.ndarray:

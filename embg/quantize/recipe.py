@@ -11,8 +11,14 @@ Groups:
   head          the sentence-transformers Dense layers (2_Dense, 3_Dense)
 
 Rule fields: bits (32 = keep float, 8, 4), granularity (channel | block), block_size (with
-block), algorithm (min-max | qat-grid), activations (fp32 | dynamic_int8). Unknown or conflicting
-fields are errors, never silently ignored. There is no fp16 anywhere: EmbeddingGemma's residual
+block), algorithm (min-max | qat-grid), activations (fp32 | dynamic_int8_per_row | dynamic_int8).
+Unknown or conflicting fields are errors, never silently ignored.
+
+Activations: ``dynamic_int8_per_row`` quantizes each token (row) with its own scale at run time,
+so an embedding never depends on its batch neighbours or padding. ``dynamic_int8`` is ONNX
+Runtime's ``quantize_dynamic``: ONE scale over the whole [batch, sequence, hidden] tensor, so
+embeddings change with what else is in the batch; kept for recipes that ask for it. LiteRT's
+dynamic-range kernels quantize per row either way. There is no fp16 anywhere: EmbeddingGemma's residual
 channels reach ~1e5 > 65504, so bits 16 and fp16 activations are refused with that reason.
 
 Optional top-level ``"smoothing": {"alpha": a}`` (0 < a <= 1): SmoothQuant-style scales folded
@@ -37,7 +43,10 @@ GROUPS = ("embedding", "attention", "projections", "feed_forward", "head")
 BITS = (32, 8, 4)
 GRANULARITIES = ("channel", "block")
 ALGORITHMS = ("min-max", "qat-grid")
-ACTIVATIONS = ("fp32", "dynamic_int8")
+PER_ROW = "dynamic_int8_per_row"
+ACTIVATIONS = ("fp32", PER_ROW, "dynamic_int8")
+ACTIVATION_TEXT = {"fp32": "float activations", PER_ROW: "dynamic int8 activations per row",
+                   "dynamic_int8": "dynamic int8 activations per tensor"}
 BITS_TO_PRESET = {32: "fp32", 8: "int8", 4: "int4"}
 RULE_FIELDS = {"bits", "granularity", "block_size", "algorithm", "activations"}
 RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing", "attention_products"}
@@ -58,11 +67,16 @@ class GroupRule:
     def is_float(self) -> bool:
         return self.bits == 32
 
+    @property
+    def dynamic_activations(self) -> bool:
+        """int8 activations quantized at run time (per row or per tensor)."""
+        return self.activations != "fp32"
+
     def describe(self) -> str:
         if self.is_float:
             return "float32"
         gran = f"block{self.block_size}" if self.granularity == "block" else "per-channel"
-        acts = "dynamic int8 activations" if self.activations == "dynamic_int8" else "float activations"
+        acts = ACTIVATION_TEXT[self.activations]
         algo = "exact QAT grid" if self.algorithm == "qat-grid" else "min-max"
         return f"int{self.bits} {gran} {algo}, {acts}"
 

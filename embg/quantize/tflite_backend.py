@@ -22,7 +22,7 @@ import torch
 from embg.errors import ExportError
 from embg.quantize import tflite_flatbuffer as fb
 from embg.quantize.groups import group_of
-from embg.quantize.recipe import GroupRule, QuantRecipe
+from embg.quantize.recipe import PER_ROW, GroupRule, QuantRecipe
 
 ALGORITHM_KEYS = {"min-max": "min_max_uniform_quantize", "qat-grid": "min_max_uniform_quantize"}
 
@@ -43,8 +43,8 @@ def litert_rule(op: str, rule: GroupRule) -> tuple[GroupRule, str | None]:
     int8 activations / per-channel int8, and the manifest says so.
     """
     notes = []
-    if rule.activations != "dynamic_int8":
-        rule = GroupRule(rule.bits, rule.granularity, rule.block_size, rule.algorithm, "dynamic_int8")
+    if not rule.dynamic_activations:  # XNNPACK's dynamic-range kernels quantize per row
+        rule = GroupRule(rule.bits, rule.granularity, rule.block_size, rule.algorithm, PER_ROW)
         notes.append("float activations requested; LiteRT runs dynamic int8 activations (no sound weight-only mode)")
     if rule.bits == 8 and rule.granularity == "block":
         rule = GroupRule(8, "channel", None, "min-max", rule.activations)
