@@ -10,9 +10,6 @@ clip search), then stays fixed, so the result is exactly integers x storable sca
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 
 from embg.quantize.int4_blocks import mse_scales, round_to_grid
@@ -48,25 +45,8 @@ def _inverse_cholesky(hessian: torch.Tensor) -> torch.Tensor:
     return torch.linalg.cholesky(inverse, upper=True).to(torch.float32)
 
 
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """The column loop is thousands of tiny ops: thread start-up costs more than it saves, and on a
-    shared 2-core machine OpenMP barriers made each op ~100x slower (measured 9 ms vs 0.07 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(integers int8 [rows, cols], storable scales float32 [rows, cols/block]) for ``weight``."""
-    with single_thread():
-        return _gptq(weight, hessian, block)
-
-
-def _gptq(weight: torch.Tensor, hessian: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     if COLUMNS_PER_STEP % block:
         raise ValueError(f"block size {block} must divide {COLUMNS_PER_STEP}")
     w = weight.detach().to(torch.float32).clone()

@@ -60,14 +60,13 @@ def weight_cache_file(artifact: Artifact) -> Path | None:
     Keyed by the manifest, the model file's size and mtime and the runtime version, so a re-export
     or an upgrade never reuses stale packed weights.
     """
-    setting = os.environ.get("EMBG_XNNPACK_CACHE", "")
-    if setting.lower() in ("off", "0", "no", "false"):
-        return None
     from importlib import metadata
 
-    from embg.cache_dir import cache_root
+    from embg.cache_dir import cache_dir
 
-    root = Path(setting) if setting else cache_root() / "xnnpack"
+    root = cache_dir("EMBG_XNNPACK_CACHE", "xnnpack")
+    if root is None:
+        return None
     stat = artifact.model_path.stat()
     key = hashlib.sha256(f"{artifact.manifest_sha256}|{stat.st_size}|{stat.st_mtime_ns}|"
                          f"{metadata.version('ai-edge-litert')}".encode()).hexdigest()[:20]
