@@ -156,3 +156,23 @@ def test_block64_embedding_is_looked_up_exactly(outliers_dir, outliers, root, ta
     with torch.no_grad():
         expected = graph(torch.as_tensor(batch.input_ids), torch.as_tensor(batch.attention_mask)).numpy()
     assert cosine_rows(ours, expected).min() >= 0.99999
+
+
+def _same(a, b) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[n][0], b[n][0]) and np.array_equal(a[n][1], b[n][1])
+                                        for n in a)
+
+
+def test_calibration_is_deterministic_and_cached_exactly(outliers, monkeypatch, tmp_path):
+    batches = batches_for(outliers.tokenizer, calibration_split()[0])[:4]
+    recipe = load_recipe("int4")
+    monkeypatch.setenv("EMBG_CALIBRATION_CACHE", "off")
+    first, report = calibrate_grids(outliers.graph(), recipe, batches)
+    second, _ = calibrate_grids(outliers.graph(), recipe, batches)
+    assert _same(first, second) and "cached" not in report
+    monkeypatch.setenv("EMBG_CALIBRATION_CACHE", str(tmp_path))
+    stored, _ = calibrate_grids(outliers.graph(), recipe, batches)
+    loaded, report = calibrate_grids(outliers.graph(), recipe, batches)
+    assert report["cached"] is True and _same(first, stored) and _same(first, loaded)
+    other, report = calibrate_grids(outliers.graph(), recipe, batches[:3])  # other texts: a new entry
+    assert "cached" not in report and len(list(tmp_path.iterdir())) == 2
