@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Calibrated grids are cached per session, not in the user's cache: each run exercises calibration once.
+os.environ.setdefault("EMBG_CALIBRATION_CACHE", tempfile.mkdtemp(prefix="embg-calibration-"))
 
 
 @pytest.fixture(scope="session")

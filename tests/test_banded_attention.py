@@ -102,11 +102,7 @@ def test_graph_with_band_matches_sentence_transformers(tiny_model, tiny_referenc
     assert graph.band_layout(batch.input_ids.shape[1]) is not None
     with torch.no_grad():
         ours = graph(torch.as_tensor(batch.input_ids), torch.as_tensor(batch.attention_mask)).numpy()
-    tiny_reference.model.max_seq_length = max_len
-    try:
-        ref = tiny_reference.encode(TEXTS, prompt_name="document", batch_size=len(TEXTS))
-    finally:
-        tiny_reference.model.max_seq_length = 2048
+    ref = tiny_reference.encode(TEXTS, prompt_name="document", batch_size=len(TEXTS), max_length=max_len)
     assert np.isfinite(ours).all()
     assert cosine_rows(ours, ref).min() >= 0.99999
 
@@ -122,11 +118,7 @@ def test_wrong_band_in_the_graph_is_caught(tiny_model, tiny_reference):
 
 
 def _reference_at(reference, prompt, max_len):
-    reference.model.max_seq_length = max_len
-    try:
-        return reference.encode(TEXTS, prompt_name=prompt, batch_size=len(TEXTS))
-    finally:
-        reference.model.max_seq_length = 2048
+    return reference.encode(TEXTS, prompt_name=prompt, batch_size=len(TEXTS), max_length=max_len)
 
 
 def _runtime(bundle, name):

@@ -18,12 +18,13 @@ from embg.export.artifact import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.onnx_backend import (PER_TENSOR_OPS, ROW_QUANT_TAG, OnnxQuantPlan, plan_quantization,
                                         verify_per_row, verify_quantized)
-from embg.quantize.recipe import PER_ROW, recipe_for_bits
+from embg.quantize.recipe import PER_ROW, load_recipe, recipe_for_bits
 from embg.runtimes import load_all, load_runtime
 from embg.validate.texts import parity_texts
 from tests.conftest import _fixture, cosine_rows
 
 TEXTS = parity_texts()  # 23 texts, 10 to 286 tokens
+RECIPES = ("int8", "int4", "int4-minmax")
 PAD_TO = 512
 BATCH = 8
 
@@ -36,9 +37,10 @@ def outliers_dir(fixture_root):
 @pytest.fixture(scope="module")
 def bundles(outliers_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("batching")
-    return {bits: export_bundle(ExportRequest(model=str(outliers_dir), target="onnx", recipe=recipe_for_bits(bits),
-                                              out=root / f"onnx-{bits}"))
-            for bits in (8, 4)}
+    # --bits 8, --bits 4 (calibrated: MatMulNBits) and the min-max int4 mix (int4 widened per column)
+    return {name: export_bundle(ExportRequest(model=str(outliers_dir), target="onnx", recipe=load_recipe(name),
+                                              out=root / f"onnx-{name}"))
+            for name in RECIPES}
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +66,14 @@ def _ids(batch):
     return batch.input_ids, batch.attention_mask
 
 
-@pytest.mark.parametrize("bits", [8, 4])
-def test_text_alone_equals_text_inside_padded_batch(bundles, tokenizer, bits):
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_text_alone_equals_text_inside_padded_batch(bundles, tokenizer, recipe):
     worst = {}
     for prompt in ("query", "document"):
-        alone, batched = embed_alone_and_batched(bundles[bits], tokenizer, prompt, (None, PAD_TO))
+        alone, batched = embed_alone_and_batched(bundles[recipe], tokenizer, prompt, (None, PAD_TO))
         for pad_to, emb in batched.items():
             worst[prompt, pad_to or "longest"] = float(cosine_rows(alone, emb).min())
-    print(f"--bits {bits} alone vs batch of {BATCH} (padded to longest / to {PAD_TO}): cosine min {worst}")
+    print(f"{recipe} alone vs batch of {BATCH} (padded to longest / to {PAD_TO}): cosine min {worst}")
     assert min(worst.values()) >= 0.999, worst
 
 
@@ -86,24 +88,30 @@ def _optimized_ops(path, tmp_path) -> list[str]:
     return [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
 
 
-@pytest.mark.parametrize("bits", [8, 4])
-def test_no_per_tensor_activation_quantization(bundles, bits, tmp_path):
-    artifact = Artifact.load(bundles[bits])
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_no_per_tensor_activation_quantization(bundles, recipe, tmp_path):
+    artifact = Artifact.load(bundles[recipe])
     assert all(rule["activations"] == PER_ROW for rule in artifact.manifest["recipe"]["rules"].values()
                if rule["bits"] != 32 and rule.get("algorithm") != "qat-grid")
     model = onnx.load(str(artifact.model_path))
     written = [node.op_type for node in model.graph.node]
     run = _optimized_ops(artifact.model_path, tmp_path)
+    ops_planned = artifact.manifest["quantization"]["ops"]
     for ops in (written, run):  # what the file says, and what onnxruntime makes of it
         assert not set(PER_TENSOR_OPS) & set(ops) and "MatMulInteger" not in ops
-        assert ops.count("MatMulIntegerToFloat") == artifact.manifest["quantization"]["ops"]["MatMulIntegerToFloat"]
+        assert ops.count("MatMulIntegerToFloat") == ops_planned.get("MatMulIntegerToFloat", 0)
     assert "MatMul" in written  # activation x activation (attention) stays float
     verify_per_row(model)
-    if bits == 4:  # the int4 weights stay int4 in the file; onnxruntime widens them when it loads
+    # calibrated int4 blocks run in MatMulNBits; accuracy_level 4 quantizes activations per row and block
+    nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    assert len(nbits) == ops_planned.get("MatMulNBits", 0) and (recipe != "int4" or nbits)
+    for node in nbits:
+        assert {a.name: a.i for a in node.attribute}.get("accuracy_level") == 4, node.name
+    if recipe == "int4-minmax":  # min-max int4 weights stay int4 in the file; onnxruntime widens them at load
         assert "Cast" in written and not any(n.op_type == "Cast" and ROW_QUANT_TAG in n.name
                                              for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
         int4 = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT4]
-        assert len(int4) >= artifact.manifest["quantization"]["ops"]["MatMulIntegerToFloat"] // 2
+        assert len(int4) >= ops_planned["MatMulIntegerToFloat"] // 2
 
 
 def _per_row_model(bundle) -> tuple[onnx.ModelProto, OnnxQuantPlan]:
@@ -115,7 +123,7 @@ def _per_row_model(bundle) -> tuple[onnx.ModelProto, OnnxQuantPlan]:
 
 
 def test_verify_fails_when_per_tensor_quantization_remains(bundles):
-    model, plan = _per_row_model(bundles[8])
+    model, plan = _per_row_model(bundles["int8"])
     verify_quantized(model, plan)  # the written model passes
     first = next(n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat")
     model.graph.node.insert(0, onnx.helper.make_node("DynamicQuantizeLinear", [first.input[0]], ["q", "s", "z"]))
@@ -124,7 +132,7 @@ def test_verify_fails_when_per_tensor_quantization_remains(bundles):
 
 
 def test_verify_fails_when_a_product_reads_rows_not_quantized_per_row(bundles):
-    model, plan = _per_row_model(bundles[8])
+    model, plan = _per_row_model(bundles["int8"])
     first = next(n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat")
     first.input[0] = "input_ids"
     with pytest.raises(ExportError, match="not quantized per row"):
@@ -132,7 +140,7 @@ def test_verify_fails_when_a_product_reads_rows_not_quantized_per_row(bundles):
 
 
 def test_verify_fails_when_a_weight_was_skipped(bundles):
-    model, plan = _per_row_model(bundles[8])
+    model, plan = _per_row_model(bundles["int8"])
     plan.expected_ops["MatMulIntegerToFloat"] += 1
     with pytest.raises(ExportError, match="skipped weights"):
         verify_quantized(model, plan)
@@ -149,6 +157,8 @@ def test_plan_counts_every_per_row_matmul(outliers_dir, tmp_path):
     restore_weight_names(fp32, model.graph())
     weighted = sum(n.op_type == "MatMul" and n.input[1] in {i.name for i in fp32.graph.initializer}
                    for n in fp32.graph.node)
-    for bits in (8, 4):
-        plan = plan_quantization(fp32, recipe_for_bits(bits), web_compatible=False)
+    for name in ("int8", "int4-minmax"):  # min-max rules: every weighted MatMul reads per-row int8 rows
+        plan = plan_quantization(fp32, load_recipe(name), web_compatible=False)
         assert plan.per_row and plan.expected_ops["MatMulIntegerToFloat"] == weighted
+    plan = plan_quantization(fp32, recipe_for_bits(4), web_compatible=False)  # calibrated blocks: MatMulNBits
+    assert plan.per_row and plan.expected_ops["MatMulIntegerToFloat"] + plan.expected_ops["MatMulNBits"] == weighted

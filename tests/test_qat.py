@@ -98,7 +98,7 @@ def test_bits4_on_q4_checkpoint_selects_exact_grid_and_onnx_is_lossless(tiny_q4_
 def test_exact_grid_beats_naive_min_max_on_both_targets(tiny_q4_dir, export_root):
     for target in ("onnx", "tflite"):
         exact = drift(export(tiny_q4_dir, target, export_root, "int4", auto=True), tiny_q4_dir)
-        naive = drift(export(tiny_q4_dir, target, export_root, "int4"), tiny_q4_dir)
+        naive = drift(export(tiny_q4_dir, target, export_root, "int4-minmax"), tiny_q4_dir)
         print(f"{target}: exact-grid cos mean {exact.mean():.6f} min {exact.min():.6f}; "
               f"naive int4 cos mean {naive.mean():.6f} min {naive.min():.6f}")
         assert exact.mean() > naive.mean() and exact.min() > naive.min()
@@ -273,12 +273,6 @@ def test_non_qat_checkpoint_refused_then_forced_with_warning(tiny_dir, tmp_path,
     assert report["forced"] is True and report["off_grid_fraction"] > 0.9
 
 
-def test_bits4_on_plain_checkpoint_keeps_min_max(tiny_dir, export_root):
-    artifact = export(tiny_dir, "onnx", export_root, "int4", auto=True)
-    assert artifact.manifest["recipe"]["name"] == "int4"
-    assert artifact.manifest["qat_grid"] is None
-
-
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
 def test_matryoshka_dim_after_exact_grid(tiny_q4_dir, export_root, target):
     artifact = export(tiny_q4_dir, target, export_root, "int4-qat", dim=64)
@@ -303,7 +297,7 @@ def test_presets_are_recipe_files():
     from importlib import resources
 
     names = {p.name for p in resources.files("embg.quantize.presets").iterdir() if p.name.endswith(".json")}
-    assert {"fp32.json", "int8.json", "int4.json", "int4-qat.json", "int8-qat.json"} <= names
+    assert {"fp32.json", "int8.json", "int4.json", "int4-minmax.json", "int4-qat.json", "int8-qat.json"} <= names
 
 
 def test_grid_recovery_refuses_unknown_state(tiny_dir):

@@ -45,11 +45,7 @@ def cases(real):
         ids = model.tokenizer.encode([text], prompt="document", max_length=limit).input_ids[0]
         if len(ids) < 300:
             continue
-        reference.model.max_seq_length = limit
-        try:
-            out.append((ids, reference.encode([text], prompt_name="document")[0]))
-        finally:
-            reference.model.max_seq_length = 2048
+        out.append((ids, reference.encode([text], prompt_name="document", max_length=limit)[0]))
     assert max(len(ids) for ids, _ in out) == 2048 and min(len(ids) for ids, _ in out) >= 300
     return out
 

@@ -97,6 +97,15 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         progress("recovering the QAT grid of every quantized weight")
         options["grids"], options["grid_report"] = recover_grids(model.state_dict, recipe,
                                                                  force=bool(options.get("force_grid")))
+    if recipe.is_calibrated:
+        chosen = calibrate(recipe, model, graph, options, progress)
+        if chosen is not recipe:  # --bits 4 measured min-max better: file names follow the recipe used
+            recipe = chosen
+            stem = artifact_stem(model.spec.model_id, target.name, recipe.name,
+                                 seq_lens[0] if len(seq_lens) == 1 else None)
+            if request.out is None:
+                out = Path.cwd() / stem
+                check_writable_destination(out, is_bundle)
     job = ExportJob(model=model, graph=graph, recipe=recipe, stem=stem, seq_lens=seq_lens,
                     options=options, progress=progress)
     with atomic_directory(out, is_bundle, "bundle", progress) as bundle:
@@ -128,6 +137,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
             },
             **result.manifest,
             "qat_grid": _grid_summary(options.get("grid_report"), result.manifest),
+            "calibration": _calibration_summary(options.get("calibration"), result.manifest),
             "smoothing": smoothing,
             # for apps choosing an accelerator: a GPU delegate's default fp16 precision overflows here
             "activation_precision": {"required": "fp32", "reason": FP16_REASON},
@@ -151,6 +161,40 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
 
 
 ATTENTION_FORMS = ("banded", "dense")  # "dense": every sliding layer as one [S, S] product (before banding)
+
+
+def calibrate(recipe: QuantRecipe, model, graph, options: dict[str, Any], progress: Callable[[str], None]) -> QuantRecipe:
+    """Compute the calibrated grids into ``options["grids"]``; returns the recipe to export.
+
+    From ``--bits 4`` (``auto_qat``) the calibrated recipe is kept only when it measures better than
+    its min-max counterpart on held-out texts (embg/quantize/int4_choice.py), and the reason is printed.
+    """
+    from embg.quantize.calibrate import calibrate_grids
+    from embg.quantize.calibration_texts import batches_for, calibration_split
+
+    calibration, held_out = calibration_split()
+    progress(f"calibrating recipe {recipe.name} on {len(calibration)} built-in texts (prose, code and queries "
+             "in many languages)")
+    grids, report = calibrate_grids(graph, recipe, batches_for(model.tokenizer, calibration), progress)
+    if not report.get("cached"):
+        progress(f"calibration took {report['seconds']:.0f} s")
+    if options.get("auto_qat"):
+        from embg.quantize.int4_choice import choose_int4
+
+        choice = choose_int4(graph, recipe, grids, batches_for(model.tokenizer, held_out))
+        report["choice"] = choice.to_dict()
+        if choice.recipe is not recipe:
+            progress(f"--bits 4: min-max measured better than calibration ({choice.reason}): using recipe "
+                     f"{choice.recipe.name}")
+            options["calibration"] = {**report, "used": False}
+            return choice.recipe
+        progress(f"--bits 4: not a QAT checkpoint, calibrated int4 measured better ({choice.reason}): using recipe "
+                 f"{recipe.name}")
+    options["grids"] = {**options.get("grids", {}), **grids}
+    options["calibration"] = report
+    return recipe
+
+
 FP16_OPTIONS = ("fp16", "float16", "half", "keep_io_types", "precision")
 
 
@@ -209,8 +253,15 @@ def parity_line(parity: dict[str, Any]) -> str:
             f"alone vs batched cosine min {fmt(parity['batch_consistency_min'])}")
 
 
+def _calibration_summary(report: dict[str, Any] | None, target_manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The calibration report; when its grids were used, with how exactly the target carried them."""
+    if report is None or report.get("used") is False:
+        return report
+    return _grid_summary({**report, "used": True}, target_manifest)
+
+
 def _grid_summary(grid_report: dict[str, Any] | None, target_manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """Per-group grid fit from the checkpoint, plus how exactly the target carried it."""
+    """Per-group grid fit from the checkpoint (or the calibration report), plus how exactly the target carried it."""
     if grid_report is None:
         return None
     carried = (target_manifest.get("quantization") or {}).get("qat_grid")

@@ -17,6 +17,8 @@ trap found on this architecture (DESIGN.md section 3):
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,6 +115,13 @@ class DecoderLayer(nn.Module):
         return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
 
 
+class DecoderInputs(NamedTuple):
+    embeddings: torch.Tensor  # [B, S, hidden], already scaled by sqrt(hidden)
+    masks: dict[str, Any]  # layer type -> what its attention takes (dense additive mask or band masks)
+    rope: dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer type -> (cos, sin)
+    attention_mask: torch.Tensor  # [B, S'] the mask padded to whole attention blocks (what pooling reads)
+
+
 class MatMulHead(nn.Module):
     """A bias-free projection written as x @ W.T so every exporter emits MatMul (never Gemm)."""
 
@@ -174,7 +183,8 @@ class EmbeddingGemmaGraph(nn.Module):
                    else sliding_band(attention_mask, positions, layout, self.window, self.band_halo))
         return {FULL: additive(attention_mask[:, None, None, :] > 0), SLIDING: sliding}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def decoder_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> DecoderInputs:
+        """What every decoder layer takes: the scaled embeddings, and per layer type the mask and rope."""
         seq = input_ids.shape[1]
         layout = self.band_layout(seq)
         if layout is not None and (isinstance(seq, torch.SymInt) or layout.padded != seq):
@@ -186,14 +196,25 @@ class EmbeddingGemmaGraph(nn.Module):
         # (a comparison on the data, which no converter folds; it is always true for a 0/1 mask).
         positions = torch.cumsum((attention_mask[0] >= 0).to(torch.float32), dim=0) - 1.0
         x = self.embed_tokens(input_ids) * self.embed_scale
-        masks = self._masks(attention_mask, positions, layout)
-        rope = {t: self._rope(positions, t) for t in (SLIDING, FULL)}
-        for layer in self.layers:
-            cos, sin = rope[layer.layer_type]
-            x = layer(x, cos, sin, masks[layer.layer_type])
+        return DecoderInputs(x, self._masks(attention_mask, positions, layout),
+                             {t: self._rope(positions, t) for t in (SLIDING, FULL)}, attention_mask)
+
+    def run_layer(self, layer: DecoderLayer, x: torch.Tensor, inputs: DecoderInputs) -> torch.Tensor:
+        cos, sin = inputs.rope[layer.layer_type]
+        return layer(x, cos, sin, inputs.masks[layer.layer_type])
+
+    def pool(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Final norm, then the mean over real tokens: what the head projects (the mask of decoder_inputs)."""
         x = self.norm(x)
         weights = attention_mask.to(torch.float32).unsqueeze(-1)
-        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        inputs = self.decoder_inputs(input_ids, attention_mask)
+        x = inputs.embeddings
+        for layer in self.layers:
+            x = self.run_layer(layer, x, inputs)
+        pooled = self.pool(x, inputs.attention_mask)
         for projection in self.head:
             pooled = projection(pooled)
         embedding = F.normalize(pooled, p=2.0, dim=-1)

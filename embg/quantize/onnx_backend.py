@@ -28,7 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from embg.errors import ExportError
-from embg.quantize.groups import group_of
+from embg.quantize.groups import part_of
 from embg.quantize.recipe import PER_ROW, GroupRule, QuantRecipe
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,10 @@ def weight_nodes(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
 def plan_quantization(model: onnx.ModelProto, recipe: QuantRecipe, web_compatible: bool) -> OnnxQuantPlan:
     plan = OnnxQuantPlan()
     for node_name, (weight, op_type) in weight_nodes(model).items():
-        group = group_of(weight)
-        if group is None:
+        part = part_of(weight)
+        if part is None:
             raise ExportError(f"ONNX weight {weight!r} (node {node_name}) belongs to no recipe group")
-        rule = recipe.rule(group)
+        group, rule = recipe.rule_key(part), recipe.rule(part)
         if rule.is_float:
             continue
         if op_type == "Gather" and rule.bits == 4 and web_compatible:
@@ -325,9 +325,9 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
     for node_name, (group, rule) in plan.nodes.items():
         weight, op_type = nodes[node_name]
         node = by_name[node_name]
-        if rule.algorithm == "qat-grid":
+        if rule.carries_grid:
             if not grids or weight not in grids:
-                raise ExportError(f"no recovered QAT grid for {weight}; run grid detection first")
+                raise ExportError(f"no exact grid (QAT or calibrated) for {weight}; the pipeline computes them first")
             q, scales = grids[weight]  # torch layout: [out, in] and [out, in/32]
             if op_type == "Gather":
                 _embedding_gbq(model, node, q, scales, rule.bits, rule.block_size)
@@ -465,10 +465,11 @@ def verify_grids(model: onnx.ModelProto, grids: dict[str, tuple[np.ndarray, np.n
     worst = 0.0
     for name, (q, scales) in grids.items():
         if name not in found:
-            raise ExportError(f"{name} should carry its QAT grid but is not a block-quantized op in the model")
-        expected = q.astype(np.float32) * np.repeat(scales, 32, axis=1)
-        relative = np.abs(found[name] - expected) / np.repeat(np.abs(scales), 32, axis=1).clip(min=1e-30)
+            raise ExportError(f"{name} should carry its exact grid but is not a block-quantized op in the model")
+        block = q.shape[1] // scales.shape[1]
+        expected = q.astype(np.float32) * np.repeat(scales, block, axis=1)
+        relative = np.abs(found[name] - expected) / np.repeat(np.abs(scales), block, axis=1).clip(min=1e-30)
         worst = max(worst, float(relative.max()))
     if worst > 1e-6:
-        raise ExportError(f"the QAT grid did not survive in the ONNX file (max error {worst:g} of a block scale)")
+        raise ExportError(f"the exact grid did not survive in the ONNX file (max error {worst:g} of a block scale)")
     return {"exact": True, "tensors": len(grids), "max_error_in_scales": worst}

@@ -19,7 +19,7 @@ import torch
 
 from embg.errors import ExportError
 from embg.quantize.grids import GRIDS, Grid
-from embg.quantize.groups import group_of
+from embg.quantize.groups import group_of, part_of
 from embg.quantize.recipe import QuantRecipe, load_recipe
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,11 @@ def recover_grids(state_dict: dict[str, torch.Tensor], recipe: QuantRecipe, forc
     stats: dict[str, dict[str, Any]] = defaultdict(lambda: {"tensors": 0, "blocks": 0, "off_grid_blocks": 0,
                                                             "max_error_in_scales": 0.0})
     for name, weight in state_dict.items():
-        group = group_of(name)
-        if weight.ndim != 2 or group is None or recipe.rule(group).algorithm != "qat-grid":
+        part = part_of(name)
+        if weight.ndim != 2 or part is None or recipe.rule(part).algorithm != "qat-grid":
             continue
-        grid = grid_for_bits(recipe.rule(group).bits)
+        group = recipe.rule_key(part)
+        grid = grid_for_bits(recipe.rule(part).bits)
         fit = grid.fit(weight)
         entry = stats[group]
         entry["grid"] = grid.name
@@ -103,8 +104,9 @@ def apply_grids_tflite(path: Path, plan, grids: dict[str, tuple[np.ndarray, np.n
     stored: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for param, op, subgraph, tensor in _grid_tensors(model, plan):
         details = tensor.quantization.details if tensor.quantization else None
-        if fb.type_name(tensor.type) != "INT4" or details is None or details.blockSize != 32:
-            raise ExportError(f"{param}: expected an INT4 block-32 tensor to carry the Q4_0 grid")
+        block = block_size(*grids[param])
+        if fb.type_name(tensor.type) != "INT4" or details is None or details.blockSize != block:
+            raise ExportError(f"{param}: expected an INT4 block-{block} tensor to carry its exact grid")
         if param not in stored:
             stored[param] = litert_storage(op, *grids[param], folded=param in folded, name=param)
         q, scales = stored[param]
@@ -124,7 +126,7 @@ def apply_grids_tflite(path: Path, plan, grids: dict[str, tuple[np.ndarray, np.n
             continue
         checked.add(pair)
         q, scales = stored[param]
-        expected = q.astype(np.float32) * np.repeat(scales, 32, axis=1)
+        expected = q.astype(np.float32) * np.repeat(scales, block_size(q, scales), axis=1)
         worst = max(worst, float(np.abs(fb.dequantize(model, subgraph, tensor) - expected).max()))
     if worst > 0:
         raise ExportError(f"the planned int4 weights did not survive in the .tflite (max error {worst:g})")
@@ -149,7 +151,7 @@ def litert_storage(op: str, q: np.ndarray, scales: np.ndarray, folded: bool, nam
     scale), positive (folded, negative_scales.py) for XNNPACK's FULLY_CONNECTED."""
     from embg.quantize.negative_scales import fold_block
 
-    if op == "EMBEDDING_LOOKUP":
+    if op == "EMBEDDING_LOOKUP" or (scales > 0).all():  # calibrated grids: positive scales, any block size
         return q, scales
     if (scales < 0).any() and not folded:
         raise ExportError(f"{name}: negative block scales need the graph's block-sum correction on LiteRT")
@@ -171,12 +173,17 @@ def _check_corrections(model, folded: dict[str, tuple[np.ndarray, np.ndarray]]) 
             raise ExportError(f"{name}: its block-sum correction is missing from the .tflite or was quantized")
 
 
+def block_size(q: np.ndarray, scales: np.ndarray) -> int:
+    """The block size of a grid: integers [rows, cols], scales [rows, cols/block]."""
+    return q.shape[1] // scales.shape[1]
+
+
 def _grid_tensors(model, plan):
-    """(parameter, op name, subgraph, weight tensor) for every op the plan quantizes onto a QAT grid."""
+    """(parameter, op name, subgraph, weight tensor) for every op the plan quantizes onto an exact grid."""
     from embg.quantize import tflite_flatbuffer as fb
 
     for (sg_index, op_index), (param, group, rule) in plan.expected.items():
-        if rule.algorithm == "qat-grid":
+        if rule.carries_grid:
             subgraph = model.subgraphs[sg_index]
             op = subgraph.operators[op_index]
             name = fb.op_name(model, op)

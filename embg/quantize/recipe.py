@@ -10,8 +10,18 @@ Groups:
   feed_forward  gate_proj, up_proj, down_proj
   head          the sentence-transformers Dense layers (2_Dense, 3_Dense)
 
+A group may instead be split into one rule per part (``"q_proj"``, ``"k_proj"``, ``"v_proj"``
+in place of ``"attention"``; embg/quantize/groups.py): every weight gets exactly one rule, a group
+and one of its parts together are an error, so no precedence is ever implied.
+
 Rule fields: bits (32 = keep float, 8, 4), granularity (channel | block), block_size (with
-block), algorithm (min-max | qat-grid), activations (fp32 | dynamic_int8_per_row | dynamic_int8).
+block), algorithm, activations (fp32 | dynamic_int8_per_row | dynamic_int8). Algorithms:
+  min-max   the target's own quantizer derives scales from each block's / channel's range
+  qat-grid  the checkpoint's exact Q4_0/Q8_0 integers and scales (QAT checkpoints)
+  gptq      calibrated on real text: GPTQ onto the positive-scale int4 block grid (linear layers)
+  mse-clip  per-block scale with the least squared error, no calibration (any int4 block weight;
+            the embedding table's choice, as a lookup table has no inputs to calibrate on)
+qat-grid, gptq and mse-clip are computed by embg and carried into the file exactly (read back).
 Unknown or conflicting fields are errors, never silently ignored.
 
 Activations: ``dynamic_int8_per_row`` quantizes each token (row) with its own scale at run time,
@@ -38,11 +48,15 @@ from pathlib import Path
 from typing import Any
 
 from embg.errors import EmbgError
+from embg.quantize.groups import GROUP_OF_PART, GROUP_PARTS
 
-GROUPS = ("embedding", "attention", "projections", "feed_forward", "head")
+GROUPS = tuple(GROUP_PARTS)
 BITS = (32, 8, 4)
 GRANULARITIES = ("channel", "block")
-ALGORITHMS = ("min-max", "qat-grid")
+ALGORITHMS = ("min-max", "qat-grid", "gptq", "mse-clip")
+CALIBRATED_ALGORITHMS = ("gptq", "mse-clip")  # integers and scales computed by embg before export
+EXACT_GRID_ALGORITHMS = ("qat-grid", *CALIBRATED_ALGORITHMS)  # carried into the file as given, read back
+CALIBRATED_BLOCKS = (16, 32, 64, 128)  # GPTQ updates columns in steps of 128, so a block must divide it
 PER_ROW = "dynamic_int8_per_row"
 ACTIVATIONS = ("fp32", PER_ROW, "dynamic_int8")
 ACTIVATION_TEXT = {"fp32": "float activations", PER_ROW: "dynamic int8 activations per row",
@@ -72,13 +86,21 @@ class GroupRule:
         """int8 activations quantized at run time (per row or per tensor)."""
         return self.activations != "fp32"
 
+    @property
+    def carries_grid(self) -> bool:
+        """Integers and scales come from embg (QAT grid or calibration), not from the target's quantizer."""
+        return self.algorithm in EXACT_GRID_ALGORITHMS
+
     def describe(self) -> str:
         if self.is_float:
             return "float32"
         gran = f"block{self.block_size}" if self.granularity == "block" else "per-channel"
         acts = ACTIVATION_TEXT[self.activations]
-        algo = "exact QAT grid" if self.algorithm == "qat-grid" else "min-max"
-        return f"int{self.bits} {gran} {algo}, {acts}"
+        return f"int{self.bits} {gran} {ALGORITHM_TEXT[self.algorithm]}, {acts}"
+
+
+ALGORITHM_TEXT = {"min-max": "min-max", "qat-grid": "exact QAT grid", "gptq": "GPTQ-calibrated",
+                  "mse-clip": "MSE-clipped scales"}
 
 
 @dataclass(frozen=True)
@@ -89,8 +111,19 @@ class QuantRecipe:
     smoothing: dict[str, float] | None = None  # {"alpha": a}: SmoothQuant scales folded before export
     attention_products: str = "fp32"  # "int8": scores and weighted values in int8 (ONNX)
 
-    def rule(self, group: str) -> GroupRule:
-        return self.rules[group]
+    def rule_key(self, part: str) -> str:
+        """The key of the rule that governs ``part`` (a part such as ``v_proj``, or a group name):
+        the part itself when the recipe splits its group, else the group."""
+        if part in self.rules:
+            return part
+        group = GROUP_OF_PART.get(part, part)
+        if group in self.rules:
+            return group
+        raise KeyError(f"recipe {self.name} has no rule covering {part!r} (its group is split into parts)")
+
+    def rule(self, part: str) -> GroupRule:
+        """The rule for a weight's part (``q_proj``, ``embedding``, ...) or for an unsplit group."""
+        return self.rules[self.rule_key(part)]
 
     @property
     def is_float(self) -> bool:
@@ -99,6 +132,10 @@ class QuantRecipe:
     @property
     def uses_qat_grid(self) -> bool:
         return any(rule.algorithm == "qat-grid" for rule in self.rules.values())
+
+    @property
+    def is_calibrated(self) -> bool:
+        return any(rule.algorithm in CALIBRATED_ALGORITHMS for rule in self.rules.values())
 
     def to_dict(self) -> dict[str, Any]:
         data = {"name": self.name, "description": self.description,
@@ -111,7 +148,7 @@ class QuantRecipe:
 
     def summary(self) -> str:
         lines = [f"recipe {self.name}: {self.description}"]
-        lines += [f"  {group:<13} {self.rules[group].describe()}" for group in GROUPS]
+        lines += [f"  {key:<13} {rule.describe()}" for key, rule in self.rules.items()]
         if self.smoothing:
             lines.append(f"  smoothing     SmoothQuant scales folded into norms/weights, alpha {self.smoothing['alpha']}")
         if self.attention_products != "fp32":
@@ -149,6 +186,13 @@ def _parse_rule(group: str, raw: Any, default_activations: str, where: str) -> G
         raise EmbgError(f"{where}: {group}.algorithm must be one of {list(ALGORITHMS)}")
     if algorithm == "qat-grid" and (granularity != "block" or block_size != 32):
         raise EmbgError(f"{where}: {group}: qat-grid needs granularity block with block_size 32 (the Q4_0/Q8_0 grid)")
+    if algorithm in CALIBRATED_ALGORITHMS:
+        if bits != 4 or granularity != "block" or block_size not in CALIBRATED_BLOCKS:
+            raise EmbgError(f"{where}: {group}: {algorithm} needs bits 4, granularity block and a block_size "
+                            f"in {list(CALIBRATED_BLOCKS)}")
+        if algorithm == "gptq" and group == "embedding":
+            raise EmbgError(f"{where}: embedding: gptq needs a layer's inputs and a lookup table has none; "
+                            "use algorithm mse-clip")
     activations = raw.get("activations", default_activations)
     if activations not in ACTIVATIONS:
         raise EmbgError(f"{where}: {group}.activations must be one of {list(ACTIVATIONS)}: {FP16_REASON}")
@@ -170,18 +214,36 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
     rules_raw = data.get("rules")
     if not isinstance(rules_raw, dict):
         raise EmbgError(f"{where}: 'rules' must map each group to a rule")
-    unknown_groups = set(rules_raw) - set(GROUPS)
-    if unknown_groups:
-        raise EmbgError(f"{where}: unknown group(s) {sorted(unknown_groups)}; groups are {list(GROUPS)}")
-    missing = [g for g in GROUPS if g not in rules_raw]
-    if missing:
-        raise EmbgError(f"{where}: no rule for group(s) {missing}; give every group a rule (bits 32 keeps it float)")
-    rules = {g: _parse_rule(g, rules_raw[g], activations, where) for g in GROUPS}
+    keys = _rule_keys(rules_raw, where)
+    rules = {key: _parse_rule(key, rules_raw[key], activations, where) for key in keys}
     smoothing = _parse_smoothing(data.get("smoothing"), rules, where)
     products = data.get("attention_products", "fp32")
     if products not in ATTENTION_PRODUCTS:
         raise EmbgError(f"{where}: attention_products must be one of {list(ATTENTION_PRODUCTS)}, got {products!r}")
     return QuantRecipe(name, str(data.get("description", "")), rules, smoothing, products)
+
+
+def _rule_keys(rules_raw: dict[str, Any], where: str) -> list[str]:
+    """The rule keys in model order: each group, or all of its parts; never both, never a gap."""
+    unknown = set(rules_raw) - set(GROUPS) - set(GROUP_OF_PART)
+    if unknown:
+        raise EmbgError(f"{where}: unknown group(s) {sorted(unknown)}; groups are {list(GROUPS)} "
+                        f"(or their parts: {sorted(set(GROUP_OF_PART) - set(GROUPS))})")
+    keys: list[str] = []
+    for group, parts in GROUP_PARTS.items():
+        given = [p for p in parts if p in rules_raw and p != group]
+        if group in rules_raw and given:
+            raise EmbgError(f"{where}: rules for both {group!r} and its part(s) {given}; give one or the other")
+        if group in rules_raw:
+            keys.append(group)
+        elif given and len(given) == len(parts):
+            keys.extend(parts)
+        elif given:
+            missing = [p for p in parts if p not in given]
+            raise EmbgError(f"{where}: {group} is split into parts but {missing} have no rule")
+        else:
+            raise EmbgError(f"{where}: no rule for group {group!r}; give every group a rule (bits 32 keeps it float)")
+    return keys
 
 
 def _parse_smoothing(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, float] | None:
@@ -195,7 +257,8 @@ def _parse_smoothing(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[
     alpha = raw.get("alpha")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
         raise EmbgError(f"{where}: smoothing.alpha must be a number in (0, 1], got {alpha!r}")
-    decoder = [rules[g] for g in ("attention", "projections", "feed_forward")]
+    decoder = [rule for key, rule in rules.items() if GROUP_OF_PART.get(key, key) in ("attention", "projections",
+                                                                                      "feed_forward")]
     if all(rule.is_float for rule in decoder):
         raise EmbgError(f"{where}: smoothing conflicts with float attention/projections/feed_forward "
                         "(it only matters for quantized decoder weights)")

@@ -21,10 +21,11 @@ import torch
 
 from embg.errors import ExportError
 from embg.quantize import tflite_flatbuffer as fb
-from embg.quantize.groups import group_of
-from embg.quantize.recipe import PER_ROW, GroupRule, QuantRecipe
+from embg.quantize.groups import part_of
+from embg.quantize.recipe import ALGORITHMS, PER_ROW, GroupRule, QuantRecipe
 
-ALGORITHM_KEYS = {"min-max": "min_max_uniform_quantize", "qat-grid": "min_max_uniform_quantize"}
+# Exact-grid algorithms let the quantizer write min-max INT4 tensors, whose buffers are then overwritten.
+ALGORITHM_KEYS = {name: "min_max_uniform_quantize" for name in ALGORITHMS}
 
 
 @dataclass
@@ -83,8 +84,9 @@ def plan_quantization(model, graph: torch.nn.Module, recipe: QuantRecipe) -> Tfl
         if param is None:
             raise ExportError(f"LiteRT weight {use.tensor_name!r} matches no graph parameter; cannot plan quantization")
         plan.param_of_tensor[(use.subgraph, use.tensor_index)] = param
-        group = group_of(param)
-        rule = recipe.rule(group) if group else GroupRule()
+        part = part_of(param)
+        group = recipe.rule_key(part) if part else None
+        rule = recipe.rule(part) if part else GroupRule()
         if rule.is_float:
             continue
         rule, note = litert_rule(use.op, rule)

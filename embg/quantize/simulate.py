@@ -1,0 +1,75 @@
+"""Quantized weights simulated in torch: the export graph run with some weights replaced.
+
+Used to compare int4 choices before exporting (embg/quantize/int4_choice.py) and by the
+sensitivity benchmark (bench/sensitivity.py). Weight-only: what the targets add (dynamic int8
+activations) is not simulated. Min-max is simulated as LiteRT's quantizer does it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+from embg.quantize.calibration_texts import Batch
+from embg.quantize.torch_threads import single_thread
+from embg.quantize.int4_blocks import QMAX, blocks_of, dequantize, round_to_grid, storable_scales
+
+
+
+def minmax_int4(weight: torch.Tensor, block: int) -> torch.Tensor:
+    """LiteRT's min-max int4: scale max|w| / 7 per block, bf16 as XNNPACK keeps it."""
+    rows = []
+    for start in range(0, weight.shape[0], 8192):  # the 262144-row embedding table in pieces
+        blocks = blocks_of(weight[start:start + 8192], block)
+        scales = storable_scales(blocks.abs().amax(-1) / QMAX)
+        rows.append(dequantize(round_to_grid(blocks, scales[..., None]).reshape(blocks.shape[0], -1), scales))
+    return torch.cat(rows)
+
+
+def int8_channel(weight: torch.Tensor) -> torch.Tensor:
+    """Symmetric per-output-channel int8 (max|w| / 127), as both targets' int8 recipes store weights."""
+    scales = (weight.abs().amax(1, keepdim=True) / 127).clamp(min=1e-30)
+    return torch.clamp(torch.round(weight / scales), -127, 127) * scales
+
+
+def outputs_with(graph: torch.nn.Module, batches: list[Batch],
+                 weight_of: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> torch.Tensor:
+    """Graph outputs for ``batches`` with each named weight w replaced by ``weight_of[name](w)``; restored after."""
+    params = dict(graph.named_parameters())
+    original = {name: params[name].detach().clone() for name in weight_of or {}}
+    with torch.no_grad(), single_thread():
+        try:
+            for name, replace in (weight_of or {}).items():
+                params[name].copy_(replace(original[name]))
+            return torch.cat([graph(ids, mask) for ids, mask in batches])
+        finally:
+            for name, value in original.items():
+                params[name].copy_(value)
+
+
+def grid_weight(grid) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A replacement that puts an exact grid (integers, scales as numpy) in place of the weight."""
+    q, scales = grid
+    return lambda _weight: dequantize(torch.from_numpy(q), torch.from_numpy(scales))
+
+
+def recipe_weights(graph: torch.nn.Module, recipe, grids: dict) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Replacements for every weight ``recipe`` quantizes: exact grids where given, else the rule simulated
+    (int4 block min-max as LiteRT, int8 per channel); float rules are left alone."""
+    from embg.quantize.groups import part_of
+
+    replacements: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+    for name, value in graph.state_dict().items():
+        part = part_of(name) if value.ndim == 2 else None
+        rule = recipe.rule(part) if part else None
+        if rule is None or rule.is_float:
+            continue
+        if name in grids:
+            replacements[name] = grid_weight(grids[name])
+        elif rule.bits == 4:
+            replacements[name] = partial(minmax_int4, block=rule.block_size or 32)
+        else:
+            replacements[name] = int8_channel
+    return replacements

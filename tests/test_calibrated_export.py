@@ -1,0 +1,177 @@
+"""Calibrated int4 through both targets on the tiny-outliers fixture (real-model-like activations):
+``--bits 4`` resolves to it and says why, its integers and scales reach both files exactly, it beats
+min-max int4, and block-64 embedding tables are looked up exactly by both runtimes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from embg.cli.export import main as export_main
+from embg.export.artifact import Artifact
+from embg.export.pipeline import ExportRequest, export_bundle
+from embg.model.load import load_model
+from embg.quantize import tflite_flatbuffer as fb
+from embg.quantize.calibrate import calibrate_grids
+from embg.quantize.calibration_texts import batches_for, calibration_split
+from embg.quantize.int4_blocks import dequantize, is_storable
+from embg.quantize.onnx_backend import read_back_weights
+from embg.quantize.recipe import load_recipe, parse_recipe
+from embg.runtimes import load_all, load_runtime
+from embg.runtimes.reference import SentenceTransformersReference
+from embg.validate.parity import embed_texts
+from embg.validate.texts import parity_texts
+from tests.conftest import _fixture, cosine_rows
+
+TEXTS = parity_texts()
+BUCKETS = (64, 256)
+_BUNDLES: dict[tuple, Artifact] = {}
+
+
+@pytest.fixture(scope="module")
+def outliers_dir(fixture_root):
+    return _fixture(fixture_root, "tiny-outliers")
+
+
+@pytest.fixture(scope="module")
+def outliers(outliers_dir):
+    return load_model(str(outliers_dir))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    _BUNDLES.clear()
+    return tmp_path_factory.mktemp("calibrated")
+
+
+@pytest.fixture(scope="module")
+def grids(outliers):
+    """The int4 preset's grids, computed directly (the exports below must reproduce them bit for bit)."""
+    calibration, _ = calibration_split()
+    grids, report = calibrate_grids(outliers.graph(), load_recipe("int4"), batches_for(outliers.tokenizer, calibration))
+    assert report["weights"] == len(grids) > 0
+    return grids
+
+
+def export(model_dir, target, root, recipe, **request):
+    key = (target, recipe if isinstance(recipe, str) else json.dumps(recipe.to_dict()))
+    if key not in _BUNDLES:
+        recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+        out = root / f"b{len(_BUNDLES)}"
+        _BUNDLES[key] = Artifact.load(export_bundle(ExportRequest(
+            model=str(model_dir), target=target, recipe=recipe, out=out, parity=False,
+            seq_lens=BUCKETS if target == "tflite" else (), **request)))
+    return _BUNDLES[key]
+
+
+def drift(artifact, model_dir, tokenizer):
+    load_all()
+    runtime = load_runtime(artifact.manifest["runtime"], artifact, threads=1)
+    ours = embed_texts(runtime, tokenizer, TEXTS, "query")
+    reference = SentenceTransformersReference(model_dir)
+    return cosine_rows(ours, reference.encode(TEXTS, prompt_name="query", max_length=runtime.max_length or 2048))
+
+
+def tflite_int4_weights(artifact) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(dequantized weight, raw block scales) of every INT4 tensor in the first signature."""
+    model = fb.read_model(artifact.model_path)
+    subgraph = model.subgraphs[0]
+    found = []
+    for use in fb.weight_uses(model):
+        if use.subgraph == 0 and use.type == "INT4":
+            tensor = subgraph.tensors[use.tensor_index]
+            scales = fb.int_values(model, subgraph.tensors[tensor.quantization.details.scales]).astype(np.float32)
+            found.append((fb.dequantize(model, subgraph, tensor), scales))
+    return found
+
+
+def test_bits4_resolves_to_calibrated_and_prints_why(outliers_dir, root, capsys):
+    out = root / "cli-bits4"
+    status = export_main(["--model", str(outliers_dir), "--target", "onnx", "--bits", "4", "--out", str(out),
+                          "--skip-parity"])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "calibrated int4 measured better" in err and "held-out texts" in err and "using recipe int4" in err
+    manifest = Artifact.load(out).manifest
+    assert manifest["recipe"]["name"] == "int4" and manifest["qat_grid"] is None
+    choice = manifest["calibration"]["choice"]
+    assert choice["chosen"] == "int4"
+    assert choice["calibrated"]["cosine_mean"] > choice["minmax"]["cosine_mean"]
+    assert manifest["calibration"]["target"]["exact"] is True
+    _BUNDLES[("onnx", "int4")] = Artifact.load(out)
+
+
+def test_calibrated_grids_reach_onnx_exactly(outliers_dir, root, grids):
+    artifact = export(outliers_dir, "onnx", root, "int4")
+    model = onnx.load(str(artifact.model_path))
+    weights = read_back_weights(model)
+    for name, (q, scales) in grids.items():
+        assert np.array_equal(weights[name], dequantize(torch.from_numpy(q), torch.from_numpy(scales)).numpy()), name
+    stored = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_scales")}
+    assert len(stored) == len(grids) and all(is_storable(torch.from_numpy(s.copy())) for s in stored.values())
+
+
+def test_calibrated_grids_reach_tflite_exactly(outliers_dir, root, grids):
+    artifact = export(outliers_dir, "tflite", root, "int4")
+    found = tflite_int4_weights(artifact)
+    assert len(found) == len(grids)
+    expected = [dequantize(torch.from_numpy(q), torch.from_numpy(s)).numpy() for q, s in grids.values()]
+    for weight, scales in found:
+        assert is_storable(torch.from_numpy(scales))  # positive, bf16: XNNPACK keeps them as written
+        assert any(w.shape == weight.shape and np.array_equal(w, weight) for w in expected)
+    assert artifact.manifest["calibration"]["target"]["exact"] is True
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_calibrated_beats_min_max(outliers_dir, outliers, root, target):
+    calibrated = drift(export(outliers_dir, target, root, "int4"), outliers_dir, outliers.tokenizer)
+    plain = drift(export(outliers_dir, target, root, "int4-minmax"), outliers_dir, outliers.tokenizer)
+    print(f"\n{target} tiny-outliers int4: calibrated cos min {calibrated.min():.4f} mean {calibrated.mean():.4f}; "
+          f"min-max min {plain.min():.4f} mean {plain.mean():.4f}")
+    assert calibrated.mean() > plain.mean() and calibrated.min() > plain.min()
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_block64_embedding_is_looked_up_exactly(outliers_dir, outliers, root, target):
+    """Only the table quantized (block 64, MSE-clipped): the runtime must equal the float graph holding
+    the same dequantized table, so the runtime reads block-64 scales right."""
+    rules = {g: {"bits": 32} for g in ("attention", "projections", "feed_forward", "head")}
+    rules["embedding"] = {"bits": 4, "granularity": "block", "block_size": 64, "algorithm": "mse-clip"}
+    recipe = parse_recipe({"name": "emb64", "rules": rules})
+    artifact = export(outliers_dir, target, root, recipe)
+    graph = outliers.graph()
+    (q, scales), = calibrate_grids(graph, recipe, [])[0].values()
+    assert scales.shape[1] * 64 == q.shape[1]
+    with torch.no_grad():
+        graph.embed_tokens.weight.copy_(dequantize(torch.from_numpy(q), torch.from_numpy(scales)))
+    load_all()
+    runtime = load_runtime(artifact.manifest["runtime"], artifact, threads=1)
+    batch = outliers.tokenizer.encode(TEXTS[:8], prompt="query", max_length=64)
+    ours = runtime.embed(batch.input_ids, batch.attention_mask)
+    with torch.no_grad():
+        expected = graph(torch.as_tensor(batch.input_ids), torch.as_tensor(batch.attention_mask)).numpy()
+    assert cosine_rows(ours, expected).min() >= 0.99999
+
+
+def _same(a, b) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[n][0], b[n][0]) and np.array_equal(a[n][1], b[n][1])
+                                        for n in a)
+
+
+def test_calibration_is_deterministic_and_cached_exactly(outliers, monkeypatch, tmp_path):
+    batches = batches_for(outliers.tokenizer, calibration_split()[0])[:4]
+    recipe = load_recipe("int4")
+    monkeypatch.setenv("EMBG_CALIBRATION_CACHE", "off")
+    first, report = calibrate_grids(outliers.graph(), recipe, batches)
+    second, _ = calibrate_grids(outliers.graph(), recipe, batches)
+    assert _same(first, second) and "cached" not in report
+    monkeypatch.setenv("EMBG_CALIBRATION_CACHE", str(tmp_path))
+    stored, _ = calibrate_grids(outliers.graph(), recipe, batches)
+    loaded, report = calibrate_grids(outliers.graph(), recipe, batches)
+    assert report["cached"] is True and _same(first, stored) and _same(first, loaded)
+    other, report = calibrate_grids(outliers.graph(), recipe, batches[:3])  # other texts: a new entry
+    assert "cached" not in report and len(list(tmp_path.iterdir())) == 2
