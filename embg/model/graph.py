@@ -36,15 +36,45 @@ def text_config(spec: CheckpointSpec) -> Gemma3TextConfig:
 
 
 class RMSNorm(nn.Module):
-    """Gemma's RMSNorm: x / rms(x) * (1 + w)."""
+    """Gemma's RMSNorm: x / rms(x) * (1 + w).
+
+    The fp16-safe rewrite (embg/model/fp16_safe.py) sets ``row_scaled``: each row is first divided
+    by its own max |x|, so no square or mean can leave fp16's range whatever the input (rms(x/m) =
+    rms(x)/m, eps becomes eps/m^2: the same function), and ``unit_offset`` 0 with the gain itself
+    stored in ``weight`` (1 + w in fp16 loses digits when w is near -1).
+    """
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.zeros(dim))
+        self.unit_offset = 1.0
+        self.row_scaled = False
+
+    def gain(self) -> torch.Tensor:
+        return self.weight if self.unit_offset == 0.0 else self.unit_offset + self.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight)
+        if self.row_scaled:
+            return row_scaled_rms_norm(x, self.eps, self.gain())
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.gain()
+
+
+ROW_FLOOR = 2.0**-14  # fp16's smallest normal number: rows below it are all-but-zero and eps dominates
+
+
+def row_max(x: torch.Tensor) -> torch.Tensor:
+    """max |x| over the last axis, never below ROW_FLOOR (no division by zero).
+
+    As an inf-norm: ``abs().amax()`` on fp16 exports with casts to float32 around both ops."""
+    return torch.linalg.vector_norm(x, ord=float("inf"), dim=-1, keepdim=True).clamp(min=ROW_FLOOR)
+
+
+def row_scaled_rms_norm(x: torch.Tensor, eps: float, gain: torch.Tensor) -> torch.Tensor:
+    """RMSNorm on x / max|x|: squares <= 1 and their mean in [1/D, 1], for any input."""
+    m = row_max(x)
+    y = x / m
+    return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + (eps**0.5 / m).pow(2)) * gain
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -130,6 +160,8 @@ class EmbeddingGemmaGraph(nn.Module):
     def __init__(self, config: Gemma3TextConfig, dense_shapes: list[tuple[int, int]], output_dim: int) -> None:
         super().__init__()
         self.window = int(config.sliding_window)  # already the bidirectional |q-k| < window bound
+        self.mask_floor = MASK_MIN  # the fp16-safe rewrite sets a floor fp16 can hold
+        self.fp16_safe = False  # set by embg/model/fp16_safe.py: pooling and L2 norm restated for fp16
         self.output_dim = output_dim
         self.full_dim = dense_shapes[-1][1]
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
@@ -143,17 +175,19 @@ class EmbeddingGemmaGraph(nn.Module):
             inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
             self.register_buffer(f"inv_freq_{layer_type}", inv_freq, persistent=False)
 
-    def _rope(self, positions: torch.Tensor, layer_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rope(self, positions: torch.Tensor, layer_type: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # angles in float32 even in an fp16 graph: position * frequency needs more than fp16's 11 bits
         freqs = positions[:, None] * getattr(self, f"inv_freq_{layer_type}")[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos()[None, None], emb.sin()[None, None]
+        return emb.cos()[None, None].to(dtype), emb.sin()[None, None].to(dtype)
 
-    def _masks(self, attention_mask: torch.Tensor, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _masks(self, attention_mask: torch.Tensor, positions: torch.Tensor,
+               dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         keys = attention_mask[:, None, None, :] > 0  # [B, 1, 1, S]
         distance = (positions[:, None] - positions[None, :]).abs()
         in_window = distance < self.window  # [S, S]
-        zero = torch.zeros((), dtype=torch.float32)
-        floor = torch.full((), MASK_MIN, dtype=torch.float32)
+        zero = torch.zeros((), dtype=dtype)
+        floor = torch.full((), self.mask_floor, dtype=dtype)
         return {
             FULL: torch.where(keys, zero, floor),
             SLIDING: torch.where(keys & in_window[None, None], zero, floor),
@@ -165,20 +199,28 @@ class EmbeddingGemmaGraph(nn.Module):
         # (a comparison on the data, which no converter folds; it is always true for a 0/1 mask).
         positions = torch.cumsum((attention_mask[0] >= 0).to(torch.float32), dim=0) - 1.0
         x = self.embed_tokens(input_ids) * self.embed_scale
-        masks = self._masks(attention_mask, positions)
-        rope = {t: self._rope(positions, t) for t in (SLIDING, FULL)}
+        dtype = x.dtype  # float32, or float16 for an fp16 export: masks and rope follow it
+        masks = self._masks(attention_mask, positions, dtype)
+        rope = {t: self._rope(positions, t, dtype) for t in (SLIDING, FULL)}
         for layer in self.layers:
             cos, sin = rope[layer.layer_type]
             x = layer(x, cos, sin, masks[layer.layer_type])
         x = self.norm(x)
-        weights = attention_mask.to(torch.float32).unsqueeze(-1)
-        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        if self.fp16_safe:  # mean as shares (1/count, from the mask in float32) times tokens: no large sum
+            weights = attention_mask.to(torch.float32).unsqueeze(1)  # [B, 1, S]
+            shares = (weights / weights.sum(dim=-1, keepdim=True).clamp(min=1.0)).to(dtype)
+            pooled = torch.matmul(shares, x).squeeze(1)
+        else:
+            weights = attention_mask.to(dtype).unsqueeze(-1)
+            pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
         for projection in self.head:
             pooled = projection(pooled)
+        if self.fp16_safe:  # L2 norm of x / max|x|: its squares stay <= 1
+            pooled = pooled / row_max(pooled)
         embedding = F.normalize(pooled, p=2.0, dim=-1)
         if self.output_dim != self.full_dim:
             embedding = F.normalize(embedding[:, : self.output_dim], p=2.0, dim=-1)
-        return embedding
+        return embedding.float()  # an fp16 graph still returns float32 (a no-op in float32)
 
 
 def build_graph(spec: CheckpointSpec, state_dict: dict[str, torch.Tensor], output_dim: int | None = None) -> EmbeddingGemmaGraph:

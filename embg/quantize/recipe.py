@@ -10,18 +10,24 @@ Groups:
   feed_forward  gate_proj, up_proj, down_proj
   head          the sentence-transformers Dense layers (2_Dense, 3_Dense)
 
-Rule fields: bits (32 = keep float, 8, 4), granularity (channel | block), block_size (with
-block), algorithm (min-max | qat-grid), activations (fp32 | dynamic_int8). Unknown or conflicting
-fields are errors, never silently ignored. There is no fp16 anywhere: EmbeddingGemma's residual
-channels reach ~1e5 > 65504, so bits 16 and fp16 activations are refused with that reason.
+Rule fields: bits (32 = keep float, 16 = fp16, 8, 4), granularity (channel | block), block_size
+(with block), algorithm (min-max | qat-grid), activations (fp32 | dynamic_int8). Unknown or
+conflicting fields are errors, never silently ignored.
 
 Optional top-level ``"smoothing": {"alpha": a}`` (0 < a <= 1): SmoothQuant-style scales folded
 into the graph before export (embg/quantize/smoothing.py); the fp32 function is unchanged.
+
+Optional top-level ``"fp16_safe": {"residual_scale": a}`` (a power of two <= 1): the fp16-safe
+rewrite of the graph (embg/model/fp16_safe.py: residual scaled by a, RMSNorm restated); the fp32
+function is unchanged and the manifest marks the bundle safe for fp16 activations (a GPU's or an
+NPU's). EmbeddingGemma's residual channels reach ~1e5 > fp16's 65504, so fp16 is refused without
+it: ``bits 16`` (fp16 weights and activations) needs ``fp16_safe`` and every group at bits 16.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,15 +36,17 @@ from typing import Any
 from embg.errors import EmbgError
 
 GROUPS = ("embedding", "attention", "projections", "feed_forward", "head")
-BITS = (32, 8, 4)
+BITS = (32, 16, 8, 4)
 GRANULARITIES = ("channel", "block")
 ALGORITHMS = ("min-max", "qat-grid")
 ACTIVATIONS = ("fp32", "dynamic_int8")
-BITS_TO_PRESET = {32: "fp32", 8: "int8", 4: "int4"}
+BITS_TO_PRESET = {32: "fp32", 16: "fp16", 8: "int8", 4: "int4"}
 RULE_FIELDS = {"bits", "granularity", "block_size", "algorithm", "activations"}
-RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing"}
+RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing", "fp16_safe"}
 SMOOTHING_FIELDS = {"alpha"}
+FP16_SAFE_FIELDS = {"residual_scale"}
 FP16_REASON = "fp16 activations overflow on this model (residual channels reach ~1e5 > fp16's 65504)"
+FP16_HINT = 'use the fp16 preset (--bits 16), or add "fp16_safe": {"residual_scale": 0.0625} and bits 16 on every group'
 
 
 @dataclass(frozen=True)
@@ -53,9 +61,21 @@ class GroupRule:
     def is_float(self) -> bool:
         return self.bits == 32
 
+    @property
+    def is_integer(self) -> bool:
+        return self.bits < 16
+
+    def to_dict(self) -> dict[str, Any]:
+        """As a recipe file writes it: a float rule (bits 32 or 16) is its bits alone."""
+        if not self.is_integer:
+            return {"bits": self.bits}
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
     def describe(self) -> str:
         if self.is_float:
             return "float32"
+        if self.bits == 16:
+            return "float16 weights and activations"
         gran = f"block{self.block_size}" if self.granularity == "block" else "per-channel"
         acts = "dynamic int8 activations" if self.activations == "dynamic_int8" else "float activations"
         algo = "exact QAT grid" if self.algorithm == "qat-grid" else "min-max"
@@ -68,6 +88,7 @@ class QuantRecipe:
     description: str
     rules: dict[str, GroupRule] = field(default_factory=dict)
     smoothing: dict[str, float] | None = None  # {"alpha": a}: SmoothQuant scales folded before export
+    fp16_safe: dict[str, float] | None = None  # {"residual_scale": a}: the fp16-safe graph rewrite
 
     def rule(self, group: str) -> GroupRule:
         return self.rules[group]
@@ -77,14 +98,21 @@ class QuantRecipe:
         return all(rule.is_float for rule in self.rules.values())
 
     @property
+    def is_fp16(self) -> bool:
+        """fp16 weights and activations (every group at bits 16, on the fp16-safe graph)."""
+        return all(rule.bits == 16 for rule in self.rules.values())
+
+    @property
     def uses_qat_grid(self) -> bool:
         return any(rule.algorithm == "qat-grid" for rule in self.rules.values())
 
     def to_dict(self) -> dict[str, Any]:
         data = {"name": self.name, "description": self.description,
-                "rules": {g: {k: v for k, v in asdict(r).items() if v is not None} for g, r in self.rules.items()}}
+                "rules": {g: r.to_dict() for g, r in self.rules.items()}}
         if self.smoothing:
             data["smoothing"] = dict(self.smoothing)
+        if self.fp16_safe:
+            data["fp16_safe"] = dict(self.fp16_safe)
         return data
 
     def summary(self) -> str:
@@ -92,6 +120,9 @@ class QuantRecipe:
         lines += [f"  {group:<13} {self.rules[group].describe()}" for group in GROUPS]
         if self.smoothing:
             lines.append(f"  smoothing     SmoothQuant scales folded into norms/weights, alpha {self.smoothing['alpha']}")
+        if self.fp16_safe:
+            lines.append(f"  fp16_safe     residual x {self.fp16_safe['residual_scale']:g} folded into norms, RMSNorm "
+                         "restated: safe for fp16 activations")
         return "\n".join(lines)
 
 
@@ -102,15 +133,13 @@ def _parse_rule(group: str, raw: Any, default_activations: str, where: str) -> G
     if unknown:
         raise EmbgError(f"{where}: unknown field(s) {sorted(unknown)} in rule {group!r}; allowed: {sorted(RULE_FIELDS)}")
     bits = raw.get("bits")
-    if bits == 16:
-        raise EmbgError(f"{where}: {group}.bits 16 is refused: {FP16_REASON}")
     if bits not in BITS:
         raise EmbgError(f"{where}: {group}.bits must be one of {list(BITS)}, got {bits!r}")
-    if bits == 32:
+    if bits in (32, 16):
         extra = set(raw) - {"bits"}
         if extra:
-            raise EmbgError(f"{where}: {group} is float (bits 32); fields {sorted(extra)} conflict with that")
-        return GroupRule(bits=32)
+            raise EmbgError(f"{where}: {group} is float (bits {bits}); fields {sorted(extra)} conflict with that")
+        return GroupRule(bits=bits)
     granularity = raw.get("granularity", "channel")
     if granularity not in GRANULARITIES:
         raise EmbgError(f"{where}: {group}.granularity must be one of {list(GRANULARITIES)}")
@@ -127,7 +156,7 @@ def _parse_rule(group: str, raw: Any, default_activations: str, where: str) -> G
         raise EmbgError(f"{where}: {group}: qat-grid needs granularity block with block_size 32 (the Q4_0/Q8_0 grid)")
     activations = raw.get("activations", default_activations)
     if activations not in ACTIVATIONS:
-        raise EmbgError(f"{where}: {group}.activations must be one of {list(ACTIVATIONS)}: {FP16_REASON}")
+        raise EmbgError(f"{where}: {group}.activations must be one of {list(ACTIVATIONS)}: {FP16_REASON}; {FP16_HINT}")
     return GroupRule(bits, granularity, block_size, algorithm, activations)
 
 
@@ -142,7 +171,7 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
         raise EmbgError(f"{where}: 'name' must be a short identifier such as int4-custom")
     activations = data.get("activations", "fp32")
     if activations not in ACTIVATIONS:
-        raise EmbgError(f"{where}: activations must be one of {list(ACTIVATIONS)}: {FP16_REASON}")
+        raise EmbgError(f"{where}: activations must be one of {list(ACTIVATIONS)}: {FP16_REASON}; {FP16_HINT}")
     rules_raw = data.get("rules")
     if not isinstance(rules_raw, dict):
         raise EmbgError(f"{where}: 'rules' must map each group to a rule")
@@ -154,7 +183,31 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
         raise EmbgError(f"{where}: no rule for group(s) {missing}; give every group a rule (bits 32 keeps it float)")
     rules = {g: _parse_rule(g, rules_raw[g], activations, where) for g in GROUPS}
     smoothing = _parse_smoothing(data.get("smoothing"), rules, where)
-    return QuantRecipe(name, str(data.get("description", "")), rules, smoothing)
+    fp16_safe = _parse_fp16_safe(data.get("fp16_safe"), rules, where)
+    return QuantRecipe(name, str(data.get("description", "")), rules, smoothing, fp16_safe)
+
+
+def _parse_fp16_safe(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, float] | None:
+    fp16_groups = [g for g, rule in rules.items() if rule.bits == 16]
+    if raw is None:
+        if fp16_groups:
+            raise EmbgError(f"{where}: {fp16_groups[0]}.bits 16 is refused without \"fp16_safe\": {FP16_REASON}; "
+                            f"{FP16_HINT}")
+        return None
+    if not isinstance(raw, dict):
+        raise EmbgError(f"{where}: 'fp16_safe' must be an object such as {{\"residual_scale\": 0.0625}}")
+    unknown = set(raw) - FP16_SAFE_FIELDS
+    if unknown:
+        raise EmbgError(f"{where}: unknown field(s) {sorted(unknown)} in fp16_safe; allowed: {sorted(FP16_SAFE_FIELDS)}")
+    scale = raw.get("residual_scale")
+    if (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1
+            or math.frexp(scale)[0] != 0.5):
+        raise EmbgError(f"{where}: fp16_safe.residual_scale must be a power of two in (0, 1] such as 0.0625, "
+                        f"got {scale!r}")
+    if fp16_groups and len(fp16_groups) != len(rules):
+        raise EmbgError(f"{where}: bits 16 applies to every group at once (fp16 weights and activations); "
+                        f"groups {sorted(set(rules) - set(fp16_groups))} are not bits 16")
+    return {"residual_scale": float(scale)}
 
 
 def _parse_smoothing(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, float] | None:
@@ -169,7 +222,7 @@ def _parse_smoothing(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
         raise EmbgError(f"{where}: smoothing.alpha must be a number in (0, 1], got {alpha!r}")
     decoder = [rules[g] for g in ("attention", "projections", "feed_forward")]
-    if all(rule.is_float for rule in decoder):
+    if not any(rule.is_integer for rule in decoder):
         raise EmbgError(f"{where}: smoothing conflicts with float attention/projections/feed_forward "
                         "(it only matters for quantized decoder weights)")
     if any(rule.algorithm == "qat-grid" for rule in rules.values()):
@@ -202,7 +255,5 @@ def load_recipe(name_or_path: str) -> QuantRecipe:
 
 def recipe_for_bits(bits: int) -> QuantRecipe:
     if bits not in BITS_TO_PRESET:
-        if bits == 16:
-            raise EmbgError("--bits 16 is refused: EmbeddingGemma's activations overflow fp16 (residuals reach ~1e5)")
         raise EmbgError(f"--bits must be one of {sorted(BITS_TO_PRESET)}, got {bits}")
     return load_recipe(BITS_TO_PRESET[bits])
