@@ -115,6 +115,16 @@ def with_fp16_safe(name: str, scale: float):
     return parse_recipe(data)
 
 
+def plain_and_safe(model_dir: str, target: str, preset: str, scale: float, bundles: Path):
+    """(label, bundle, embed) for ``preset`` as it is and with fp16_safe added: exported, then loaded."""
+    from embg.quantize.recipe import load_recipe
+
+    for label, recipe in ((preset, load_recipe(preset)), (f"{preset}+fp16_safe", with_fp16_safe(preset, scale))):
+        bundle = export(model_dir, target, recipe, bundles / f"{target}-{label.replace('+', '-')}")
+        embed, _runtime = runtime_embed(bundle)
+        yield label, bundle, embed
+
+
 def rope_in_fp16(graph) -> None:
     """Make ``graph`` (already half) compute rope angles in fp16, as a GPU in fp16 precision would."""
     def rope(positions, layer_type, dtype):
@@ -231,15 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         found: dict[str, Any] = {}
         for target in ("onnx", "tflite"):
             outs = {}
-            for label, recipe in (("plain", load_recipe("fp32")), ("fp16_safe", with_fp16_safe("fp32", scale))):
-                bundle = export(args.model, target, recipe, bundles / f"{target}-fp32-{label}")
-                embed, runtime = runtime_embed(bundle)
-                say(f"{target} fp32 {label}: alone")
+            for label, _bundle, embed in plain_and_safe(args.model, target, "fp32", scale, bundles):
+                say(f"{target} {label}: alone")
                 outs[label] = embed_alone(embed, rows)
-                del runtime, embed
-            found[target] = {"safe_vs_plain": compare(outs["fp16_safe"], outs["plain"]),
-                             "plain_vs_reference": compare(outs["plain"], ref),
-                             "safe_vs_reference": compare(outs["fp16_safe"], ref)}
+            plain, safe_out = outs["fp32"], outs["fp32+fp16_safe"]
+            found[target] = {"safe_vs_plain": compare(safe_out, plain), "plain_vs_reference": compare(plain, ref),
+                             "safe_vs_reference": compare(safe_out, ref)}
         results["fp32_targets"] = found
         save()
     if "tflite16" in parts:
@@ -252,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "size_mb": round(sum(p.stat().st_size for p in bundle16.iterdir()) / 1e6, 1)}
         del runtime, embed
         rss = {}
-        for label, bundle in (("fp16", bundle16), ("fp32", bundles / "tflite-fp32-fp16_safe")):
+        for label, bundle in (("fp16", bundle16), ("fp32", bundles / "tflite-fp32")):
             if (bundle / "manifest.json").is_file():
                 say(f"peak RSS, tflite {label}")
                 rss[label] = measure_peak_rss(bundle, "litert", 1, 256)
@@ -266,9 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         mask = np.ones_like(ids)
         for target in ("onnx", "tflite"):
             embeds = {}
-            for label, recipe in (("int8", load_recipe("int8")), ("int8+fp16_safe", with_fp16_safe("int8", scale))):
-                bundle = export(args.model, target, recipe, bundles / f"{target}-{label.replace('+', '-')}")
-                embed, runtime = runtime_embed(bundle)
+            for label, bundle, embed in plain_and_safe(args.model, target, "int8", scale, bundles):
                 say(f"{target} {label}: alone")
                 found[f"{target} {label}"] = {"alone": compare(embed_alone(embed, rows), ref),
                                               "activation_precision": json.loads((bundle / "manifest.json")

@@ -194,14 +194,8 @@ def _parse_fp16_safe(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[
             raise EmbgError(f"{where}: {fp16_groups[0]}.bits 16 is refused without \"fp16_safe\": {FP16_REASON}; "
                             f"{FP16_HINT}")
         return None
-    if not isinstance(raw, dict):
-        raise EmbgError(f"{where}: 'fp16_safe' must be an object such as {{\"residual_scale\": 0.0625}}")
-    unknown = set(raw) - FP16_SAFE_FIELDS
-    if unknown:
-        raise EmbgError(f"{where}: unknown field(s) {sorted(unknown)} in fp16_safe; allowed: {sorted(FP16_SAFE_FIELDS)}")
-    scale = raw.get("residual_scale")
-    if (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1
-            or math.frexp(scale)[0] != 0.5):
+    scale = _numeric_object(raw, "fp16_safe", "residual_scale", FP16_SAFE_FIELDS, 0.0625, where)
+    if scale is None or not 0 < scale <= 1 or math.frexp(scale)[0] != 0.5:
         raise EmbgError(f"{where}: fp16_safe.residual_scale must be a power of two in (0, 1] such as 0.0625, "
                         f"got {scale!r}")
     if fp16_groups and len(fp16_groups) != len(rules):
@@ -210,16 +204,22 @@ def _parse_fp16_safe(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[
     return {"residual_scale": float(scale)}
 
 
+def _numeric_object(raw: Any, name: str, key: str, allowed: set[str], example: float, where: str) -> float | None:
+    """``raw[key]`` of a top-level object field such as {"alpha": 0.5}: None when it is not a number."""
+    if not isinstance(raw, dict):
+        raise EmbgError(f"{where}: '{name}' must be an object such as {{\"{key}\": {example}}}")
+    unknown = set(raw) - allowed
+    if unknown:
+        raise EmbgError(f"{where}: unknown field(s) {sorted(unknown)} in {name}; allowed: {sorted(allowed)}")
+    value = raw.get(key)
+    return None if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
+
+
 def _parse_smoothing(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, float] | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        raise EmbgError(f"{where}: 'smoothing' must be an object such as {{\"alpha\": 0.5}}")
-    unknown = set(raw) - SMOOTHING_FIELDS
-    if unknown:
-        raise EmbgError(f"{where}: unknown field(s) {sorted(unknown)} in smoothing; allowed: {sorted(SMOOTHING_FIELDS)}")
-    alpha = raw.get("alpha")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
+    alpha = _numeric_object(raw, "smoothing", "alpha", SMOOTHING_FIELDS, 0.5, where)
+    if alpha is None or not 0 < alpha <= 1:
         raise EmbgError(f"{where}: smoothing.alpha must be a number in (0, 1], got {alpha!r}")
     decoder = [rules[g] for g in ("attention", "projections", "feed_forward")]
     if not any(rule.is_integer for rule in decoder):
