@@ -11,6 +11,10 @@ trap found on this architecture (DESIGN.md section 3):
   ``repeat_kv`` (litert-torch turns repeat_kv + transpose into a wrong RESHAPE, silently);
 * the head is ``x @ W.T`` (a MatMul), not ``nn.Linear`` on a 2-D tensor (which exports as Gemm,
   which the ONNX quantizers skip).
+
+A recipe with ``fp16_safe`` rewrites it further (embg/model/fp16_safe.py: residual scaled down,
+RMSNorm, pooling and the L2 norm restated) so no intermediate nears fp16's limit; every float
+created in ``forward`` follows the activation dtype, so the same graph runs and exports in fp16.
 """
 
 from __future__ import annotations
