@@ -14,6 +14,7 @@ Parts (default: all):
 * ``torch``     torch on CPU in fp16: the plain graph (NaN/inf count) and the fp16-safe graph
                 (alone, batches), plus the fp16-safe graph with rope angles in fp16 too (what a GPU
                 running a float32 .tflite in fp16 precision computes);
+                slow on x86: torch's fp16 matmuls run ~30x slower than float32 there (docs/fp16.md);
 * ``onnx``      the ``--bits 16`` ONNX bundle in onnxruntime (CPU), alone and in batches;
 * ``fp32``      fp32 bundles of the plain and the fp16-safe graph, ONNX and TFLite: cosine between
                 them (the fp32 function must not change) and against sentence-transformers;
