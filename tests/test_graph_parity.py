@@ -54,8 +54,8 @@ def test_causal_mask_would_be_caught(tiny_model, tiny_reference):
     graph = tiny_model.graph()
     original = graph._masks
 
-    def causal(attention_mask, positions):
-        masks = original(attention_mask, positions)
+    def causal(attention_mask, positions, dtype):
+        masks = original(attention_mask, positions, dtype)
         future = positions[None, :] > positions[:, None]
         return {k: v.masked_fill(future[None, None], torch.finfo(torch.float32).min) for k, v in masks.items()}
 
