@@ -73,6 +73,8 @@ def part_bytes(rows: int, cols: int, rule: GroupRule, target: str) -> float:
     n = rows * cols
     if rule.is_float:
         return 4.0 * n
+    if rule.bits == 16:
+        return 2.0 * n
     if rule.bits == 4:
         return n / 2 + (2 if target == "tflite" else 4) * n / rule.block_size
     # int8 per channel: LiteRT keeps scale + int64 zero point per channel in every signature's tables

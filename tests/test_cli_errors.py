@@ -24,7 +24,7 @@ def tiny_args(tiny_dir: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("argv, needles", [
     (["--target", "coreml", "--bits", "8"], ["--target", "'coreml'", "tflite", "onnx"]),
     (["--target", "onnx", "--bits", "5"], ["--bits", "5", "32", "8", "4"]),
-    (["--target", "onnx", "--bits", "16"], ["--bits 16", "fp16", "overflow"]),
+    (["--target", "onnx", "--bits", "12"], ["--bits", "12", "32", "16", "8", "4"]),
     (["--target", "onnx", "--bits", "8", "--recipe", "int8"], ["--bits", "--recipe", "not both"]),
     (["--target", "onnx", "--recipe", "int3"], ["unknown recipe", "'int3'", "int8"]),
     (["--target", "onnx", "--recipe", "/nonexistent/recipe.json"], ["recipe file", "not found"]),
@@ -123,7 +123,7 @@ RECIPE_CASES = {
     "float-with-block-size": (_float_with_block, ["attention", "bits 32", "block_size", "conflict"]),
     "channel-with-block-size": (_channel_with_block, ["feed_forward", "block_size", "conflicts", "channel"]),
     "fp16-activations": (_fp16_activations, ["activations", "fp16"]),
-    "bits-16-rule": (_bits_16_rule, ["embedding.bits", "16"]),
+    "bits-16-rule": (_bits_16_rule, ["embedding.bits 16", "refused", "fp16_safe", "overflow"]),
 }
 
 

@@ -56,8 +56,8 @@ def test_causal_mask_would_be_caught(tiny_model, tiny_reference):
     original = graph._masks
     floor = torch.finfo(torch.float32).min
 
-    def causal(attention_mask, positions, layout):
-        masks = original(attention_mask, positions, layout)
+    def causal(attention_mask, positions, layout, dtype=torch.float32):
+        masks = original(attention_mask, positions, layout, dtype)
         future = positions[None, :] > positions[:, None]
         band = masks[SLIDING]  # banded on these lengths: each block's keys are band.index
         key_pos = band.index.reshape(layout.blocks, layout.keys).to(torch.float32)

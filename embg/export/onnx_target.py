@@ -7,6 +7,7 @@ their nodes after them.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -36,7 +37,7 @@ def _quiet_exporter() -> None:
 
 
 def export_fp32(graph: torch.nn.Module, max_positions: int):
-    """The fp32 ONNX ModelProto of ``graph`` with dynamic batch and sequence axes.
+    """The ONNX ModelProto of ``graph`` (float32, or float16 for a half graph) with dynamic batch and sequence axes.
 
     The banded sliding layers compute their block count and padding from the symbolic length.
     ``backed_size_oblivious`` keeps torch.export from specialising those sizes on the sample
@@ -156,12 +157,22 @@ class OnnxTarget(ExportTarget):
         from embg.quantize.onnx_backend import op_counts, quantize_onnx_model, verify_quantized
 
         job.progress(f"exporting to ONNX (opset {OPSET}, dynamic batch and sequence)")
-        model = export_fp32(job.graph, job.model.spec.max_positions)
-        restore_weight_names(model, job.graph)
+        graph = job.graph
+        if job.recipe.is_fp16:
+            from embg.model.fp16_safe import to_half
+
+            job.progress("fp16 weights and activations (the fp16-safe graph in half precision)")
+            graph = to_half(copy.deepcopy(job.graph))
+        model = export_fp32(graph, job.model.spec.max_positions)
+        restore_weight_names(model, graph)
         strip_debug_info(model)
-        fp32_bytes = model_nbytes(model)
+        fp32_bytes = model_nbytes(model) * (2 if job.recipe.is_fp16 else 1)  # fp16: every weight at half size
         quant: dict[str, Any] = {}
-        if any(not rule.is_float for rule in job.recipe.rules.values()):
+        if job.recipe.is_fp16:  # bits 16 rules are not is_float: never into the int quantizer
+            from embg.export.onnx_fp16 import check_fp16_compute
+
+            quant["fp16"] = check_fp16_compute(model)
+        elif any(not rule.is_float for rule in job.recipe.rules.values()):
             job.progress(f"quantizing with recipe {job.recipe.name}")
             web = bool(job.options.get("web_compatible"))
             with captured_native_output("onnxruntime quantization"):  # its log lines go to the root logger

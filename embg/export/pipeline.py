@@ -15,7 +15,7 @@ from embg.export.artifact import Artifact, artifact_stem, copy_tokenizer, is_bun
 from embg.export.integrity import HASHES_FIELD, record_hashes
 from embg.export.base import TARGETS, ExportJob
 from embg.model.weights import weights_sha256
-from embg.quantize.recipe import FP16_REASON, QuantRecipe
+from embg.quantize.recipe import FP16_HINT, FP16_REASON, QuantRecipe
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,15 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
 
         progress(f"folding SmoothQuant scales (alpha {recipe.smoothing['alpha']}) into norms and weights")
         smoothing = smooth_graph(graph, calibration_batches(model.tokenizer), recipe.smoothing["alpha"])
+    precision = {"required": "fp32", "reason": FP16_REASON}
+    if recipe.fp16_safe:  # after smoothing: it rewrites the norms' (1 + w) form, which this replaces
+        from embg.model.fp16_safe import fp16_safe_graph
+        from embg.quantize.smoothing import calibration_batches
+
+        progress(f"fp16-safe graph: residual x {recipe.fp16_safe['residual_scale']:g} folded into the norms, "
+                 "RMSNorm restated; checking every intermediate on the calibration texts")
+        precision = fp16_safe_graph(graph, recipe.fp16_safe["residual_scale"], calibration_batches(model.tokenizer))
+        precision["file_activations"] = "fp16" if recipe.is_fp16 and target.name == "onnx" else "fp32"
     seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)
     target.check_request(request.recipe, seq_lens, {**request.options, "max_positions": model.spec.max_positions})
     stem = artifact_stem(model.spec.model_id, target.name, recipe.name,
@@ -139,8 +148,8 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
             "qat_grid": _grid_summary(options.get("grid_report"), result.manifest),
             "calibration": _calibration_summary(options.get("calibration"), result.manifest),
             "smoothing": smoothing,
-            # for apps choosing an accelerator: a GPU delegate's default fp16 precision overflows here
-            "activation_precision": {"required": "fp32", "reason": FP16_REASON},
+            # for apps choosing an accelerator: fp32 unless the graph was rewritten fp16-safe
+            "activation_precision": precision,
             "tool_versions": tool_versions(),
             "export_seconds": None,
             "parity": None,
@@ -199,10 +208,11 @@ FP16_OPTIONS = ("fp16", "float16", "half", "keep_io_types", "precision")
 
 
 def refuse_fp16_options(options: dict[str, Any]) -> None:
-    """No export path emits fp16 activations; an option asking for one is an error with the reason, never ignored."""
+    """fp16 comes only from a recipe on the fp16-safe graph; an option asking for it is an error, never ignored."""
     asked = [key for key in FP16_OPTIONS if options.get(key) not in (None, False, "fp32", "float32")]
     if asked:
-        raise ExportError(f"export option(s) {asked} would run fp16 activations and are refused: {FP16_REASON}")
+        raise ExportError(f"export option(s) {asked} would run fp16 activations and are refused: {FP16_REASON}; "
+                          f"{FP16_HINT}")
 
 
 def check_not_over_model(out: Path, model_dir: Path) -> None:

@@ -8,7 +8,8 @@ block's key range, and the same finite mask removes the rest, so softmax weights
 
 Both forms keep the graph's converter-safe re-statements: query heads are folded onto the shared
 KV head by a reshape of the *query* (never ``repeat_kv``), masks are finite (``finfo.min``, never
-``-inf``), and every index and mask is computed from positions derived from the input.
+``-inf``; in an fp16 graph a floor fp16 can hold), and every index and mask is computed from
+positions derived from the input. Masks follow the activation dtype, so both forms run in fp16.
 """
 
 from __future__ import annotations
@@ -75,24 +76,30 @@ class Band(NamedTuple):
     mask: torch.Tensor  # [batch, blocks, 1, block, keys] finite additive mask (window and padding)
 
 
-def additive(allowed: torch.Tensor) -> torch.Tensor:
-    """0 where allowed, ``finfo.min`` elsewhere: finite, so a fully masked row gives no NaN."""
-    return torch.where(allowed, torch.zeros((), dtype=torch.float32), torch.full((), MASK_MIN, dtype=torch.float32))
+def additive(allowed: torch.Tensor, dtype: torch.dtype = torch.float32, floor: float = MASK_MIN) -> torch.Tensor:
+    """0 where allowed, ``floor`` elsewhere, in ``dtype``: finite, so a fully masked row gives no NaN.
+
+    ``floor`` defaults to float32's ``finfo.min``; an fp16 graph passes one fp16 can hold (the
+    fp16-safe rewrite's ``mask_floor``), and it is never taken below ``finfo(dtype).min`` (which
+    would round to ``-inf``)."""
+    floor = max(float(floor), float(torch.finfo(dtype).min))
+    return torch.where(allowed, torch.zeros((), dtype=dtype), torch.full((), floor, dtype=dtype))
 
 
-def window_mask(attention_mask: torch.Tensor, positions: torch.Tensor, window: int) -> torch.Tensor:
+def window_mask(attention_mask: torch.Tensor, positions: torch.Tensor, window: int,
+                dtype: torch.dtype = torch.float32, floor: float = MASK_MIN) -> torch.Tensor:
     """[B, 1, S, S]: keys that are not padding and within ``|q-k| < window`` of the query."""
     in_window = (positions[:, None] - positions[None, :]).abs() < window
-    return additive((attention_mask[:, None, None, :] > 0) & in_window[None, None])
+    return additive((attention_mask[:, None, None, :] > 0) & in_window[None, None], dtype, floor)
 
 
 def sliding_band(attention_mask: torch.Tensor, positions: torch.Tensor, layout: BandLayout, window: int,
-                 halo: int) -> Band:
+                 halo: int, dtype: torch.dtype = torch.float32, floor: float = MASK_MIN) -> Band:
     """The band of every sliding layer: key positions per query block and the window/padding mask.
 
     ``attention_mask`` and ``positions`` cover the padded sequence (``layout.padded`` positions).
     Everything is computed from ``positions`` (from the input), so no converter folds it into
-    per-bucket constants.
+    per-bucket constants. Positions stay float32 (exact up to 2^24); only the mask is in ``dtype``.
     """
     blocks, block, keys = layout.blocks, layout.block, layout.keys
     query_pos = positions.reshape(blocks, block)
@@ -103,7 +110,7 @@ def sliding_band(attention_mask: torch.Tensor, positions: torch.Tensor, layout: 
     in_window = (query_pos[:, :, None] - key_pos[:, None, :]).abs() < window  # [blocks, block, keys]
     index = key_pos.reshape(-1).to(torch.int64)
     keys_ok = torch.index_select(attention_mask > 0, 1, index).reshape(-1, blocks, 1, 1, keys)
-    return Band(layout, index, additive(keys_ok & in_window[None, :, None]))
+    return Band(layout, index, additive(keys_ok & in_window[None, :, None], dtype, floor))
 
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,

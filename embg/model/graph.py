@@ -3,9 +3,10 @@
 It holds the whole embedder (embedding, every Gemma 3 layer, mean pooling, both Dense layers,
 L2 normalisation and an optional Matryoshka truncation) and is what every target converts.
 It re-states transformers' Gemma3TextModel with three deliberate differences, each a converter
-trap found on this architecture (DESIGN.md section 3):
+trap found on this architecture (docs/converter-traps.md):
 
-* masks are built here as finite additive tensors (``finfo.min``, never ``-inf``), so a query row
+* masks are built here as finite additive tensors (``finfo.min``, never ``-inf``; in the graph's
+  activation dtype with ``mask_floor``, which fp16 can hold in the fp16-safe graph), so a query row
   whose keys are all masked (padding wider than the sliding window) gives no NaN; the sliding
   layers compute attention only inside their window's band once the length makes that cheaper
   (embg/model/attention.py), exactly;
@@ -13,6 +14,10 @@ trap found on this architecture (DESIGN.md section 3):
   ``repeat_kv`` (litert-torch turns repeat_kv + transpose into a wrong RESHAPE, silently);
 * the head is ``x @ W.T`` (a MatMul), not ``nn.Linear`` on a 2-D tensor (which exports as Gemm,
   which the ONNX quantizers skip).
+
+A recipe with ``fp16_safe`` rewrites it further (embg/model/fp16_safe.py: residual scaled down,
+RMSNorm, pooling and the L2 norm restated) so no intermediate nears fp16's limit; every float
+created in ``forward`` follows the activation dtype, so the same graph runs and exports in fp16.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from torch import nn
 from transformers import Gemma3TextConfig
 
 from embg.errors import CheckpointError
-from embg.model.attention import (Band, BandLayout, additive, band_block_for, band_layout, banded_attention,
-                                  dense_attention, sliding_band, window_mask)
+from embg.model.attention import (MASK_MIN, Band, BandLayout, additive, band_block_for, band_layout,
+                                  banded_attention, dense_attention, sliding_band, window_mask)
 from embg.model.spec import CheckpointSpec
 
 SLIDING, FULL = "sliding_attention", "full_attention"
@@ -41,15 +46,45 @@ def text_config(spec: CheckpointSpec) -> Gemma3TextConfig:
 
 
 class RMSNorm(nn.Module):
-    """Gemma's RMSNorm: x / rms(x) * (1 + w)."""
+    """Gemma's RMSNorm: x / rms(x) * (1 + w).
+
+    The fp16-safe rewrite (embg/model/fp16_safe.py) sets ``row_scaled``: each row is first divided
+    by its own max |x|, so no square or mean can leave fp16's range whatever the input (rms(x/m) =
+    rms(x)/m, eps becomes eps/m^2: the same function), and ``unit_offset`` 0 with the gain itself
+    stored in ``weight`` (1 + w in fp16 loses digits when w is near -1).
+    """
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.zeros(dim))
+        self.unit_offset = 1.0
+        self.row_scaled = False
+
+    def gain(self) -> torch.Tensor:
+        return self.weight if self.unit_offset == 0.0 else self.unit_offset + self.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight)
+        if self.row_scaled:
+            return row_scaled_rms_norm(x, self.eps, self.gain())
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.gain()
+
+
+ROW_FLOOR = 2.0**-14  # fp16's smallest normal number: rows below it are all-but-zero and eps dominates
+
+
+def row_max(x: torch.Tensor) -> torch.Tensor:
+    """max |x| over the last axis, never below ROW_FLOOR (no division by zero).
+
+    As an inf-norm: ``abs().amax()`` on fp16 exports with casts to float32 around both ops."""
+    return torch.linalg.vector_norm(x, ord=float("inf"), dim=-1, keepdim=True).clamp(min=ROW_FLOOR)
+
+
+def row_scaled_rms_norm(x: torch.Tensor, eps: float, gain: torch.Tensor) -> torch.Tensor:
+    """RMSNorm on x / max|x|: squares <= 1 and their mean in [1/D, 1], for any input."""
+    m = row_max(x)
+    y = x / m
+    return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + (eps**0.5 / m).pow(2)) * gain
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -142,6 +177,8 @@ class EmbeddingGemmaGraph(nn.Module):
         self.band_halo = self.window - 1  # keys a query block needs on either side: |q-k| <= window - 1
         # None: every sliding layer computes one dense [S, S] product (the graph before banding).
         self.band_block: int | None = band_block_for(self.band_halo)
+        self.mask_floor = MASK_MIN  # the fp16-safe rewrite sets a floor fp16 can hold
+        self.fp16_safe = False  # set by embg/model/fp16_safe.py: pooling and L2 norm restated for fp16
         self.output_dim = output_dim
         self.full_dim = dense_shapes[-1][1]
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
@@ -155,10 +192,11 @@ class EmbeddingGemmaGraph(nn.Module):
             inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
             self.register_buffer(f"inv_freq_{layer_type}", inv_freq, persistent=False)
 
-    def _rope(self, positions: torch.Tensor, layer_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rope(self, positions: torch.Tensor, layer_type: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # angles in float32 even in an fp16 graph: position * frequency needs more than fp16's 11 bits
         freqs = positions[:, None] * getattr(self, f"inv_freq_{layer_type}")[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos()[None, :, None], emb.sin()[None, :, None]  # [1, S, 1, D]
+        return emb.cos()[None, :, None].to(dtype), emb.sin()[None, :, None].to(dtype)  # [1, S, 1, D]
 
     def band_layout(self, seq: int) -> BandLayout | None:
         """The sliding layers' blocks, or None where one dense product is cheaper (a short fixed length).
@@ -176,12 +214,14 @@ class EmbeddingGemmaGraph(nn.Module):
         return {"sliding_window": self.window - 1,  # a token sees keys with |q-k| <= this
                 "sliding": "dense" if self.band_block is None else "banded", "band_block": self.band_block}
 
-    def _masks(self, attention_mask: torch.Tensor, positions: torch.Tensor,
-               layout: BandLayout | None) -> dict[str, torch.Tensor | Band]:
-        """Built once per forward and shared by every layer of a type."""
-        sliding = (window_mask(attention_mask, positions, self.window) if layout is None
-                   else sliding_band(attention_mask, positions, layout, self.window, self.band_halo))
-        return {FULL: additive(attention_mask[:, None, None, :] > 0), SLIDING: sliding}
+    def _masks(self, attention_mask: torch.Tensor, positions: torch.Tensor, layout: BandLayout | None,
+               dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor | Band]:
+        """Built once per forward and shared by every layer of a type, in the activation ``dtype``
+        with ``mask_floor`` for masked keys (one fp16 can hold in the fp16-safe graph)."""
+        floor = self.mask_floor
+        sliding = (window_mask(attention_mask, positions, self.window, dtype, floor) if layout is None
+                   else sliding_band(attention_mask, positions, layout, self.window, self.band_halo, dtype, floor))
+        return {FULL: additive(attention_mask[:, None, None, :] > 0, dtype, floor), SLIDING: sliding}
 
     def decoder_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> DecoderInputs:
         """What every decoder layer takes: the scaled embeddings, and per layer type the mask and rope."""
@@ -196,8 +236,9 @@ class EmbeddingGemmaGraph(nn.Module):
         # (a comparison on the data, which no converter folds; it is always true for a 0/1 mask).
         positions = torch.cumsum((attention_mask[0] >= 0).to(torch.float32), dim=0) - 1.0
         x = self.embed_tokens(input_ids) * self.embed_scale
-        return DecoderInputs(x, self._masks(attention_mask, positions, layout),
-                             {t: self._rope(positions, t) for t in (SLIDING, FULL)}, attention_mask)
+        dtype = x.dtype  # float32, or float16 for an fp16 export: masks and rope follow it
+        return DecoderInputs(x, self._masks(attention_mask, positions, layout, dtype),
+                             {t: self._rope(positions, t, dtype) for t in (SLIDING, FULL)}, attention_mask)
 
     def run_layer(self, layer: DecoderLayer, x: torch.Tensor, inputs: DecoderInputs) -> torch.Tensor:
         cos, sin = inputs.rope[layer.layer_type]
@@ -206,7 +247,11 @@ class EmbeddingGemmaGraph(nn.Module):
     def pool(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final norm, then the mean over real tokens: what the head projects (the mask of decoder_inputs)."""
         x = self.norm(x)
-        weights = attention_mask.to(torch.float32).unsqueeze(-1)
+        if self.fp16_safe:  # mean as shares (1/count, from the mask in float32) times tokens: no large sum
+            weights = attention_mask.to(torch.float32).unsqueeze(1)  # [B, 1, S]
+            shares = (weights / weights.sum(dim=-1, keepdim=True).clamp(min=1.0)).to(x.dtype)
+            return torch.matmul(shares, x).squeeze(1)
+        weights = attention_mask.to(x.dtype).unsqueeze(-1)
         return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -217,10 +262,12 @@ class EmbeddingGemmaGraph(nn.Module):
         pooled = self.pool(x, inputs.attention_mask)
         for projection in self.head:
             pooled = projection(pooled)
+        if self.fp16_safe:  # L2 norm of x / max|x|: its squares stay <= 1
+            pooled = pooled / row_max(pooled)
         embedding = F.normalize(pooled, p=2.0, dim=-1)
         if self.output_dim != self.full_dim:
             embedding = F.normalize(embedding[:, : self.output_dim], p=2.0, dim=-1)
-        return embedding
+        return embedding.float()  # an fp16 graph still returns float32 (a no-op in float32)
 
 
 def build_graph(spec: CheckpointSpec, state_dict: dict[str, torch.Tensor], output_dim: int | None = None) -> EmbeddingGemmaGraph:

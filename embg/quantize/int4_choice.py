@@ -24,7 +24,8 @@ def minmax_counterpart(recipe: QuantRecipe) -> QuantRecipe:
     rules = {key: replace(rule, algorithm="min-max") if rule.algorithm in CALIBRATED_ALGORITHMS else rule
              for key, rule in recipe.rules.items()}
     return QuantRecipe(f"{recipe.name}-minmax", f"{recipe.description} (min-max scales, no calibration)",
-                       rules, recipe.smoothing)
+                       rules, smoothing=recipe.smoothing, attention_products=recipe.attention_products,
+                       fp16_safe=recipe.fp16_safe)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ A group may instead be split into one rule per part (``"q_proj"``, ``"k_proj"``,
 in place of ``"attention"``; embg/quantize/groups.py): every weight gets exactly one rule, a group
 and one of its parts together are an error, so no precedence is ever implied.
 
-Rule fields: bits (32 = keep float, 8, 4), granularity (channel | block), block_size (with
-block), algorithm, activations (fp32 | dynamic_int8_per_row | dynamic_int8). Algorithms:
+Rule fields: bits (32 = keep float, 16 = fp16, 8, 4), granularity (channel | block), block_size
+(with block), algorithm, activations (fp32 | dynamic_int8_per_row | dynamic_int8). Algorithms:
   min-max   the target's own quantizer derives scales from each block's / channel's range
   qat-grid  the checkpoint's exact Q4_0/Q8_0 integers and scales (QAT checkpoints)
   gptq      calibrated on real text: GPTQ onto the positive-scale int4 block grid (linear layers)
@@ -28,20 +28,29 @@ Activations: ``dynamic_int8_per_row`` quantizes each token (row) with its own sc
 so an embedding never depends on its batch neighbours or padding. ``dynamic_int8`` is ONNX
 Runtime's ``quantize_dynamic``: ONE scale over the whole [batch, sequence, hidden] tensor, so
 embeddings change with what else is in the batch; kept for recipes that ask for it. LiteRT's
-dynamic-range kernels quantize per row either way. There is no fp16 anywhere: EmbeddingGemma's residual
-channels reach ~1e5 > 65504, so bits 16 and fp16 activations are refused with that reason.
+dynamic-range kernels quantize per row either way. fp16 activations come only with bits 16 on
+the fp16-safe graph (below); there is no ``activations`` value for them.
 
 Optional top-level ``"smoothing": {"alpha": a}`` (0 < a <= 1): SmoothQuant-style scales folded
 into the graph before export (embg/quantize/smoothing.py); the fp32 function is unchanged.
 
 Optional top-level ``"attention_products": "int8"`` (default "fp32"): the two activation x
 activation products of every layer (scores, weighted values) in int8 with per-row scales
-(embg/quantize/onnx_attention.py). ONNX only; LiteRT notes it and keeps them float.
+(embg/quantize/onnx_attention.py). ONNX only; LiteRT notes it and keeps them float. It conflicts
+with bits 16 (an fp16 graph keeps its products in fp16).
+
+Optional top-level ``"fp16_safe": {"residual_scale": a}`` (a power of two <= 1): the fp16-safe
+rewrite of the graph (embg/model/fp16_safe.py: residual scaled by a, RMSNorm restated); the fp32
+function is unchanged and the manifest marks the bundle safe for fp16 activations (a GPU's or an
+NPU's). EmbeddingGemma's residual channels reach ~1e5 > fp16's 65504, so fp16 is refused without
+it: ``bits 16`` (fp16 weights and activations) needs ``fp16_safe`` and every group (or part) at
+bits 16.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -51,7 +60,7 @@ from embg.errors import EmbgError
 from embg.quantize.groups import GROUP_OF_PART, GROUP_PARTS
 
 GROUPS = tuple(GROUP_PARTS)
-BITS = (32, 8, 4)
+BITS = (32, 16, 8, 4)
 GRANULARITIES = ("channel", "block")
 ALGORITHMS = ("min-max", "qat-grid", "gptq", "mse-clip")
 CALIBRATED_ALGORITHMS = ("gptq", "mse-clip")  # integers and scales computed by embg before export
@@ -61,12 +70,14 @@ PER_ROW = "dynamic_int8_per_row"
 ACTIVATIONS = ("fp32", PER_ROW, "dynamic_int8")
 ACTIVATION_TEXT = {"fp32": "float activations", PER_ROW: "dynamic int8 activations per row",
                    "dynamic_int8": "dynamic int8 activations per tensor"}
-BITS_TO_PRESET = {32: "fp32", 8: "int8", 4: "int4"}
+BITS_TO_PRESET = {32: "fp32", 16: "fp16", 8: "int8", 4: "int4"}
 RULE_FIELDS = {"bits", "granularity", "block_size", "algorithm", "activations"}
-RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing", "attention_products"}
+RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing", "attention_products", "fp16_safe"}
 ATTENTION_PRODUCTS = ("fp32", "int8")
 SMOOTHING_FIELDS = {"alpha"}
+FP16_SAFE_FIELDS = {"residual_scale"}
 FP16_REASON = "fp16 activations overflow on this model (residual channels reach ~1e5 > fp16's 65504)"
+FP16_HINT = 'use the fp16 preset (--bits 16), or add "fp16_safe": {"residual_scale": 0.0625} and bits 16 on every group'
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,10 @@ class GroupRule:
         return self.bits == 32
 
     @property
+    def is_integer(self) -> bool:
+        return self.bits < 16
+
+    @property
     def dynamic_activations(self) -> bool:
         """int8 activations quantized at run time (per row or per tensor)."""
         return self.activations != "fp32"
@@ -91,9 +106,17 @@ class GroupRule:
         """Integers and scales come from embg (QAT grid or calibration), not from the target's quantizer."""
         return self.algorithm in EXACT_GRID_ALGORITHMS
 
+    def to_dict(self) -> dict[str, Any]:
+        """As a recipe file writes it: a float rule (bits 32 or 16) is its bits alone."""
+        if not self.is_integer:
+            return {"bits": self.bits}
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
     def describe(self) -> str:
         if self.is_float:
             return "float32"
+        if self.bits == 16:
+            return "float16 weights and activations"
         gran = f"block{self.block_size}" if self.granularity == "block" else "per-channel"
         acts = ACTIVATION_TEXT[self.activations]
         return f"int{self.bits} {gran} {ALGORITHM_TEXT[self.algorithm]}, {acts}"
@@ -110,6 +133,7 @@ class QuantRecipe:
     rules: dict[str, GroupRule] = field(default_factory=dict)
     smoothing: dict[str, float] | None = None  # {"alpha": a}: SmoothQuant scales folded before export
     attention_products: str = "fp32"  # "int8": scores and weighted values in int8 (ONNX)
+    fp16_safe: dict[str, float] | None = None  # {"residual_scale": a}: the fp16-safe graph rewrite
 
     def rule_key(self, part: str) -> str:
         """The key of the rule that governs ``part`` (a part such as ``v_proj``, or a group name):
@@ -130,6 +154,11 @@ class QuantRecipe:
         return all(rule.is_float for rule in self.rules.values()) and self.attention_products == "fp32"
 
     @property
+    def is_fp16(self) -> bool:
+        """fp16 weights and activations (every group at bits 16, on the fp16-safe graph)."""
+        return all(rule.bits == 16 for rule in self.rules.values())
+
+    @property
     def uses_qat_grid(self) -> bool:
         return any(rule.algorithm == "qat-grid" for rule in self.rules.values())
 
@@ -139,11 +168,13 @@ class QuantRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         data = {"name": self.name, "description": self.description,
-                "rules": {g: {k: v for k, v in asdict(r).items() if v is not None} for g, r in self.rules.items()}}
+                "rules": {g: r.to_dict() for g, r in self.rules.items()}}
         if self.smoothing:
             data["smoothing"] = dict(self.smoothing)
         if self.attention_products != "fp32":
             data["attention_products"] = self.attention_products
+        if self.fp16_safe:
+            data["fp16_safe"] = dict(self.fp16_safe)
         return data
 
     def summary(self) -> str:
@@ -153,6 +184,9 @@ class QuantRecipe:
             lines.append(f"  smoothing     SmoothQuant scales folded into norms/weights, alpha {self.smoothing['alpha']}")
         if self.attention_products != "fp32":
             lines.append(f"  attention products (scores, values): {self.attention_products}, per-row scales (ONNX)")
+        if self.fp16_safe:
+            lines.append(f"  fp16_safe     residual x {self.fp16_safe['residual_scale']:g} folded into norms, RMSNorm "
+                         "restated: safe for fp16 activations")
         return "\n".join(lines)
 
 
@@ -163,15 +197,13 @@ def _parse_rule(group: str, raw: Any, default_activations: str, where: str) -> G
     if unknown:
         raise EmbgError(f"{where}: unknown field(s) {sorted(unknown)} in rule {group!r}; allowed: {sorted(RULE_FIELDS)}")
     bits = raw.get("bits")
-    if bits == 16:
-        raise EmbgError(f"{where}: {group}.bits 16 is refused: {FP16_REASON}")
     if bits not in BITS:
         raise EmbgError(f"{where}: {group}.bits must be one of {list(BITS)}, got {bits!r}")
-    if bits == 32:
+    if bits in (32, 16):
         extra = set(raw) - {"bits"}
         if extra:
-            raise EmbgError(f"{where}: {group} is float (bits 32); fields {sorted(extra)} conflict with that")
-        return GroupRule(bits=32)
+            raise EmbgError(f"{where}: {group} is float (bits {bits}); fields {sorted(extra)} conflict with that")
+        return GroupRule(bits=bits)
     granularity = raw.get("granularity", "channel")
     if granularity not in GRANULARITIES:
         raise EmbgError(f"{where}: {group}.granularity must be one of {list(GRANULARITIES)}")
@@ -195,7 +227,7 @@ def _parse_rule(group: str, raw: Any, default_activations: str, where: str) -> G
                             "use algorithm mse-clip")
     activations = raw.get("activations", default_activations)
     if activations not in ACTIVATIONS:
-        raise EmbgError(f"{where}: {group}.activations must be one of {list(ACTIVATIONS)}: {FP16_REASON}")
+        raise EmbgError(f"{where}: {group}.activations must be one of {list(ACTIVATIONS)}: {FP16_REASON}; {FP16_HINT}")
     return GroupRule(bits, granularity, block_size, algorithm, activations)
 
 
@@ -210,7 +242,7 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
         raise EmbgError(f"{where}: 'name' must be a short identifier such as int4-custom")
     activations = data.get("activations", "fp32")
     if activations not in ACTIVATIONS:
-        raise EmbgError(f"{where}: activations must be one of {list(ACTIVATIONS)}: {FP16_REASON}")
+        raise EmbgError(f"{where}: activations must be one of {list(ACTIVATIONS)}: {FP16_REASON}; {FP16_HINT}")
     rules_raw = data.get("rules")
     if not isinstance(rules_raw, dict):
         raise EmbgError(f"{where}: 'rules' must map each group to a rule")
@@ -220,7 +252,12 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
     products = data.get("attention_products", "fp32")
     if products not in ATTENTION_PRODUCTS:
         raise EmbgError(f"{where}: attention_products must be one of {list(ATTENTION_PRODUCTS)}, got {products!r}")
-    return QuantRecipe(name, str(data.get("description", "")), rules, smoothing, products)
+    fp16_safe = _parse_fp16_safe(data.get("fp16_safe"), rules, where)
+    if products != "fp32" and any(rule.bits == 16 for rule in rules.values()):
+        raise EmbgError(f"{where}: attention_products {products} conflicts with bits 16 "
+                        "(an fp16 graph keeps its attention products in fp16)")
+    return QuantRecipe(name, str(data.get("description", "")), rules, smoothing,
+                       attention_products=products, fp16_safe=fp16_safe)
 
 
 def _rule_keys(rules_raw: dict[str, Any], where: str) -> list[str]:
@@ -246,20 +283,43 @@ def _rule_keys(rules_raw: dict[str, Any], where: str) -> list[str]:
     return keys
 
 
+def _parse_fp16_safe(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, float] | None:
+    fp16_groups = [g for g, rule in rules.items() if rule.bits == 16]
+    if raw is None:
+        if fp16_groups:
+            raise EmbgError(f"{where}: {fp16_groups[0]}.bits 16 is refused without \"fp16_safe\": {FP16_REASON}; "
+                            f"{FP16_HINT}")
+        return None
+    scale = _numeric_object(raw, "fp16_safe", "residual_scale", FP16_SAFE_FIELDS, 0.0625, where)
+    if scale is None or not 0 < scale <= 1 or math.frexp(scale)[0] != 0.5:
+        raise EmbgError(f"{where}: fp16_safe.residual_scale must be a power of two in (0, 1] such as 0.0625, "
+                        f"got {scale!r}")
+    if fp16_groups and len(fp16_groups) != len(rules):
+        raise EmbgError(f"{where}: bits 16 applies to every group at once (fp16 weights and activations); "
+                        f"groups {sorted(set(rules) - set(fp16_groups))} are not bits 16")
+    return {"residual_scale": float(scale)}
+
+
+def _numeric_object(raw: Any, name: str, key: str, allowed: set[str], example: float, where: str) -> float | None:
+    """``raw[key]`` of a top-level object field such as {"alpha": 0.5}: None when it is not a number."""
+    if not isinstance(raw, dict):
+        raise EmbgError(f"{where}: '{name}' must be an object such as {{\"{key}\": {example}}}")
+    unknown = set(raw) - allowed
+    if unknown:
+        raise EmbgError(f"{where}: unknown field(s) {sorted(unknown)} in {name}; allowed: {sorted(allowed)}")
+    value = raw.get(key)
+    return None if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
+
+
 def _parse_smoothing(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, float] | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        raise EmbgError(f"{where}: 'smoothing' must be an object such as {{\"alpha\": 0.5}}")
-    unknown = set(raw) - SMOOTHING_FIELDS
-    if unknown:
-        raise EmbgError(f"{where}: unknown field(s) {sorted(unknown)} in smoothing; allowed: {sorted(SMOOTHING_FIELDS)}")
-    alpha = raw.get("alpha")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
+    alpha = _numeric_object(raw, "smoothing", "alpha", SMOOTHING_FIELDS, 0.5, where)
+    if alpha is None or not 0 < alpha <= 1:
         raise EmbgError(f"{where}: smoothing.alpha must be a number in (0, 1], got {alpha!r}")
     decoder = [rule for key, rule in rules.items() if GROUP_OF_PART.get(key, key) in ("attention", "projections",
                                                                                       "feed_forward")]
-    if all(rule.is_float for rule in decoder):
+    if not any(rule.is_integer for rule in decoder):
         raise EmbgError(f"{where}: smoothing conflicts with float attention/projections/feed_forward "
                         "(it only matters for quantized decoder weights)")
     if any(rule.algorithm == "qat-grid" for rule in rules.values()):
@@ -298,7 +358,5 @@ def load_recipe(name_or_path: str) -> QuantRecipe:
 
 def recipe_for_bits(bits: int) -> QuantRecipe:
     if bits not in BITS_TO_PRESET:
-        if bits == 16:
-            raise EmbgError("--bits 16 is refused: EmbeddingGemma's activations overflow fp16 (residuals reach ~1e5)")
         raise EmbgError(f"--bits must be one of {sorted(BITS_TO_PRESET)}, got {bits}")
     return load_recipe(BITS_TO_PRESET[bits])

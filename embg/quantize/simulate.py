@@ -57,14 +57,14 @@ def grid_weight(grid) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def recipe_weights(graph: torch.nn.Module, recipe, grids: dict) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Replacements for every weight ``recipe`` quantizes: exact grids where given, else the rule simulated
-    (int4 block min-max as LiteRT, int8 per channel); float rules are left alone."""
+    (int4 block min-max as LiteRT, int8 per channel); float rules (bits 32, 16) are left alone."""
     from embg.quantize.groups import part_of
 
     replacements: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
     for name, value in graph.state_dict().items():
         part = part_of(name) if value.ndim == 2 else None
         rule = recipe.rule(part) if part else None
-        if rule is None or rule.is_float:
+        if rule is None or not rule.is_integer:  # float32 and fp16 rules: not simulated as integers
             continue
         if name in grids:
             replacements[name] = grid_weight(grids[name])

@@ -26,6 +26,7 @@ from embg.quantize.recipe import ALGORITHMS, PER_ROW, GroupRule, QuantRecipe
 
 # Exact-grid algorithms let the quantizer write min-max INT4 tensors, whose buffers are then overwritten.
 ALGORITHM_KEYS = {name: "min_max_uniform_quantize" for name in ALGORITHMS}
+FP16_ALGORITHM = "float_casting"  # ai-edge-quantizer's fp16 weights (DEQUANTIZE to float32 before the op)
 
 
 @dataclass
@@ -44,6 +45,8 @@ def litert_rule(op: str, rule: GroupRule) -> tuple[GroupRule, str | None]:
     int8 activations / per-channel int8, and the manifest says so.
     """
     notes = []
+    if rule.bits == 16:  # fp16 weights, float compute: the GPU delegate reads them as they are
+        return rule, None
     if not rule.dynamic_activations:  # XNNPACK's dynamic-range kernels quantize per row
         rule = GroupRule(rule.bits, rule.granularity, rule.block_size, rule.algorithm, PER_ROW)
         notes.append("float activations requested; LiteRT runs dynamic int8 activations (no sound weight-only mode)")
@@ -55,6 +58,11 @@ def litert_rule(op: str, rule: GroupRule) -> tuple[GroupRule, str | None]:
 
 
 def _weight_config(rule: GroupRule) -> dict[str, Any]:
+    if rule.bits == 16:
+        return {"weight_tensor_config": {"num_bits": 16, "symmetric": True, "granularity": "CHANNELWISE",
+                                         "dtype": "FLOAT"},
+                "compute_precision": "FLOAT", "explicit_dequantize": True, "skip_checks": False,
+                "min_weight_elements": 0}
     granularity = "CHANNELWISE" if rule.granularity == "channel" else f"BLOCKWISE_{rule.block_size}"
     return {
         "weight_tensor_config": {"num_bits": rule.bits, "symmetric": True, "granularity": granularity, "dtype": "INT"},
@@ -106,7 +114,8 @@ def plan_quantization(model, graph: torch.nn.Module, recipe: QuantRecipe) -> Tfl
         scopes_by_rule[(op, rules_by_output[(op, scope)])].append(scope)
     for (op, rule), scopes in scopes_by_rule.items():
         plan.entries.append({"regex": "^(?:" + "|".join(re.escape(s) for s in sorted(scopes)) + ")$",
-                             "operation": op, "algorithm_key": ALGORITHM_KEYS[rule.algorithm],
+                             "operation": op,
+                             "algorithm_key": FP16_ALGORITHM if rule.bits == 16 else ALGORITHM_KEYS[rule.algorithm],
                              "op_config": _weight_config(rule)})
     return plan
 
@@ -127,16 +136,31 @@ def verify_quantized(path: Path, plan: TflitePlan) -> dict[str, int]:
     """Each planned weight must now have the planned integer type (and block size); returns type counts."""
     model = fb.read_model(path)
     counts: dict[str, int] = defaultdict(int)
+    # fp16 weights come through DEQUANTIZE ops inserted before their users: original op k is the
+    # k-th op that is not one of them, and its weight is the DEQUANTIZE input
+    inserted = {i: _inserted_dequantize(model, sg) for i, sg in enumerate(model.subgraphs)}
     for (sg_index, op_index), (param, group, rule) in plan.expected.items():
         subgraph = model.subgraphs[sg_index]
-        op = subgraph.operators[op_index]
-        tensor = subgraph.tensors[int(op.inputs[fb.WEIGHT_OPS[fb.op_name(model, op)]])]
+        op = inserted[sg_index][0][op_index]
+        weight = int(op.inputs[fb.WEIGHT_OPS[fb.op_name(model, op)]])
+        tensor = subgraph.tensors[inserted[sg_index][1].get(weight, weight)]
         kind = fb.type_name(tensor.type)
-        want = f"INT{rule.bits}"
+        want = "FLOAT16" if rule.bits == 16 else f"INT{rule.bits}"
         details = tensor.quantization.details if tensor.quantization else None
         block = getattr(details, "blockSize", None)
         if kind != want or (rule.granularity == "block") != (block is not None) or (block and block != rule.block_size):
             raise ExportError(f"{param} ({group}) was planned as {rule.describe()} but the file holds {kind}"
                               f"{f' block {block}' if block else ''}: the quantizer skipped it silently")
-        counts[f"{want}{'_block' + str(block) if block else '_channel'}"] += 1
+        counts[want if rule.bits == 16 else f"{want}{'_block' + str(block) if block else '_channel'}"] += 1
     return dict(counts)
+
+
+def _inserted_dequantize(model, subgraph) -> tuple[list[Any], dict[int, int]]:
+    """(the subgraph's ops without DEQUANTIZE ops of constants, DEQUANTIZE output -> its constant input)."""
+    ops, source = [], {}
+    for op in subgraph.operators:
+        if fb.op_name(model, op) == "DEQUANTIZE" and fb.raw_bytes(model, subgraph.tensors[int(op.inputs[0])]):
+            source[int(op.outputs[0])] = int(op.inputs[0])
+        else:
+            ops.append(op)
+    return ops, source

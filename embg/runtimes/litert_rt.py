@@ -92,17 +92,27 @@ def fit_to(input_ids: np.ndarray, attention_mask: np.ndarray, width: int) -> tup
 
 FP16_REFUSAL = ("the LiteRT GPU accelerator computes in fp16 unless told otherwise, and EmbeddingGemma's activations "
                 "overflow fp16 (residual channels reach ~1e5 > 65504: NaN/inf embeddings); pass precision='fp32' "
-                "(GpuOptions enforce_f32)")
+                "(GpuOptions enforce_f32), or export the fp16-safe graph (--bits 16, or a recipe with \"fp16_safe\")")
+PRECISIONS = (None, "fp32", "fp16")
 
 
-def check_accelerator(accelerator: str, precision: str | None) -> None:
-    """Refuse any accelerator setting that would run fp16 activations."""
+def fp16_safe_bundle(artifact: Artifact) -> bool:
+    """The manifest says the graph was rewritten fp16-safe at export (activation_precision.required)."""
+    return (artifact.manifest.get("activation_precision") or {}).get("required") == "fp16-safe"
+
+
+def check_accelerator(accelerator: str, precision: str | None, fp16_safe: bool = False) -> None:
+    """Refuse any accelerator setting that would run fp16 activations on a bundle not exported fp16-safe."""
     if accelerator not in ("cpu", "gpu"):
         raise EmbgError(f"unknown LiteRT accelerator {accelerator!r}; use cpu or gpu")
-    if precision not in (None, "fp32"):
-        raise EmbgError(f"LiteRT precision {precision!r} is refused: only fp32 activations are safe. {FP16_REFUSAL}")
-    if accelerator == "gpu" and precision != "fp32":
+    if precision not in PRECISIONS:
+        raise EmbgError(f"unknown LiteRT precision {precision!r}; use fp32 or fp16")
+    if not fp16_safe and precision == "fp16":
+        raise EmbgError(f"LiteRT precision 'fp16' is refused for this bundle (not exported fp16-safe). {FP16_REFUSAL}")
+    if not fp16_safe and accelerator == "gpu" and precision != "fp32":
         raise EmbgError(f"accelerator=gpu without precision='fp32' is refused: {FP16_REFUSAL}")
+    if accelerator == "cpu" and precision == "fp16":
+        raise EmbgError("precision 'fp16' applies to accelerator=gpu; LiteRT's CPU path computes in float32")
 
 
 @RUNTIMES.register("litert")
@@ -112,13 +122,14 @@ class LiteRtRuntime(Runtime):
 
     def __init__(self, artifact: Artifact, threads: int | None = None, api: str = "auto",
                  accelerator: str = "cpu", precision: str | None = None) -> None:
-        check_accelerator(accelerator, precision)
+        check_accelerator(accelerator, precision, fp16_safe_bundle(artifact))
         artifact.verify()  # a damaged .tflite can crash LiteRT: check it before LiteRT sees it
         if api == "auto":  # CompiledModel (shared weight cache) when this ai-edge-litert has it
             api = "compiled" if compiled_api_available() else "interpreter"
         if accelerator == "gpu" and api != "compiled":
             raise EmbgError("accelerator=gpu needs api='compiled' (the CompiledModel API)")
         self.accelerator = accelerator
+        self.precision = precision or ("fp32" if accelerator == "cpu" else "fp16")  # the GPU's default is fp16
         self.signatures = {int(s["seq_len"]): s["name"] for s in artifact.manifest["signatures"]}
         self.buckets = sorted(self.signatures)
         self.threads = threads
@@ -138,7 +149,8 @@ class LiteRtRuntime(Runtime):
             try:
                 with quiet_native("LiteRT"):
                     self._compiled = self._load_compiled(artifact.model_path, threads, accelerator,
-                                                         self.weight_cache, model_sha256)
+                                                         self.weight_cache, model_sha256,
+                                                         enforce_f32=precision == "fp32")
             except EmbgError:
                 raise
             except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError/ValueError for unloadable files
@@ -149,7 +161,7 @@ class LiteRtRuntime(Runtime):
 
     @staticmethod
     def _load_compiled(path: Path, threads: int | None, accelerator: str = "cpu", cache: Path | None = None,
-                       model_sha256: str = ""):
+                       model_sha256: str = "", enforce_f32: bool = True):
         try:
             from ai_edge_litert.compiled_model import CompiledModel
             from ai_edge_litert.cpu_options import CpuOptions
@@ -158,8 +170,9 @@ class LiteRtRuntime(Runtime):
             from ai_edge_litert.options import Options
         except ImportError:
             raise EmbgError("this ai-edge-litert has no CompiledModel API; use --api interpreter") from None
-        if accelerator == "gpu":  # check_accelerator already demanded precision fp32
-            options = Options(hardware_accelerators=HardwareAccelerator.GPU, gpu_options=GpuOptions(enforce_f32=True))
+        if accelerator == "gpu":  # check_accelerator allowed fp16 (enforce_f32 False) only on an fp16-safe bundle
+            options = Options(hardware_accelerators=HardwareAccelerator.GPU,
+                              gpu_options=GpuOptions(enforce_f32=enforce_f32))
             return CompiledModel.from_file(str(path), options=options)
 
         def load(cache_path: str) -> Any:
@@ -239,4 +252,4 @@ class LiteRtRuntime(Runtime):
             version = "unknown"
         return {"runtime": self.name, "package": self.package, "version": version, "api": self.api,
                 "delegate": "XNNPACK" if self.api == "interpreter" else f"CompiledModel {self.accelerator.upper()}",
-                "threads": self.threads, "xnnpack_weight_cache": str(self.weight_cache) if self.weight_cache else None}
+                "threads": self.threads, "precision": self.precision, "xnnpack_weight_cache": str(self.weight_cache) if self.weight_cache else None}

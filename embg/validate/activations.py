@@ -70,7 +70,9 @@ def onnx_maxima(model_path, input_ids: np.ndarray, attention_mask: np.ndarray) -
 
     model = onnx.load(str(model_path))
     inferred = onnx.shape_inference.infer_shapes(model)
-    float_names = {v.name for v in inferred.graph.value_info if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+    float_types = (TensorProto.FLOAT, TensorProto.FLOAT16)  # an fp16 bundle's activations are FLOAT16
+    float_names = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info
+                   if v.type.tensor_type.elem_type in float_types}
     existing = {o.name for o in model.graph.output}
     layer_of: dict[str, int] = {}
     squares: set[str] = set()
@@ -86,7 +88,7 @@ def onnx_maxima(model_path, input_ids: np.ndarray, attention_mask: np.ndarray) -
             integer.update(node.output)
         for out in node.output:
             if out in float_names and out not in existing and out not in integer:
-                model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+                model.graph.output.append(helper.make_tensor_value_info(out, float_names[out], None))
                 layer_of[out] = current
     options = ort.SessionOptions()
     options.log_severity_level = 3
