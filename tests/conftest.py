@@ -112,3 +112,37 @@ def named_copy(bundle: Path, dest: Path) -> Path:
 
     shutil.copytree(bundle, dest)
     return dest
+
+
+def reseal(bundle: Path) -> Path:
+    """Record the current sha256 of every file in the bundle's manifest, as if the manifest had been
+    rewritten to match changed files: lets a test reach the checks that stand behind the hashes."""
+    import json
+
+    from embg.model.weights import file_sha256
+
+    path = Path(bundle) / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["file_sha256"] = {name: file_sha256(Path(bundle) / name) for name in manifest["file_sha256"]}
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return Path(bundle)
+
+
+def with_unsupported_op(bundle: Path) -> Path:
+    """Add an op no CPU/WASM runtime implements (GemmFloat8 is CUDA-only) to an ONNX bundle and reseal it:
+    a bundle that passes every host check and fails only when a runtime loads it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from embg.export.artifact import Artifact
+
+    path = Artifact.load(bundle).model_path
+    model = onnx.load(str(path))
+    model.graph.initializer.append(helper.make_tensor("probe_a", TensorProto.FLOAT, [2, 2], [1, 0, 0, 1]))
+    model.graph.node.append(helper.make_node("GemmFloat8", ["probe_a", "probe_a"], ["probe_y"],
+                                             domain="com.microsoft", name="probe_node"))
+    model.graph.output.append(helper.make_tensor_value_info("probe_y", TensorProto.FLOAT, [2, 2]))
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(model, str(path))
+    return reseal(bundle)

@@ -127,32 +127,23 @@ def artifact_dim(bundles) -> int:
 
 
 @pytest.mark.parametrize("name", ["onnx-fp32", "tflite-fp32"])
-def test_corrupt_bundle_gives_clear_error(bundles, name, tmp_path):
+def test_corrupt_bundle_is_refused_before_the_browser_starts(bundles, name, tmp_path):
+    from embg.errors import EmbgError
+
     broken = tmp_path / name
     shutil.copytree(bundles[name], broken)
     model = broken / Artifact.load(broken).manifest["model_file"]
     model.write_bytes(model.read_bytes()[: 4096])  # truncated download
-    runtime_name = {"onnx": "onnxruntime-web", "tflite": "litert.js"}[BUNDLES[name][0]]
-    with pytest.raises(DeviceError, match=f"cannot load .*{runtime_name}"):
+    with pytest.raises(EmbgError, match=f"{model.name}: sha256 .* differs from the manifest") as raised:
         open_device("browser", Artifact.load(broken), ENGINE[BUNDLES[name][0]])
+    assert not isinstance(raised.value, DeviceError)  # refused on the host, nothing was served
 
 
 def test_unsupported_op_is_named(bundles, tmp_path):
     """A bundle holding an op the WASM build lacks (GemmFloat8: CUDA-only) fails fast, naming it."""
-    import onnx
-    from onnx import TensorProto, helper
+    from tests.conftest import with_unsupported_op
 
-    broken = tmp_path / "bad-op"
-    shutil.copytree(bundles["onnx-fp32"], broken)
-    path = Artifact.load(broken).model_path
-    model = onnx.load(str(path))
-    model.graph.initializer.append(helper.make_tensor("probe_a", TensorProto.FLOAT, [2, 2], [1, 0, 0, 1]))
-    model.graph.node.append(helper.make_node("GemmFloat8", ["probe_a", "probe_a"], ["probe_y"],
-                                             domain="com.microsoft", name="probe_node"))
-    model.graph.output.append(helper.make_tensor_value_info("probe_y", TensorProto.FLOAT, None))
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    onnx.save(model, str(path))
+    broken = with_unsupported_op(shutil.copytree(bundles["onnx-fp32"], tmp_path / "bad-op"))
     with pytest.raises(DeviceError, match=r"onnxruntime-web .*does not implement op GemmFloat8 .*'probe_node'"):
         open_device("browser", Artifact.load(broken), "onnxruntime")
 

@@ -35,13 +35,30 @@ def test_local_device_is_bit_identical_to_in_process(bundles, target, engine):
     assert info["device"]["kind"] == "local" and info["engine"]
 
 
-def test_unloadable_bundle_gives_device_error(bundles, tmp_path):
+def test_damaged_bundle_is_refused_before_the_device_starts(bundles, tmp_path, monkeypatch):
     import shutil
+
+    from embg.devices import base
+    from embg.errors import EmbgError
 
     load_devices()
     broken = tmp_path / "broken"
     shutil.copytree(bundles["onnx"], broken)
     artifact = Artifact.load(broken)
     artifact.model_path.write_bytes(b"not a model")
-    with pytest.raises(DeviceError, match="runner"):
+    started = []
+    monkeypatch.setattr(base.Session, "__init__", lambda *a, **k: started.append(a))
+    with pytest.raises(EmbgError, match=f"{artifact.model_path.name}: sha256 .* differs from the manifest"):
         open_device("local", artifact, "onnxruntime", threads=1)
+    assert not started  # refused on the host: no runner process was started
+
+
+def test_bundle_the_runtime_cannot_load_gives_device_error(bundles, tmp_path):
+    import shutil
+
+    from tests.conftest import with_unsupported_op
+
+    load_devices()
+    broken = with_unsupported_op(shutil.copytree(bundles["onnx"], tmp_path / "unsupported-op"))
+    with pytest.raises(DeviceError, match="runner.*GemmFloat8"):
+        open_device("local", Artifact.load(broken), "onnxruntime", threads=1)

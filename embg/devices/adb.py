@@ -111,6 +111,7 @@ class AdbDevice(DeviceRunner):
         return accelerator
 
     def open(self, artifact: Artifact, engine: str, threads: int | None = None) -> RemoteRuntime:
+        artifact.verify()  # refuse a damaged bundle before it is copied anywhere
         if engine != "litert":
             raise EmbgError(f"adb runs TFLite bundles in android_demo (LiteRT); {artifact.directory.name} is "
                             f"a {artifact.target} bundle for {engine}")

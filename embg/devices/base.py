@@ -102,8 +102,8 @@ class RemoteRuntime(Runtime):
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         ids, mask = truncate_to(np.asarray(input_ids), np.asarray(attention_mask), self._max)
         signature = None
-        if self.buckets:
-            bucket = choose_bucket(self.buckets, int(mask.sum(axis=1).max()) if len(mask) else 0)
+        if self.buckets:  # as the LiteRT runtime: the smallest bucket at least as wide as the input
+            bucket = choose_bucket(self.buckets, int(ids.shape[1]))
             ids, mask = fit_to(ids, mask, bucket)
             signature = self.signatures[bucket]
         ids = np.ascontiguousarray(ids, dtype=np.int32)
@@ -142,7 +142,11 @@ class DeviceRunner(ABC):
 
     @abstractmethod
     def open(self, artifact: Artifact, engine: str, threads: int | None = None) -> RemoteRuntime:
-        """Copy the bundle and runner to the device, start it, return the proxy runtime."""
+        """Copy the bundle and runner to the device, start it, return the proxy runtime.
+
+        Implementations call ``artifact.verify()`` first: a damaged or tampered bundle is refused
+        (EmbgError naming the file) before anything is copied, pushed or uploaded.
+        """
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.label, "kind": self.kind}

@@ -83,6 +83,7 @@ class BrowserDevice(DeviceRunner):
             raise EmbgError(f"unknown browser {spec!r} in --device browser:{spec}; choose one of {', '.join(BROWSERS)}")
 
     def open(self, artifact: Artifact, engine: str, threads: int | None = None) -> RemoteRuntime:
+        artifact.verify()  # refuse a damaged bundle before it is copied anywhere
         if engine not in ENGINES:
             raise DeviceError(f"{self.label}: no browser runtime for engine {engine!r} "
                               f"(have {', '.join(ENGINES)}: onnxruntime-web for .onnx, LiteRT.js for .tflite)")

@@ -18,6 +18,7 @@ class LocalDevice(DeviceRunner):
     kind = "local"
 
     def open(self, artifact: Artifact, engine: str, threads: int | None = None) -> RemoteRuntime:
+        artifact.verify()  # refuse a damaged bundle before it is copied anywhere
         argv = [sys.executable, str(runner_script()), str(artifact.directory), engine, str(threads or "")]
         session = Session(argv, self.label)
         device = {**self.describe(), "machine": platform.machine(), "emulated": False, "real_device": True}

@@ -60,6 +60,7 @@ class QemuArm64Device(DeviceRunner):
         return bundle_inside, runner_inside
 
     def open(self, artifact: Artifact, engine: str, threads: int | None = None) -> RemoteRuntime:
+        artifact.verify()  # refuse a damaged bundle before it is copied anywhere
         self.system.check_ready()
         bundle, runner = self.copy(artifact)
         argv = self.system.inside_argv([self.system.python(), runner, bundle, engine, str(threads or "")], self.cpu)

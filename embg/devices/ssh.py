@@ -174,6 +174,7 @@ class SSHDevice(DeviceRunner):
         return python
 
     def open(self, artifact: Artifact, engine: str, threads: int | None = None) -> RemoteRuntime:
+        artifact.verify()  # refuse a damaged bundle before it is copied anywhere
         facts = self.probe()
         python = self.ensure_runtime(engine)
         bundle, runner = self.copy(artifact)

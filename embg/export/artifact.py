@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,16 @@ TOOL_PACKAGES = ("embg-export", "torch", "transformers", "sentence-transformers"
 
 @dataclass
 class Artifact:
-    """A loaded bundle directory."""
+    """A loaded bundle directory.
+
+    ``load`` reads manifest.json and checks its fields and that every path it names is a file inside
+    the bundle; ``verify`` proves the files are the ones exported (see its docstring). Anything that
+    hands a bundle to a native loader or copies it to a device calls ``verify`` first.
+    """
 
     directory: Path
     manifest: dict[str, Any]
+    _verified: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def target(self) -> str:
@@ -50,6 +56,34 @@ class Artifact:
     def manifest_sha256(self) -> str:
         return file_sha256(self.directory / MANIFEST_NAME)
 
+    def verify(self) -> "Artifact":
+        """Prove this bundle is intact before any native loader sees it or it is copied to a device.
+
+        Checks, raising :class:`embg.errors.EmbgError` (exit status 2) with one line naming the file:
+        * the manifest's fields have the types runtimes and apps read, and every path it names
+          (model file, external data, tokenizer files) is a file inside the bundle directory;
+        * every file has the sha256 recorded in the manifest's ``file_sha256`` at export time;
+        * the model file is structurally sound: a .tflite flatbuffer's identifier, and every
+          buffer, tensor, operator and signature offset lie inside the file (the signatures the
+          manifest lists exist with inputs [1, seq_len]); an .onnx parses, passes onnx's checker,
+          and keeps external data only in bundle files within their sizes.
+
+        Call it before pushing or uploading a bundle (every device runner does, in ``open``) and
+        before loading it (every Runtime does). The result is remembered on this object, so
+        calling it again costs nothing; :meth:`file_sha256` then gives hashes without rehashing.
+        """
+        if self._verified is None:
+            from embg.export.integrity import verify_bundle
+
+            self._verified = verify_bundle(self.directory, self.manifest)
+        return self
+
+    def file_sha256(self, name: str) -> str:
+        """The verified sha256 of a bundle file (verifies the bundle first if not done yet)."""
+        self.verify()
+        assert self._verified is not None
+        return self._verified[name]
+
     @classmethod
     def load(cls, directory: Path) -> "Artifact":
         directory = Path(directory)
@@ -60,12 +94,25 @@ class Artifact:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise EmbgError(f"{path} is not valid JSON: {exc}") from exc
-        if manifest.get("schema") != MANIFEST_SCHEMA:
-            raise EmbgError(f"{path}: manifest schema {manifest.get('schema')} is not {MANIFEST_SCHEMA}")
-        artifact = cls(directory, manifest)
-        if not artifact.model_path.is_file():
-            raise EmbgError(f"bundle {directory} lacks its model file {manifest['model_file']}")
-        return artifact
+        except UnicodeDecodeError as exc:
+            raise EmbgError(f"{path} is not UTF-8 text: {exc}") from exc
+        if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
+            schema = manifest.get("schema") if isinstance(manifest, dict) else type(manifest).__name__
+            raise EmbgError(f"{path}: manifest schema {schema} is not {MANIFEST_SCHEMA}")
+        from embg.export.integrity import check_manifest
+
+        check_manifest(directory, manifest)
+        return cls(directory, manifest)
+
+
+def is_bundle(directory: Path) -> bool:
+    """Whether ``directory`` holds an embg bundle (its manifest.json): the only directory --out may replace."""
+    try:
+        manifest = json.loads((Path(directory) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(manifest, dict) and manifest.get("schema") == MANIFEST_SCHEMA
+            and isinstance(manifest.get("target"), str) and "model_file" in manifest)
 
 
 def artifact_stem(model_id: str, target: str, recipe: str, seq_len: int | None = None) -> str:

@@ -154,9 +154,13 @@ class AdbRunner:
                           props["ro.product.cpu.abi"], stand_in=model == STAND_IN_MODEL)
 
     def push_bundle(self, bundle: Path) -> str:
-        """Push the bundle's files (manifest, model, tokenizer) to REMOTE_DIR/bundle; returns that path."""
+        """Push the bundle's files (manifest, model, tokenizer) to REMOTE_DIR/bundle; returns that path.
+
+        The bundle is verified first (Artifact.verify): a damaged or tampered bundle never reaches the device."""
+        from embg.export.artifact import Artifact
+
         bundle = Path(bundle)
-        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+        manifest = Artifact.load(bundle).verify().manifest
         names = ["manifest.json", manifest["model_file"], *manifest.get("tokenizer", {}).get("files", {})]
         remote = f"{self.remote_dir}/bundle"
         self.shell("rm", "-rf", remote)

@@ -19,6 +19,7 @@ class OnnxRuntime(Runtime):
     def __init__(self, artifact: Artifact, threads: int | None = None, provider: str = "CPUExecutionProvider") -> None:
         import onnxruntime as ort
 
+        artifact.verify()  # checked before ONNX Runtime parses it
         available = ort.get_available_providers()
         if provider not in available:
             raise EmbgError(f"ONNX Runtime provider {provider} is not available here; available: {', '.join(available)}")
