@@ -152,3 +152,179 @@ def test_recipe_file_not_json(tiny_dir, tmp_path, out, capsys):
     path.write_text("{name: int8")
     assert_refused(tiny_args(tiny_dir, "--target", "onnx", "--recipe", str(path)), out, capsys,
                    str(path), "not valid JSON")
+
+
+# --------------------------------------------------------------------------- --out never deletes a user's files
+
+def test_out_non_empty_directory_that_is_not_a_bundle_is_refused(tiny_dir, tmp_path, capsys):
+    work = tmp_path / "my-project"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    (work / "src").mkdir()
+    code, stdout, err = run_export(tiny_args(tiny_dir, "--target", "onnx", "--bits", "8", "--out", str(work)), capsys)
+    assert code == 2 and stdout == ""
+    line = error_line(err)
+    assert str(work) in line and "not an embg bundle" in line
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt", "src"] and (work / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my-project"]  # no partial directory either
+
+
+def test_out_equal_to_or_above_the_checkpoint_is_refused(tiny_dir, tiny_bundle, tmp_path, capsys):
+    import shutil
+
+    # an earlier bundle directory that holds the checkpoint the user now exports from
+    outer = shutil.copytree(tiny_bundle("onnx", 32), tmp_path / "bundle")
+    checkpoint = shutil.copytree(tiny_dir, outer / "checkpoint")
+    before = sorted(p.name for p in outer.iterdir())
+    for out, needle in ((outer, "checkpoint directory or one above it"), (checkpoint, "not an embg bundle")):
+        code, _, err = run_export(["--model", str(checkpoint), "--target", "onnx", "--bits", "8", "--out", str(out)],
+                                  capsys)
+        assert code == 2
+        assert needle in error_line(err)
+    assert sorted(p.name for p in outer.iterdir()) == before and (checkpoint / "model.safetensors").is_file()
+
+
+def test_atomic_directory_replaces_only_an_earlier_output_and_says_so(tmp_path):
+    from embg.atomic import atomic_directory
+    from embg.errors import EmbgError
+    from embg.export.artifact import is_bundle
+
+    dest = tmp_path / "bundle"
+    said = []
+    with atomic_directory(dest, is_bundle, "bundle", said.append) as tmp:
+        (tmp / "manifest.json").write_text(json.dumps({"schema": 1, "target": "onnx", "model_file": "m.onnx"}))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (dest.stat().st_mode & 0o777) == 0o777 & ~umask  # not mkdtemp's 0700
+    assert said == []
+    with atomic_directory(dest, is_bundle, "bundle", said.append) as tmp:
+        (tmp / "manifest.json").write_text((dest / "manifest.json").read_text())
+        (tmp / "new").write_text("x")
+    assert (dest / "new").is_file() and said == [f"replacing the earlier bundle in {dest}"]
+    (dest / "manifest.json").unlink()  # no longer recognisable as a bundle: the user's directory now
+    with pytest.raises(EmbgError, match="not an embg bundle"):
+        with atomic_directory(dest, is_bundle, "bundle", said.append):
+            raise AssertionError("must not be reached")
+    assert (dest / "new").is_file()
+
+
+def test_stale_partial_directories_of_dead_processes_are_removed(tmp_path):
+    from embg.atomic import atomic_directory
+
+    dest = tmp_path / "out"
+    dead = tmp_path / f".out.partial-{2**22 + 4321}-abcd"  # no such pid
+    dead.mkdir()
+    (dead / "half.onnx").write_bytes(b"x")
+    alive = tmp_path / f".out.partial-{os.getpid()}-live"  # a run in progress right now: kept
+    alive.mkdir()
+    other = tmp_path / f".other.partial-{2**22 + 4321}-abcd"  # another output's: not ours to judge
+    other.mkdir()
+    said = []
+    with atomic_directory(dest, None, "bundle", said.append):
+        pass
+    assert not dead.exists() and alive.exists() and other.exists()
+    assert said == [f"removed {dead.name}, left by an interrupted run"]
+
+
+def test_kill_9_leaves_a_partial_directory_the_next_run_removes(tmp_path):
+    """A real SIGKILL during embg-fixture (it writes through the same atomic directory as embg-export)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "fixture"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-m", "embg.cli.fixture", "--kind", "tiny", "--out", str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    partial = []
+    while time.time() < deadline and not partial and child.poll() is None:
+        partial = list(tmp_path.glob(".fixture.partial-*"))
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert partial and partial[0].exists(), "the fixture finished before it could be killed"
+    assert str(child.pid) in partial[0].name  # the pid is in the name: a later run can tell it is dead
+
+    from embg.cli.fixture import main as fixture_main
+    from tests.conftest import run_cli
+
+    code, _, err = run_cli(fixture_main, ["--kind", "tiny", "--out", out])
+    assert code == 0, err
+    assert not partial[0].exists() and (out / "embg_fixture.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixture"]
+
+
+def test_fixture_out_refuses_a_users_directory(tmp_path):
+    from embg.cli.fixture import main as fixture_main
+    from tests.conftest import run_cli
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "thesis.tex").write_text("mine")
+    code, _, err = run_cli(fixture_main, ["--kind", "tiny", "--out", work])
+    assert code == 2 and "not an embg fixture checkpoint" in err
+    assert [p.name for p in work.iterdir()] == ["thesis.tex"]
+
+
+# --------------------------------------------------------------------------- checked before any work: exit 2
+
+def test_out_under_proc_is_refused_with_one_line(tiny_dir, capsys):
+    out = Path("/proc/embg-bundle")
+    code, stdout, err = run_export(tiny_args(tiny_dir, "--target", "onnx", "--bits", "8", "--out", str(out)), capsys)
+    assert code == 2 and stdout == ""
+    assert "not writable" in error_line(err)
+
+
+def test_recipe_file_not_utf8(tiny_dir, tmp_path, out, capsys):
+    path = tmp_path / "recipe.json"
+    path.write_bytes(b'{"name": "int8\xff\xfe"}')
+    assert_refused(tiny_args(tiny_dir, "--target", "onnx", "--recipe", str(path)), out, capsys,
+                   str(path), "not UTF-8")
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--target", "onnx", "--bits", "8", "--dim", "0"], ["--dim 0", "positive"]),
+    (["--target", "onnx", "--bits", "8", "--seq-lens", "64"], ["--seq-lens", "tflite target only"]),
+])
+def test_options_a_target_or_model_cannot_honour_are_refused(argv, needles, tiny_dir, out, capsys):
+    assert_refused(tiny_args(tiny_dir, *argv), out, capsys, *needles)
+
+
+def _validate(args: list) -> tuple[int, str, str]:
+    from embg.cli.validate import main
+    from tests.conftest import run_cli
+
+    return run_cli(main, args)
+
+
+@pytest.mark.parametrize("case", ["report-is-a-file", "report-not-writable", "baseline-bundles-not-a-list",
+                                  "baseline-without-metrics"])
+def test_validate_bad_report_and_baseline_refused_before_any_work(case, tiny_bundle, tiny_dir, tmp_path,
+                                                                  monkeypatch):
+    import embg.validate.run as run
+
+    monkeypatch.setattr(run, "measure_bundle", lambda *a, **k: pytest.fail("work started before the check"))
+    report = tmp_path / "report"
+    args = [tiny_bundle("onnx", 8), "--model", tiny_dir, "--report", report]
+    if case == "report-is-a-file":
+        report.write_text("x")
+        needle = "is a file"
+    elif case == "report-not-writable":
+        args[-1] = Path("/proc/embg-report")
+        needle = "not writable"
+    elif case == "baseline-bundles-not-a-list":
+        baseline = tmp_path / "b.json"
+        baseline.write_text(json.dumps({"schema": 1, "bundles": 5}))
+        args += ["--baseline", baseline]
+        needle = "'bundles' must be a list"
+    else:
+        baseline = tmp_path / "b.json"
+        baseline.write_text(json.dumps({"schema": 1, "bundles": [{"name": "onnx8", "metrics": {"drift": {}}}]}))
+        args += ["--baseline", baseline]
+        needle = "lacks the metric(s) drift.cosine_mean, drift.cosine_min, size.model_file_mb"
+    code, out, err = _validate(args)
+    assert code == 2, out + err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("embg-validate: error:") and needle in lines[-1] and "Traceback" not in err

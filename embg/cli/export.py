@@ -43,12 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", help=f"preset name ({', '.join(preset_names())}) or a recipe .json file")
     parser.add_argument("--dim", type=int, help="Matryoshka output dimension (768, 512, 256 or 128 for the real model)")
     parser.add_argument("--seq-lens", help="tflite: comma-separated sequence buckets, one signature each "
-                                           "(default 64,128,256,512,1024,2048)")
+                                           "(default 32,64,128,256,512,1024,2048); refused for onnx")
     parser.add_argument("--web-compatible", action="store_true",
                         help="onnx: avoid GatherBlockQuantized (onnxruntime-web lacks it); int4 embedding becomes int8")
     parser.add_argument("--force-grid", action="store_true",
                         help="with a -qat recipe: proceed even when weights are off the Q4_0/Q8_0 grid (warns)")
-    parser.add_argument("--out", type=Path, help="bundle directory (default ./<model>_<target>_<recipe>)")
+    parser.add_argument("--out", type=Path, help="bundle directory (default ./<model>_<target>_<recipe>); an existing "
+                                                 "directory is replaced only if it holds an earlier bundle")
     parser.add_argument("--skip-parity", action="store_true", help="do not run the export-time parity check")
     parser.add_argument("--verbose", action="store_true", help="show third-party converter output")
     return parser
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             raise EmbgError(f"unknown --target {args.target!r}; choose one of {', '.join(TARGET_NAMES)}")
         if args.bits is not None and args.recipe:
             raise EmbgError("give --bits or --recipe, not both")
+        if args.dim is not None and args.dim < 1:
+            raise EmbgError(f"--dim {args.dim} must be a positive Matryoshka dimension (768, 512, 256 or 128 for "
+                            "the real model)")
         recipe = load_recipe(args.recipe) if args.recipe else recipe_for_bits(args.bits if args.bits is not None else 32)
         print(recipe.summary(), file=sys.stderr)
         request = ExportRequest(

@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from embg.errors import ExportError
+from embg.errors import EmbgError, ExportError
 from embg.export.artifact import INPUT_NAMES, OUTPUT_NAME
 from embg.export.base import ExportJob, ExportTarget, TargetResult, register_target
+from embg.quantize.recipe import QuantRecipe
+from embg.quiet import captured_native_output
 
 OPSET = 21
 # Above this the weights go to one external .data file next to the .onnx (protobuf caps files at 2 GB).
@@ -124,6 +126,11 @@ class OnnxTarget(ExportTarget):
     extension = ".onnx"
     runtime = "onnxruntime"
 
+    def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], options: dict[str, Any]) -> None:
+        if seq_lens:
+            raise EmbgError(f"--seq-lens {','.join(map(str, seq_lens))} applies to the tflite target only: an ONNX "
+                            "bundle takes any sequence length up to the model's positions (dynamic axes)")
+
     def export(self, job: ExportJob, bundle: Path) -> TargetResult:
         from embg.quantize.onnx_backend import op_counts, quantize_onnx_model, verify_quantized
 
@@ -136,7 +143,8 @@ class OnnxTarget(ExportTarget):
         if not job.recipe.is_float:
             job.progress(f"quantizing with recipe {job.recipe.name}")
             web = bool(job.options.get("web_compatible"))
-            model, plan = quantize_onnx_model(model, job.recipe, job.options.get("grids"), web_compatible=web)
+            with captured_native_output("onnxruntime quantization"):  # its log lines go to the root logger
+                model, plan = quantize_onnx_model(model, job.recipe, job.options.get("grids"), web_compatible=web)
             quant["ops"] = verify_quantized(model, plan)
             if job.options.get("grids"):
                 from embg.quantize.onnx_backend import verify_grids

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from embg.atomic import atomic_directory
+from embg.atomic import atomic_directory, check_writable_destination
 from embg.errors import EmbgError
 from embg.model.weights import expected_transformer_shapes
 
@@ -152,6 +152,7 @@ def write_fixture(kind_name: str, out: Path) -> Path:
     if kind_name not in FIXTURE_KINDS:
         raise EmbgError(f"unknown fixture kind {kind_name!r}; choose one of {', '.join(FIXTURE_KINDS)}")
     kind = FIXTURE_KINDS[kind_name]
+    check_writable_destination(out, is_fixture, "fixture checkpoint")  # before the weights are drawn
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
     try:  # sentence-transformers >= 6 moved the modules; older releases keep `models`
@@ -166,7 +167,7 @@ def write_fixture(kind_name: str, out: Path) -> Path:
     tensors = _random_weights(kind, shaper_notes)
     config = Gemma3TextConfig(**kind.config)
     out = Path(out)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, is_fixture, "fixture checkpoint", lambda message: log.info("%s", message)) as tmp:
         stage = tmp / ".transformer"
         with torch.device("meta"):
             model = Gemma3TextModel(config)
@@ -193,8 +194,16 @@ def write_fixture(kind_name: str, out: Path) -> Path:
                   "python": sys.version.split()[0], "torch": torch.__version__}
         if kind.shaper:
             record.update(shaper=kind.shaper, shaper_args=kind.shaper_args, shaper_notes=shaper_notes)
-        (tmp / "embg_fixture.json").write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / FIXTURE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return out
+
+
+FIXTURE_RECORD = "embg_fixture.json"
+
+
+def is_fixture(directory: Path) -> bool:
+    """An earlier fixture (it carries embg_fixture.json): the only directory --out may replace."""
+    return (Path(directory) / FIXTURE_RECORD).is_file()
 
 
 def _remove_tree(path: Path) -> None:

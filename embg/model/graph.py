@@ -183,7 +183,7 @@ class EmbeddingGemmaGraph(nn.Module):
 
 def build_graph(spec: CheckpointSpec, state_dict: dict[str, torch.Tensor], output_dim: int | None = None) -> EmbeddingGemmaGraph:
     """The export graph for ``spec`` with its weights loaded strictly, in eval mode, float32."""
-    output_dim = output_dim or spec.output_dim
+    output_dim = spec.output_dim if output_dim is None else output_dim
     if output_dim not in spec.matryoshka_dims:
         raise CheckpointError(f"--dim {output_dim} is not one of this model's Matryoshka dims {list(spec.matryoshka_dims)}")
     graph = EmbeddingGemmaGraph(text_config(spec), [(d.in_features, d.out_features) for d in spec.dense], output_dim)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from embg.model.graph import EmbeddingGemmaGraph, build_graph
-from embg.model.resolve import resolve_model
+from embg.model.resolve import ResolvedModel, resolve_model
 from embg.model.spec import CheckpointSpec, read_checkpoint
 from embg.model.tokenizer import EmbedTokenizer
 from embg.model.weights import load_state_dict
@@ -24,7 +24,11 @@ class LoadedModel:
 
 
 def load_model(model: str, revision: str | None = None, token: str | None = None) -> LoadedModel:
-    resolved = resolve_model(model, revision, token)
+    return load_resolved(resolve_model(model, revision, token))
+
+
+def load_resolved(resolved: ResolvedModel) -> LoadedModel:
+    """Load a checkpoint already located on disk (callers check paths against it first)."""
     spec = read_checkpoint(resolved.directory, resolved.model_id, resolved.revision)
     state_dict = load_state_dict(spec)
     tokenizer = EmbedTokenizer(spec.directory, spec.prompts, spec.max_seq_length)

@@ -129,6 +129,17 @@ def _check_tokenizer_config(directory: Path) -> None:
             )
 
 
+TOKENIZER_MODEL_FILES = ("tokenizer.json", "tokenizer.model")
+
+
+def _check_tokenizer_files(directory: Path) -> None:
+    # Without them transformers still builds *a* tokenizer (a few special tokens mapping every text to
+    # one id): the bundle would ship it and validation would compare two equally wrong tokenizers.
+    if not any((directory / name).is_file() for name in TOKENIZER_MODEL_FILES):
+        raise CheckpointError(f"{directory} has no tokenizer ({' or '.join(TOKENIZER_MODEL_FILES)}); copy the "
+                              "checkpoint's tokenizer files into it")
+
+
 def _find_weight_files(directory: Path, what: str) -> tuple[Path, ...]:
     index = directory / "model.safetensors.index.json"
     if index.is_file():
@@ -216,6 +227,7 @@ def read_checkpoint(directory: Path, model_id: str = "", revision: str | None = 
     config = _read_json(directory / "config.json", "config.json")
     _check_config(config, directory / "config.json")
     _check_tokenizer_config(directory)
+    _check_tokenizer_files(directory)
     weight_files = _find_weight_files(directory, "checkpoint")
     modules = _read_modules(directory)
     _check_pooling(directory / modules[1]["path"])

@@ -190,7 +190,13 @@ def load_recipe(name_or_path: str) -> QuantRecipe:
     elif path.suffix == ".json" or path.exists():
         if not path.is_file():
             raise EmbgError(f"recipe file {path} not found")
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        try:
+            text, where = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as exc:
+            raise EmbgError(f"recipe file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                            "save it as UTF-8 JSON") from exc
+        except OSError as exc:
+            raise EmbgError(f"recipe file {path} cannot be read: {exc.strerror or exc}") from exc
     else:
         raise EmbgError(f"unknown recipe {name_or_path!r}; presets: {', '.join(preset_names())}, or pass a .json file")
     try:
