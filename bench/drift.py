@@ -40,12 +40,12 @@ def reference_embeddings(directory: Path, reference=None) -> tuple[list[tuple[np
 
 
 def drift(embed, rows: list[tuple[np.ndarray, np.ndarray]], reference: np.ndarray) -> dict[str, Any]:
+    """Cosine min/mean with the project's one NaN rule: a NaN/inf row counts as cosine -1 (a failure)."""
+    from embg.validate.parity import drift as parity_drift
+
     ours = np.concatenate([embed(ids, mask) for ids, mask in rows]).astype(np.float64)
-    ref = reference.astype(np.float64)
-    finite = np.isfinite(ours).all(axis=1)
-    cos = (ours * ref).sum(axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1) + 1e-30)
-    cos = np.where(finite, cos, np.nan)
-    return {"texts": len(rows), "nonfinite": int((~finite).sum()),
-            "cosine_min": round(float(np.nanmin(cos)), 6) if finite.any() else None,
-            "cosine_mean": round(float(np.nanmean(cos)), 6) if finite.any() else None,
+    summary, _ = parity_drift(ours, reference.astype(np.float64))
+    six = lambda value: None if value is None else round(value, 6)  # noqa: E731
+    return {"texts": len(rows), "nonfinite": summary["nonfinite"],
+            "cosine_min": six(summary["cosine_min"]), "cosine_mean": six(summary["cosine_mean"]),
             "tokens_max": int(max(mask.sum() for _, mask in rows)), "label": LABEL}

@@ -199,6 +199,35 @@ def test_int8_holds_where_per_tensor_activations_do_not(bundles):
     assert per_tensor["cosine_min"] < onnx_int8["cosine_min"] - 0.01  # the difference the recipe makes
 
 
+def test_per_tensor_int8_onnx_depends_on_its_batch_and_the_parity_path_shows_it(bundles):
+    """Dynamic per-tensor int8 (one activation scale over [batch, seq, hidden]): a text's embedding changes
+    with its batch neighbours and padding. LiteRT's XNNPACK quantizes per row and does not."""
+    from embg.validate.thresholds import THRESHOLDS
+
+    limit = THRESHOLDS["int8"]["batch_consistency_min"][1]
+    per_tensor, tflite = parity(bundles["onnx", "per-tensor"]), parity(bundles["tflite", "int8"])
+    print(f"tiny-outliers alone vs batched cos min: onnx per-tensor {per_tensor['batch_consistency_min']:.5f} "
+          f"(by mode {per_tensor['batch_consistency']['by_mode']}), litert int8 {tflite['batch_consistency_min']:.6f}")
+    assert per_tensor["batch_consistency_min"] < limit - 10 * (1 - limit)  # well below the gate's limit
+    assert per_tensor["worst_mode"] != "alone"  # a check running texts one at a time would not see the worst
+    assert tflite["batch_consistency_min"] >= limit
+
+
+def test_the_gate_fails_a_batch_dependent_onnx_int8_bundle(bundles, outliers_dir, tmp_path):
+    from embg.cli.validate import main
+    from tests.conftest import run_cli
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(t.replace("\n", " ") for t in parity_texts() if t.strip()) + "\n", encoding="utf-8")
+    code, out, err = run_cli(main, [bundles["onnx", "per-tensor"], "--model", outliers_dir, "--texts", texts,
+                                    "--report", tmp_path / "r", "--latency-repeats", 1, "--no-memory"])
+    assert code == 1, out + err
+    entry = json.loads((tmp_path / "r" / "report.json").read_text())["bundles"][0]
+    failing = {c["metric"] for c in entry["checks"] if not c["passed"]}
+    assert "batch_consistency.cosine_min" in failing, failing
+    assert "batch_consistency.cosine_min" in out  # named in the summary's failing metrics
+
+
 # ------------------------------------------------------------------ smoothing: exact in fp32, validated as data
 
 def test_smoothing_keeps_fp32_function(outliers_model, batch):

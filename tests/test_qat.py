@@ -67,12 +67,7 @@ def drift(artifact, model_dir, prompt="query", texts=TEXTS, dim=None):
     load_all()
     runtime = load_runtime(artifact.manifest["runtime"], artifact, threads=1)
     ours = embed_texts(runtime, loaded(model_dir).tokenizer, texts, prompt)
-    reference = reference_for(model_dir)
-    reference.model.max_seq_length = runtime.max_length or 2048
-    try:
-        ref = reference.encode(texts, prompt_name=prompt, dim=dim)
-    finally:
-        reference.model.max_seq_length = 2048
+    ref = reference_for(model_dir).encode(texts, prompt_name=prompt, dim=dim, max_length=runtime.max_length or 2048)
     assert ours.shape == ref.shape
     return cosine_rows(ours, ref)
 

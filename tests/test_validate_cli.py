@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.conftest import named_copy, run_cli
+from tests.conftest import named_copy, reseal, run_cli
 from onnx import numpy_helper
 
 from embg.cli.validate import main
@@ -44,14 +44,27 @@ def passing_run(bundles, tiny_dir, tmp_path_factory):
     return code, out, err, report
 
 
+# Today's ONNX int8 recipe computes one activation scale per tensor (dynamic int8), so a text's embedding moves
+# with its batch neighbours: the only check that bundle may fail is alone-vs-batched consistency.
+BATCH_DEPENDENT = {"onnx8": {"batch_consistency.cosine_min"}}
+
+
+def failing_checks(entry: dict) -> set[str]:
+    return {c["metric"] for c in entry["checks"] if not c["passed"]}
+
+
 def test_fixture_bundles_pass_the_gate(passing_run, bundles):
     code, out, err, report = passing_run
-    assert code == 0, out + err
-    assert "embg-validate: PASS" in out
-    assert "[embg]" in err  # progress goes to stderr
-    assert (report / "summary.md").read_text().startswith("## embg-validate: PASS")
     data = json.loads((report / "report.json").read_text())
-    assert data["passed"] and [b["name"] for b in data["bundles"]] == list(bundles)
+    failing = {entry["name"]: failing_checks(entry) for entry in data["bundles"]}
+    assert all(found <= BATCH_DEPENDENT.get(name, set()) for name, found in failing.items()), failing
+    passed = not any(failing.values())
+    assert code == (0 if passed else 1) and data["passed"] == passed, out + err
+    status = "PASS" if passed else "FAIL"
+    assert f"embg-validate: {status}" in out
+    assert "[embg]" in err  # progress goes to stderr
+    assert (report / "summary.md").read_text().startswith(f"## embg-validate: {status}")
+    assert [b["name"] for b in data["bundles"]] == list(bundles)
 
 
 def test_report_json_has_every_field(passing_run, bundles):
@@ -90,20 +103,27 @@ def test_report_json_has_every_field(passing_run, bundles):
         gated = {c["metric"] for c in entry["checks"]}
         assert {"drift.cosine_min", "drift.cosine_p1", "drift.cosine_mean", "drift.max_abs_diff", "drift.nonfinite",
                 "retrieval.top10_overlap_mean", "retrieval.spearman_mean", "retrieval.cross_recall_at_10"} <= gated
-        assert all(c["passed"] and c["op"] in (">=", "<=") for c in entry["checks"])
+        assert all(c["op"] in (">=", "<=") for c in entry["checks"])
+        assert failing_checks(entry) <= BATCH_DEPENDENT.get(entry["name"], set())
+        # the parity path's modes, the worst of them as the headline, and the bundle's own tokenizer checked
+        assert set(m["drift_by_mode"]) == {"alone", "batched"} | ({"padded_512"} if not manifest.get("signatures")
+                                                                   else set())
+        assert m["drift"]["cosine_min"] == min(d["cosine_min"] for d in m["drift_by_mode"].values())
+        assert m["tokenizer"]["mismatched_texts"] == 0 and m["tokenizer"]["texts"] == data["texts"]["count"]
+        assert {"batch_consistency.cosine_min", "tokenizer.mismatched_texts"} <= gated
         assert sum(entry["cosine_histogram"]["counts"]) == data["texts"]["count"]
 
 
 def _break_weights(bundle: Path, out: Path) -> Path:
     """Scale one MLP gate weight by 3 inside the .onnx (gate -> GELU is not scale-invariant, unlike
-    projections followed by Gemma 3's RMSNorms), keeping the manifest: the file no longer matches."""
+    projections followed by Gemma 3's RMSNorms): the file no longer matches the checkpoint."""
     shutil.copytree(bundle, out)
     artifact = Artifact.load(out)
     model = onnx.load(str(artifact.model_path))
     target = next(t for t in model.graph.initializer if t.name == "layers.2.mlp.gate_proj.weight")
     target.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(target) * np.float32(3.0), target.name))
     onnx.save(model, str(artifact.model_path))
-    return out
+    return reseal(out)  # hashes rewritten to match: past the integrity check, the numbers must catch it
 
 
 def test_broken_bundle_fails_naming_the_metric(bundles, tiny_dir, tmp_path):
@@ -135,7 +155,8 @@ def test_baseline_regression_fails_and_shows_change(passing_run, bundles, tiny_d
     assert fp32["passed"] and not int8["passed"]
     regress = next(c for c in int8["checks"] if c["metric"] == "drift.cosine_min" and c["source"] == "baseline")
     assert not regress["passed"] and regress["baseline"] == 1.0 and regress["change"] < -0.001
-    assert [c["metric"] for c in int8["checks"] if not c["passed"]] == ["drift.cosine_min"]
+    assert [c["metric"] for c in int8["checks"] if not c["passed"] and c["source"] == "baseline"] == [
+        "drift.cosine_min"]
     latency = [c for c in fp32["checks"] if c["source"] == "baseline" and c["metric"].startswith("latency.")]
     assert latency and all(c["passed"] and c["change"] < 0 for c in latency)
     assert "drift.cosine_min" in out and "baseline 1" in out
@@ -188,7 +209,7 @@ def _other_weights(m):
 
 BAD_INPUT = {
     "missing bundle": (lambda b, t: [t / "nope"], "bundle directory not found"),
-    "missing model file": (lambda b, t: [_drop_model_file(b, t)], "lacks its model file"),
+    "missing model file": (lambda b, t: [_drop_model_file(b, t)], "lacks the file"),
     "different model": (lambda b, t: [_copy_with_manifest(b, t / "other", _other_weights)],
                         "different weights than --model"),
     "unknown runtime": (lambda b, t: [b, "--runtime", "nope"], "unknown runtime 'nope'"),

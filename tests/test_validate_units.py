@@ -10,7 +10,7 @@ from scipy import stats
 
 from embg.errors import EmbgError
 from embg.validate import gate, metrics
-from embg.validate.run import length_batches
+from embg.validate.parity import length_batches
 from embg.validate.textsets import builtin_texts, check_tasks, load_texts_file
 from embg.validate.thresholds import THRESHOLDS, threshold_class
 
@@ -101,9 +101,30 @@ def test_threshold_class_from_recipe_rules():
     assert THRESHOLDS["fp32"]["cosine_min"][1] > THRESHOLDS["int8"]["cosine_min"][1] > THRESHOLDS["int4"]["cosine_min"][1]
 
 
+def passing_metrics(**changes) -> dict:
+    """Every metric the int8 table checks, at a passing value; ``changes`` override by dotted path."""
+    metrics = {"drift": {"cosine_min": 0.996, "cosine_p1": 0.996, "cosine_mean": 0.9985, "max_abs_diff": 0.01,
+                         "nonfinite": 0},
+               "retrieval": {"k": 10, "top10_overlap_mean": 0.95, "spearman_mean": 0.99, "kendall_mean": 0.95,
+                             "cross_recall_at_10": 0.95},
+               "batch_consistency": {"cosine_min": 0.9995}, "tokenizer": {"mismatched_texts": 0},
+               "latency": {"buckets": {"seq16_b1": {"p50_ms": 10.0}}}, "matryoshka": {"16": {"cosine_min": 0.995,
+                                                                                        "cosine_mean": 0.998}},
+               "memory": {"runtime_rss_mb": 100.0}, "size": {"model_file_mb": 3.0}}
+    for path, value in changes.items():
+        *parents, leaf = path.split(".")
+        node = metrics
+        for part in parents:
+            node = node[part]
+        if value is gate.MISSING:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return metrics
+
+
 def test_gate_thresholds_and_baseline_margins():
-    current = {"drift": {"cosine_min": 0.996, "cosine_mean": 0.9985, "nonfinite": 0},
-               "latency": {"buckets": {"seq16_b1": {"p50_ms": 10.0}}}, "matryoshka": {"16": {"cosine_min": 0.98}}}
+    current = passing_metrics(**{"matryoshka.16.cosine_min": 0.98})
     checks = gate.threshold_checks(current, THRESHOLDS["int8"])
     failing = [c.metric for c in gate.failures(checks)]
     assert failing == ["matryoshka.16.cosine_min"]
@@ -113,6 +134,42 @@ def test_gate_thresholds_and_baseline_margins():
     assert base["drift.cosine_min"].passed
     assert not base["latency.buckets.seq16_b1.p50_ms"].passed
     assert base["latency.buckets.seq16_b1.p50_ms"].change == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("path", ["drift.cosine_min", "drift.cosine_mean", "drift.nonfinite", "retrieval.spearman_mean",
+                                  "batch_consistency.cosine_min", "tokenizer.mismatched_texts",
+                                  "matryoshka.16.cosine_mean", "matryoshka"])
+def test_gate_fails_closed_on_a_missing_metric(path):
+    """A report whose metric disappeared must not pass: the check is there and fails, naming why."""
+    assert not gate.failures(gate.threshold_checks(passing_metrics(), THRESHOLDS["int8"]))
+    checks = gate.threshold_checks(passing_metrics(**{path: gate.MISSING}), THRESHOLDS["int8"])
+    failing = gate.failures(checks)
+    assert [c.metric for c in failing] == [path]
+    assert "missing" in failing[0].describe()
+
+
+@pytest.mark.parametrize("value", [None, float("nan")])
+@pytest.mark.parametrize("path", ["drift.cosine_min", "drift.max_abs_diff", "batch_consistency.cosine_min"])
+def test_gate_fails_on_nan(path, value):
+    failing = gate.failures(gate.threshold_checks(passing_metrics(**{path: value}), THRESHOLDS["int8"]))
+    assert [c.metric for c in failing] == [path]
+
+
+def test_gate_skips_only_what_the_metrics_say_is_not_applicable():
+    no_documents = passing_metrics(retrieval={"queries": 4, "documents": 0, "k": 0})
+    assert not gate.failures(gate.threshold_checks(no_documents, THRESHOLDS["int8"]))
+    checks = gate.baseline_checks(passing_metrics(memory={"skipped": "--no-memory"}), passing_metrics())
+    assert not [c for c in checks if c.metric.startswith("memory.")]
+
+
+def test_baseline_fails_closed_when_this_run_lost_a_metric():
+    baseline = passing_metrics()
+    for path in ("drift.cosine_min", "size.model_file_mb", "retrieval.cross_recall_at_10", "memory.runtime_rss_mb"):
+        failing = gate.failures(gate.baseline_checks(passing_metrics(**{path: gate.MISSING}), baseline))
+        assert [c.metric for c in failing] == [path], path
+    lost_buckets = passing_metrics(latency={"buckets": {"seq99_b1": {"p50_ms": 1.0}}})
+    assert [c.metric for c in gate.failures(gate.baseline_checks(lost_buckets, baseline))] == [
+        "latency.buckets.*.p50_ms"]
 
 
 def test_length_batches_bound_padding():

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from embg.atomic import atomic_directory, check_writable_destination
-from embg.errors import ExportError
-from embg.export.artifact import Artifact, artifact_stem, copy_tokenizer, tool_versions, write_manifest
+from embg.errors import EmbgError, ExportError
+from embg.export.artifact import Artifact, artifact_stem, copy_tokenizer, is_bundle, tool_versions, write_manifest
+from embg.export.integrity import HASHES_FIELD, record_hashes
 from embg.export.base import TARGETS, ExportJob
 from embg.model.weights import weights_sha256
 from embg.quantize.recipe import FP16_REASON, QuantRecipe
@@ -45,17 +46,21 @@ class ExportRequest:
 
 def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lambda m: None) -> Path:
     """Write the bundle for ``request`` and return its directory."""
-    from embg.model.load import load_model
+    from embg.model.load import load_resolved
+    from embg.model.resolve import resolve_model
 
     load_targets()
     refuse_fp16_options(request.options)
     target = TARGETS.get(request.target)
     target.check_request(request.recipe, request.seq_lens, request.options)
     if request.out is not None:
-        check_writable_destination(request.out)
+        check_writable_destination(request.out, is_bundle)
     started = time.perf_counter()
     progress(f"loading {request.model}")
-    model = load_model(request.model, request.revision, request.token)
+    resolved = resolve_model(request.model, request.revision, request.token)
+    if request.out is not None:
+        check_not_over_model(Path(request.out), resolved.directory)
+    model = load_resolved(resolved)
     recipe = request.recipe
     if request.options.get("auto_qat") and not recipe.uses_qat_grid:
         from embg.quantize.qat import detect_qat_recipe
@@ -78,6 +83,9 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     stem = artifact_stem(model.spec.model_id, target.name, recipe.name,
                          seq_lens[0] if len(seq_lens) == 1 else None)
     out = Path(request.out) if request.out is not None else Path.cwd() / stem
+    if request.out is None:
+        check_writable_destination(out, is_bundle)
+        check_not_over_model(out, model.spec.directory)
     options = dict(request.options)
     if recipe.uses_qat_grid:
         from embg.quantize.qat import recover_grids
@@ -87,7 +95,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                                                                  force=bool(options.get("force_grid")))
     job = ExportJob(model=model, graph=graph, recipe=recipe, stem=stem, seq_lens=seq_lens,
                     options=options, progress=progress)
-    with atomic_directory(out) as bundle:
+    with atomic_directory(out, is_bundle, "bundle", progress) as bundle:
         result = target.export(job, bundle)
         tokenizer_files = copy_tokenizer(model.spec.directory, bundle)
         spec = model.spec
@@ -98,6 +106,8 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
             "recipe": recipe.to_dict(),
             "model_file": result.model_file,
             "files": result.files,
+            # every file's sha256: validators and device runners refuse a bundle whose files changed
+            HASHES_FIELD: record_hashes(bundle, [*result.files, *tokenizer_files]),
             "embedding_dim": graph.output_dim,
             "full_dim": spec.output_dim,
             "matryoshka_dims": [d for d in spec.matryoshka_dims if d <= graph.output_dim],
@@ -122,14 +132,13 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         }
         write_manifest(bundle, manifest)
         if request.parity:
-            progress("checking parity of the written file in its runtime against sentence-transformers")
-            manifest["parity"] = export_parity(Artifact.load(bundle), model)
-            parity = manifest["parity"]
-            progress(f"parity vs sentence-transformers ({parity['texts']} texts): cosine min "
-                     f"{parity['cosine_min']:.6f}, mean {parity['cosine_mean']:.6f}, max |diff| "
-                     f"{parity['max_abs_diff']:.2g}, NaN/inf rows {parity['nonfinite']}")
-            if manifest["parity"]["nonfinite"]:
-                raise ExportError(f"the exported model gives NaN/inf for {manifest['parity']['nonfinite']} text(s)")
+            progress("checking parity of the written file in its runtime against sentence-transformers "
+                     "(texts alone and in padded batches)")
+            manifest["parity"] = parity = export_parity(Artifact.load(bundle), model)
+            progress(parity_line(parity))
+            if parity["nonfinite"] or parity["cosine_min"] is None:
+                raise ExportError(f"the exported model gives NaN/inf for {parity['nonfinite']} text(s) "
+                                  f"(worst mode: {parity['worst_mode']})")
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         write_manifest(bundle, manifest)
     progress(f"bundle ready: {out}")
@@ -146,31 +155,52 @@ def refuse_fp16_options(options: dict[str, Any]) -> None:
         raise ExportError(f"export option(s) {asked} would run fp16 activations and are refused: {FP16_REASON}")
 
 
-def export_parity(artifact: Artifact, model) -> dict[str, Any]:
-    """Cosine of the exported file (in its runtime) against sentence-transformers on the checkpoint."""
-    import numpy as np
+def check_not_over_model(out: Path, model_dir: Path) -> None:
+    """--out equal to or above the checkpoint directory would replace the checkpoint itself."""
+    out, model_dir = Path(out).resolve(), Path(model_dir).resolve()
+    if out == model_dir or out in model_dir.parents:
+        raise EmbgError(f"--out {out} is the checkpoint directory or one above it ({model_dir}); writing the bundle "
+                        "there would replace the checkpoint: choose another --out")
 
+
+def export_parity(artifact: Artifact, model) -> dict[str, Any]:
+    """The written file in its runtime against sentence-transformers on the checkpoint: the one parity
+    path (embg.validate.parity) on the 16 built-in queries and documents, alone and in padded batches."""
+    from embg.model.tokenizer import EmbedTokenizer
     from embg.runtimes import load_all, load_runtime
     from embg.runtimes.reference import SentenceTransformersReference
-    from embg.validate.parity import embed_texts, summarize
+    from embg.validate.parity import PromptedText, measure_parity, reference_embeddings
     from embg.validate.texts import DOCUMENTS, QUERIES
 
     load_all()
+    texts = [PromptedText(text, task if task in model.spec.prompts else "")
+             for batch, task in ((QUERIES, "query"), (DOCUMENTS, "document")) for text in batch]
+    # the bundle's own tokenizer files, as a device reads them (copies of the checkpoint's)
+    tokenizer = EmbedTokenizer(artifact.directory, model.spec.prompts, model.spec.max_seq_length)
     runtime = load_runtime(artifact.manifest["runtime"], artifact)
-    reference = SentenceTransformersReference(model.spec.directory)
-    ours, ref = [], []
-    dim = artifact.embedding_dim if artifact.embedding_dim != model.spec.output_dim else None
-    for texts, prompt in ((QUERIES, "query"), (DOCUMENTS, "document")):
-        prompt = prompt if prompt in model.spec.prompts else None
-        ours.append(embed_texts(runtime, model.tokenizer, texts, prompt))
-        batch_limit = runtime.max_length or model.spec.max_seq_length
-        prefixed = [model.tokenizer.prompt_text(prompt) + t for t in texts]
-        reference.model.max_seq_length = min(batch_limit, model.spec.max_seq_length)
-        ref.append(reference.encode(prefixed, dim=dim))
-    summary = summarize(np.concatenate(ours), np.concatenate(ref)).to_dict()
-    summary["runtime"] = runtime.version_info()
+    try:
+        reference = SentenceTransformersReference(model.spec.directory)
+        dim = artifact.embedding_dim if artifact.embedding_dim != model.spec.output_dim else None
+        limit = min(runtime.max_length or model.spec.max_seq_length, model.spec.max_seq_length)
+        ref = reference_embeddings(reference, model.tokenizer, texts, limit, dim)
+        summary = measure_parity(runtime, tokenizer, texts, ref).to_dict()
+        summary["runtime"] = runtime.version_info()
+    finally:
+        runtime.close()
     summary["reference"] = reference.version_info()
     return summary
+
+
+def parity_line(parity: dict[str, Any]) -> str:
+    """One progress line: the worst over the modes, each mode's minimum, alone vs batched."""
+    def fmt(value: float | None, pattern: str = "{:.6f}") -> str:
+        return "NaN" if value is None else pattern.format(value)
+
+    modes = ", ".join(f"{mode} {fmt(m['cosine_min'])}" for mode, m in parity["modes"].items())
+    return (f"parity vs sentence-transformers ({parity['texts']} texts): cosine min {fmt(parity['cosine_min'])}, "
+            f"mean {fmt(parity['cosine_mean'])} (worst mode {parity['worst_mode']}; min per mode: {modes}), "
+            f"max |diff| {fmt(parity['max_abs_diff'], '{:.2g}')}, NaN/inf rows {parity['nonfinite']}; "
+            f"alone vs batched cosine min {fmt(parity['batch_consistency_min'])}")
 
 
 def _grid_summary(grid_report: dict[str, Any] | None, target_manifest: dict[str, Any]) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ embg's own re-authored graph).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,20 @@ class SentenceTransformersReference:
         self.model = SentenceTransformer(str(directory), device="cpu", trust_remote_code=False,
                                          local_files_only=True)
         self.model.eval()
+        self.max_length = int(self.model.max_seq_length)  # the checkpoint's own limit
+        self._lock = threading.Lock()  # max_seq_length is model state: one call at a time sets and restores it
 
     def encode(self, texts: list[str], prompt_name: str | None = None, dim: int | None = None,
-               batch_size: int = 8) -> np.ndarray:
-        out = self.model.encode(texts, prompt_name=prompt_name, truncate_dim=dim, normalize_embeddings=True,
-                                batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+               batch_size: int = 8, max_length: int | None = None) -> np.ndarray:
+        """Embeddings as sentence-transformers gives them, truncated to ``max_length`` tokens (at most the
+        checkpoint's own limit) for this call only: callers never change the model's setting for others."""
+        with self._lock:
+            self.model.max_seq_length = min(int(max_length or self.max_length), self.max_length)
+            try:
+                out = self.model.encode(texts, prompt_name=prompt_name, truncate_dim=dim, normalize_embeddings=True,
+                                        batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+            finally:
+                self.model.max_seq_length = self.max_length
         return np.asarray(out, dtype=np.float32)
 
     @torch.inference_mode()

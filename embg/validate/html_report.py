@@ -7,7 +7,7 @@ from html import escape
 from typing import Any
 
 from embg.validate import plots
-from embg.validate.report import fmt, markdown_summary
+from embg.validate.report import failed_label, fmt, markdown_summary
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -55,10 +55,24 @@ def _latency_table(entry: dict[str, Any]) -> str:
     return head + "<table>" + "".join(rows) + "</table>"
 
 
+def _modes_table(entry: dict[str, Any]) -> str:
+    """Drift per parity mode (the headline is the worst of them) and alone-vs-batched consistency."""
+    by_mode = entry["metrics"].get("drift_by_mode") or {}
+    consistency = entry["metrics"].get("batch_consistency") or {}
+    rows = ["<tr><th>mode</th><th>cosine min</th><th>cosine mean</th><th>max |diff|</th><th>NaN/inf rows</th>"
+            "<th>alone vs this mode (min)</th></tr>"]
+    for mode, m in by_mode.items():
+        rows.append(f"<tr><td>{escape(mode)}</td><td>{fmt(m.get('cosine_min'))}</td><td>{fmt(m.get('cosine_mean'))}</td>"
+                    f"<td>{fmt(m.get('max_abs_diff'))}</td><td>{m.get('nonfinite')}</td>"
+                    f"<td>{fmt((consistency.get('by_mode') or {}).get(mode))}</td></tr>")
+    return "<table class='modes'>" + "".join(rows) + "</table>"
+
+
 def _worst(entry: dict[str, Any]) -> str:
-    rows = ["<tr><th>#</th><th>task</th><th>kind</th><th>cosine</th><th>text</th></tr>"]
+    rows = ["<tr><th>#</th><th>task</th><th>kind</th><th>cosine</th><th>mode</th><th>text</th></tr>"]
     rows += [f"<tr><td>{w['index']}</td><td>{escape(w['task'])}</td><td>{escape(w['kind'])}</td>"
-             f"<td>{w['cosine']:.6f}</td><td>{escape(w['preview'])}</td></tr>" for w in entry["worst_texts"]]
+             f"<td>{w['cosine']:.6f}</td><td>{escape(w.get('mode', ''))}</td><td>{escape(w['preview'])}</td></tr>"
+             for w in entry["worst_texts"]]
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -117,7 +131,7 @@ def render_html(report: dict[str, Any]) -> str:
     for i, entry in enumerate(every):
         if entry.get("status", "ok") != "ok":
             parts.append(f"<section class='bundle failed' id='bundle-{i}'><h2>{escape(entry['combination'])}: "
-                         f"<span class='fail'>DEVICE FAILED</span></h2><pre>{escape(entry['error'])}</pre></section>")
+                         f"<span class='fail'>{failed_label(entry)}</span></h2><pre>{escape(entry['error'])}</pre></section>")
             continue
         css = "pass" if entry["passed"] else "fail"
         parts += [
@@ -130,6 +144,7 @@ def render_html(report: dict[str, Any]) -> str:
             _figure(f"plot-cosine-hist-{i}", f"per-text cosine of {entry['name']} vs sentence-transformers",
                     plots.cosine_histogram(entry)),
             "<h3>Checks</h3>", _checks_table(entry),
+            "<h3>Parity per mode (texts alone and in padded batches)</h3>", _modes_table(entry),
             "<h3>Latency, memory, size</h3>", _latency_table(entry),
             "<h3>Lowest cosine texts</h3>", _worst(entry), "</section>",
         ]

@@ -138,7 +138,8 @@ def run_matrix(plan: MatrixPlan, options: ValidateOptions) -> dict[str, Any]:
 
         # a tokenizer per worker: HF fast tokenizers refuse concurrent calls that change truncation
         mine = dataclasses.replace(prepared, model=dataclasses.replace(
-            prepared.model, tokenizer=copy.deepcopy(prepared.model.tokenizer)))
+            prepared.model, tokenizer=copy.deepcopy(prepared.model.tokenizer)),
+            tokenizers=copy.deepcopy(prepared.tokenizers))
         row_options = dataclasses.replace(options, device=row.device, device_name=row.name,
                                           device_options=row.options, progress=say,
                                           latency_repeats=row.latency_repeats or options.latency_repeats)

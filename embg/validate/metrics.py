@@ -9,14 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from embg.validate.parity import cosine_rows
+from embg.validate.parity import drift, rounded
+
+__all__ = ["drift", "renormalise", "retrieval", "histogram", "spearman", "kendall_tau_b"]
 
 TOP_K = 10
-
-
-def _r(value: float) -> float | None:
-    """JSON-friendly rounding; NaN becomes None so report.json stays valid JSON."""
-    return None if value is None or not np.isfinite(value) else round(float(value), 7)
+_r = rounded  # NaN becomes None so report.json stays valid JSON (and the gate fails it)
 
 
 def renormalise(x: np.ndarray, dim: int) -> np.ndarray:
@@ -24,23 +22,6 @@ def renormalise(x: np.ndarray, dim: int) -> np.ndarray:
     cut = np.asarray(x[:, :dim], dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (cut / np.linalg.norm(cut, axis=1, keepdims=True)).astype(np.float32)
-
-
-def drift(ours: np.ndarray, ref: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-    """Per-text cosine (min, p1, mean), max |diff| and the number of rows holding NaN/inf."""
-    nonfinite = int((~np.isfinite(ours)).any(axis=1).sum())
-    cos = cosine_rows(ours, ref)
-    # a NaN row is a failure, not something to average away: count it as cosine -1
-    cos = np.where(np.isfinite(cos), cos, -1.0)
-    diff = np.abs(np.nan_to_num(ours, nan=np.inf) - ref) if len(ours) else np.zeros(1)
-    return {
-        "texts": int(len(cos)),
-        "cosine_min": _r(cos.min()),
-        "cosine_p1": _r(np.percentile(cos, 1)),
-        "cosine_mean": _r(cos.mean()),
-        "max_abs_diff": _r(float(np.max(diff))),  # None when any value is NaN/inf
-        "nonfinite": nonfinite,
-    }, cos
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:

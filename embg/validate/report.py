@@ -13,6 +13,7 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cos min", "drift.cosine_min", "{:.5f}"),
     ("cos p1", "drift.cosine_p1", "{:.5f}"),
     ("cos mean", "drift.cosine_mean", "{:.5f}"),
+    ("alone vs batch", "batch_consistency.cosine_min", "{:.5f}"),
     ("NaN rows", "drift.nonfinite", "{:d}"),
     ("top10", "retrieval.top10_overlap_mean", "{:.3f}"),
     ("rho", "retrieval.spearman_mean", "{:.4f}"),
@@ -57,7 +58,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
         lead = f"| {entry.get('device', '')} " if by_device else ""
         if entry.get("status", "ok") != "ok":
             lines.append(f"{lead}| {entry['name']} | {entry.get('engine')} | {entry['threshold_class']} | "
-                         + " | ".join("-" for _ in SUMMARY_COLUMNS) + " | - | **DEVICE FAILED** |")
+                         + " | ".join("-" for _ in SUMMARY_COLUMNS) + f" | - | **{failed_label(entry)}** |")
             continue
         metrics = entry["metrics"]
         cells = [fmt(lookup(metrics, path), pattern) for _, path, pattern in SUMMARY_COLUMNS]
@@ -66,9 +67,22 @@ def markdown_summary(report: dict[str, Any]) -> str:
         p50 = f"{longest['p50_ms']:.1f} @seq{longest['seq_len']}x{longest['batch']}" if longest else "n/a"
         lines.append(f"{lead}| {entry['name']} | {entry['runtime'].get('runtime')} | {entry['threshold_class']} | "
                      + " | ".join(cells) + f" | {p50} | {'pass' if entry['passed'] else '**FAIL**'} |")
+    modes = [e for e in report["bundles"] if e.get("status", "ok") == "ok" and e["metrics"].get("drift_by_mode")]
+    if modes:  # the headline cosine is the worst of these modes (embg.validate.parity)
+        lines += ["", "Cosine min / mean per mode (alone; batched = 8 mixed-length texts padded to the longest; "
+                      "padded_512 = padded to 512 tokens or the 512 bucket):"]
+        for entry in modes:
+            cells = [f"{mode} {fmt(m.get('cosine_min'), '{:.5f}')} / {fmt(m.get('cosine_mean'), '{:.5f}')}"
+                     for mode, m in entry["metrics"]["drift_by_mode"].items()]
+            lines.append(f"- {entry.get('combination', entry['name'])}: " + "; ".join(cells))
     if report["failures"]:
         lines += ["", "Failing metrics:"] + [f"- {f}" for f in report["failures"]]
     return "\n".join(lines) + "\n"
+
+
+def failed_label(entry: dict[str, Any]) -> str:
+    """A row that did not measure: its device failed, or the bundle broke the measurement."""
+    return "DEVICE FAILED" if entry.get("failed_in", "device") == "device" else "FAILED"
 
 
 def write_reports(report: dict[str, Any], directory: Path) -> dict[str, Path]:

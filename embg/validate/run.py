@@ -8,6 +8,7 @@ baseline, model, weights hash) is checked before any slow work, so exit 2 comes 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import sys
@@ -25,8 +26,11 @@ from embg.errors import EmbgError
 from embg.export.artifact import Artifact, tool_versions
 from embg.validate import gate, latency, metrics
 from embg.validate.activations import report_field as activation_field
+from embg.validate.parity import measure_parity, reference_embeddings
 from embg.validate.textsets import EvalText, builtin_texts, check_tasks, load_texts_file, quick_texts
-from embg.validate.thresholds import BASELINE_MARGINS, THRESHOLDS, limits_for
+from embg.validate.thresholds import BASELINE_MARGINS, THRESHOLDS, check_baseline_metrics, limits_for
+
+log = logging.getLogger(__name__)
 
 REPORT_SCHEMA = 1
 FIXTURE_PREFIX = "embg-fixture:"
@@ -60,16 +64,22 @@ class Prepared:
     texts_source: str
     model: Any  # embg.model.load.LoadedModel
     baseline: dict[str, Any] | None
+    # each bundle's own tokenizer files (what a device tokenizes with), by bundle directory
+    tokenizers: dict[str, Any] = field(default_factory=dict)
+
+    def tokenizer_for(self, artifact: Artifact):
+        return self.tokenizers[str(artifact.directory)]
 
 
 # ---------------------------------------------------------------- input checks (exit 2)
 
 def load_bundles(paths: list[Path]) -> list[Artifact]:
+    """Every bundle loaded and verified (paths inside, file hashes, model file structure): exit 2 otherwise."""
     artifacts = []
     for path in paths:
         if not Path(path).is_dir():
             raise EmbgError(f"bundle directory not found: {path}")
-        artifacts.append(Artifact.load(Path(path)))
+        artifacts.append(Artifact.load(Path(path)).verify())
     return artifacts
 
 
@@ -118,6 +128,7 @@ def check_same_weights(artifacts: list[Artifact], spec) -> str:
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
+    """An earlier report.json whose bundles carry every metric the baseline margins compare."""
     if not Path(path).is_file():
         raise EmbgError(f"baseline report not found: {path}")
     try:
@@ -126,7 +137,27 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise EmbgError(f"baseline {path} is not a JSON report: {exc}") from exc
     if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA or "bundles" not in data:
         raise EmbgError(f"baseline {path} is not an embg-validate report with schema {REPORT_SCHEMA}")
+    bundles = data["bundles"]
+    if not isinstance(bundles, list) or not all(isinstance(b, dict) for b in bundles):
+        raise EmbgError(f"baseline {path}: 'bundles' must be a list of bundle entries, got {type(bundles).__name__}")
+    for number, bundle in enumerate(bundles, 1):
+        if bundle.get("status", "ok") != "ok":
+            continue  # a device that failed in that run: never matched
+        name = bundle.get("name") or f"#{number}"
+        if not isinstance(bundle.get("name"), str) or not isinstance(bundle.get("metrics"), dict):
+            raise EmbgError(f"baseline {path}: bundle {name} has no name or no metrics")
+        missing = check_baseline_metrics(bundle["metrics"])
+        if missing:
+            raise EmbgError(f"baseline {path}: bundle {name} lacks the metric(s) {', '.join(missing)} the gate "
+                            "compares against; use a complete report as --baseline")
     return data
+
+
+def check_report_dir(path: Path) -> None:
+    """--report must become a writable directory: checked before any work, so no run is lost at the end."""
+    from embg.atomic import check_writable_directory
+
+    check_writable_directory(Path(path), "--report")
 
 
 def prepare(options: ValidateOptions) -> Prepared:
@@ -136,6 +167,7 @@ def prepare(options: ValidateOptions) -> Prepared:
         raise EmbgError("give at least one bundle directory")
     if options.threads is not None and options.threads < 1:
         raise EmbgError("--threads must be at least 1")
+    check_report_dir(options.report_dir)
     artifacts = load_bundles(options.bundles)
     names = runtime_names_for(artifacts, options.runtime)
     if options.device:
@@ -149,7 +181,14 @@ def prepare(options: ValidateOptions) -> Prepared:
     options.progress("checking every bundle was exported from these weights")
     check_same_weights(artifacts, model.spec)
     source = str(options.texts) if options.texts else "builtin-quick" if options.quick else "builtin"
-    return Prepared(artifacts, names, texts, source, model, baseline)
+    return Prepared(artifacts, names, texts, source, model, baseline, bundle_tokenizers(artifacts))
+
+
+def bundle_tokenizers(artifacts: list[Artifact]) -> dict[str, Any]:
+    """Each bundle's tokenizer from its own files (a bundle whose files cannot be loaded: exit 2)."""
+    from embg.validate.bundle_tokenizer import load_bundle_tokenizer
+
+    return {str(a.directory): load_bundle_tokenizer(a) for a in artifacts}
 
 
 def check_device(device: str, device_options: dict[str, Any] | None = None) -> None:
@@ -180,74 +219,47 @@ class ReferenceCache:
     def _embeddings(self, texts: list[EvalText], max_length: int, dim: int | None) -> np.ndarray:
         key = (max_length, dim)
         if key not in self._cache:
-            # same truncation as the runtime: the reference must see exactly the tokens the bundle sees
-            self.reference.model.max_seq_length = min(max_length, self.model.spec.max_seq_length)
-            # prompt_name, as users call sentence-transformers (it also decides whether pooling sees the prompt)
-            self._cache[key] = by_task(texts, self.model.tokenizer, lambda rows, task: self.reference.encode(
-                [r.text for r in rows], prompt_name=task, dim=dim, batch_size=len(rows)))
+            # same truncation as the runtime (for this call only): the reference sees exactly the tokens the
+            # bundle sees; prompt_name, as users call sentence-transformers
+            self._cache[key] = reference_embeddings(self.reference, self.model.tokenizer, texts, max_length, dim)
         return self._cache[key]
 
 
-MAX_BATCH_ROWS = 8
-MAX_BATCH_TOKENS = 8192
-
-
-def length_batches(lengths: list[int], max_rows: int = MAX_BATCH_ROWS,
-                   max_tokens: int = MAX_BATCH_TOKENS) -> list[list[int]]:
-    """Indices grouped by similar length, each batch at most ``max_rows`` x width <= ``max_tokens``.
-
-    Padding every short text to the longest one (2048 tokens) would dominate the run time; texts
-    of different lengths still share batches, so padding wider than the sliding window is exercised.
-    """
-    batches: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        current = batches[-1] if batches else None
-        if current is not None and len(current) < max_rows and lengths[i] * (len(current) + 1) <= max_tokens:
-            current.append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
-def by_task(texts: list[EvalText], tokenizer, embed: Callable[[list[EvalText], str | None], np.ndarray]) -> np.ndarray:
-    """Embed texts grouped by task prompt and length, returned in the original order."""
-    out: np.ndarray | None = None
-    for task in sorted({t.task for t in texts}):
-        index = [i for i, t in enumerate(texts) if t.task == task]
-        prefix = tokenizer.prompt_text(task or None)
-        lengths = [len(ids) for ids in tokenizer.backend([prefix + texts[i].text for i in index])["input_ids"]]
-        for batch in length_batches(lengths):
-            rows = embed([texts[index[j]] for j in batch], task or None)
-            if out is None:
-                out = np.zeros((len(texts), rows.shape[1]), dtype=np.float32)
-            out[[index[j] for j in batch]] = rows
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
-
-
 def retrieval_split(texts: list[EvalText], ours: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+    """Retrieval agreement of the text set's queries vs documents; {"k": 0} when one side is empty
+    (said explicitly, so the gate can tell "not applicable" from "missing")."""
     q = [i for i, t in enumerate(texts) if t.is_query]
     d = [i for i, t in enumerate(texts) if t.is_document]
     if not q or not d:
-        return {}
+        return {"queries": len(q), "documents": len(d), "k": 0}
     return metrics.retrieval(ours[q], ours[d], ref[q], ref[d])
 
 
-def worst_texts(texts: list[EvalText], cos: np.ndarray, count: int = 5) -> list[dict[str, Any]]:
+def worst_texts(texts: list[EvalText], cos: np.ndarray, count: int = 5,
+                modes: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
     order = np.argsort(cos, kind="mergesort")[:count]
-    return [{"index": int(i), "task": texts[i].task, "kind": texts[i].kind, "cosine": round(float(cos[i]), 7),
-             "preview": texts[i].text[:80]} for i in order]
+    rows = []
+    for i in order:
+        row = {"index": int(i), "task": texts[i].task, "kind": texts[i].kind, "cosine": round(float(cos[i]), 7),
+               "preview": texts[i].text[:80]}
+        if modes:  # the mode in which this text drifted most
+            row["mode"] = min(modes, key=lambda m: modes[m][i])
+        rows.append(row)
+    return rows
 
 
 def measure_bundle(artifact: Artifact, runtime_name: str, prepared: Prepared, reference: ReferenceCache,
                    options: ValidateOptions) -> dict[str, Any]:
     from embg.runtimes import load_runtime
+    from embg.validate.bundle_tokenizer import compare_token_ids
     from embg.validate.memory import measure_peak_rss
-    from embg.validate.parity import embed_texts
 
     say = options.progress
-    tokenizer = prepared.model.tokenizer
+    tokenizer = prepared.tokenizer_for(artifact)  # the bundle's own files: what a device tokenizes with
     texts = prepared.texts
     where = f" on {options.device}" if options.device else ""
+    say(f"{artifact.directory.name}: checking its tokenizer files against the reference's on {len(texts)} texts")
+    tokens = compare_token_ids(artifact, tokenizer, prepared.model.tokenizer, texts)
     say(f"{artifact.directory.name}: loading in {runtime_name}{where}")
     if options.device:
         from embg.devices import open_device
@@ -263,18 +275,18 @@ def measure_bundle(artifact: Artifact, runtime_name: str, prepared: Prepared, re
         if options.quick:
             buckets = buckets[:2]
         prose = tokenizer.encode([t.text for t in texts if t.kind == "long"][:1] or [texts[0].text],
-                                 prompt="document", max_length=max(b.seq_len for b in buckets)).input_ids[0]
+                                 prompt="document" if "document" in tokenizer.prompts else None,
+                                 max_length=max(b.seq_len for b in buckets)).input_ids[0]
         first = latency.Bucket(buckets[0].seq_len, buckets[0].batch)
         ids = np.resize(prose, first.seq_len)[None].repeat(first.batch, 0)
         _, first_s = latency.timed(lambda: runtime.embed(ids, np.ones_like(ids)))
-        say(f"{artifact.directory.name}: embedding {len(texts)} texts")
-        ours = by_task(texts, tokenizer, lambda rows, task: embed_texts(runtime, tokenizer, [r.text for r in rows],
-                                                                         task, batch_size=len(rows)))
         full = artifact.manifest.get("full_dim", artifact.embedding_dim)
         dim = artifact.embedding_dim if artifact.embedding_dim != full else None
         say(f"{artifact.directory.name}: reference embeddings (max length {max_length})")
         ref = reference.embeddings(texts, max_length, dim)
-        drift, cos = metrics.drift(ours, ref)
+        say(f"{artifact.directory.name}: embedding {len(texts)} texts alone and in padded batches")
+        parity = measure_parity(runtime, tokenizer, texts, ref)
+        ours, cos = parity.worst_embeddings, parity.per_text_cosine
         matryoshka = {}
         for d in artifact.manifest.get("matryoshka_dims") or [artifact.embedding_dim]:
             o, r = metrics.renormalise(ours, d), metrics.renormalise(ref, d)
@@ -292,7 +304,9 @@ def measure_bundle(artifact: Artifact, runtime_name: str, prepared: Prepared, re
         memory = reported["memory"]
     elif options.device and options.device != "local":
         memory = {"skipped": f"peak RSS is measured on this host only, not on {options.device}"}
-    elif options.memory:
+    elif not options.memory:
+        memory = {"skipped": "--no-memory"}
+    else:
         say(f"{artifact.directory.name}: peak RSS in a separate process")
         try:
             memory = measure_peak_rss(artifact.directory, runtime_name, options.threads,
@@ -304,8 +318,10 @@ def measure_bundle(artifact: Artifact, runtime_name: str, prepared: Prepared, re
             "bundle_mb": round(sum(p.stat().st_size for p in artifact.directory.iterdir() if p.is_file()) / 2**20, 3),
             "model_files_mb": round(sum((artifact.directory / f).stat().st_size for f in files) / 2**20, 3)}
     return {
-        "runtime": version, "cos": cos,
-        "metrics": {"drift": drift, "matryoshka": matryoshka, "retrieval": retrieval_split(texts, ours, ref),
+        "runtime": version, "cos": cos, "parity": parity, "tokenizer": tokens,
+        "metrics": {"drift": {**parity.headline, "worst_mode": parity.worst_mode}, "drift_by_mode": parity.modes,
+                    "batch_consistency": parity.consistency, "tokenizer": tokens.to_dict(),
+                    "matryoshka": matryoshka, "retrieval": retrieval_split(texts, ours, ref),
                     "latency": {"cold_load_s": round(load_s, 4), "first_embed_s": round(first_s, 4),
                                 "buckets": timings, **({"device_load": reported["load"]} if reported.get("load") else {})},
                     "memory": memory, "size": size},
@@ -370,17 +386,27 @@ def bundle_entry(artifact: Artifact, runtime_name: str, prepared: Prepared, refe
         measured = measure_bundle(artifact, runtime_name, prepared, reference, options)
     except DeviceError as exc:  # the device, not the bundle's numbers: a row that says why, exit 1
         options.progress(f"{entry['combination']}: DEVICE FAILED: {exc}")
-        return {**entry, "status": "failed", "error": str(exc), "passed": False, "checks": [],
-                "failures": [f"device failed: {exc}"]}
+        return {**entry, "status": "failed", "failed_in": "device", "error": str(exc), "passed": False,
+                "checks": [], "failures": [f"device failed: {exc}"]}
+    except EmbgError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bundle that breaks the run is a failed row with the reason, never
+        # a traceback that loses every other bundle's results
+        log.debug("measuring %s failed", artifact.directory, exc_info=True)
+        reason = f"{type(exc).__name__}: {exc}"
+        options.progress(f"{entry['combination']}: FAILED while measuring: {reason}")
+        return {**entry, "status": "failed", "failed_in": "measurement", "error": reason, "passed": False,
+                "checks": [], "failures": [f"measurement failed: {reason}"]}
     entry.update({
         "status": "ok", "runtime": measured["runtime"], "metrics": measured["metrics"],
         "cosine_histogram": metrics.histogram(measured["cos"], limits.get("cosine_min", (">=", None))[1]),
         "cosine_per_text": [round(float(c), 7) for c in measured["cos"]],
-        "worst_texts": worst_texts(prepared.texts, measured["cos"]),
+        "worst_texts": worst_texts(prepared.texts, measured["cos"], modes=measured["parity"].cosines),
         # max |activation| read on the host from the bundle file: activation_max, fp16_headroom (issue 10)
-        "activations": activation_field(artifact, prepared.model.tokenizer),
+        "activations": activation_field(artifact, prepared.tokenizer_for(artifact)),
     })
-    checks = gate.threshold_checks(entry["metrics"], limits)
+    checks = gate.threshold_checks(entry["metrics"], limits,
+                                   details={"tokenizer.mismatched_texts": measured["tokenizer"].detail()})
     if "error" in entry["metrics"]["memory"]:
         checks.append(gate.Check("memory.probe", None, "<=", 0, False))
     old = baseline_entry(prepared.baseline, entry)

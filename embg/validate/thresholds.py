@@ -8,6 +8,10 @@ Why these numbers: fp32 bundles must equal sentence-transformers up to float rou
 int8 dynamic-range bundles of the full-size architecture measured cosine min 0.997-0.999
 (DESIGN.md section 3); int4 mixes measured 0.976-0.98 on random weights, which exaggerate int4
 drift, and the real Q4_0 QAT checkpoints lose ~0.5 MTEB points, so int4 gets a looser floor.
+batch_consistency_min is the cosine between a text embedded alone and the same text inside a padded
+batch (embg.validate.parity): an embedding must not depend on its neighbours or its padding, beyond
+kernel rounding for fp32 and a little more for quantized recipes. tokenizer_mismatched_texts counts
+texts that the bundle's own tokenizer files encode differently from the reference checkpoint's.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ THRESHOLDS: dict[str, dict[str, tuple[str, float]]] = {
         "top10_overlap_mean": (">=", 0.98), "spearman_mean": (">=", 0.999), "kendall_mean": (">=", 0.99),
         "cross_recall_at_10": (">=", 0.98),
         "matryoshka_cosine_min": (">=", 0.9999), "matryoshka_cosine_mean": (">=", 0.99999),
+        "batch_consistency_min": (">=", 0.99999), "tokenizer_mismatched_texts": ("<=", 0),
     },
     "int8": {
         "cosine_min": (">=", 0.995), "cosine_p1": (">=", 0.995), "cosine_mean": (">=", 0.998),
@@ -29,6 +34,7 @@ THRESHOLDS: dict[str, dict[str, tuple[str, float]]] = {
         "top10_overlap_mean": (">=", 0.90), "spearman_mean": (">=", 0.98), "kendall_mean": (">=", 0.90),
         "cross_recall_at_10": (">=", 0.90),
         "matryoshka_cosine_min": (">=", 0.99), "matryoshka_cosine_mean": (">=", 0.997),
+        "batch_consistency_min": (">=", 0.999), "tokenizer_mismatched_texts": ("<=", 0),
     },
     "int4": {
         "cosine_min": (">=", 0.95), "cosine_p1": (">=", 0.95), "cosine_mean": (">=", 0.97),
@@ -36,6 +42,7 @@ THRESHOLDS: dict[str, dict[str, tuple[str, float]]] = {
         "top10_overlap_mean": (">=", 0.80), "spearman_mean": (">=", 0.90), "kendall_mean": (">=", 0.75),
         "cross_recall_at_10": (">=", 0.80),
         "matryoshka_cosine_min": (">=", 0.93), "matryoshka_cosine_mean": (">=", 0.96),
+        "batch_consistency_min": (">=", 0.999), "tokenizer_mismatched_texts": ("<=", 0),
     },
 }
 
@@ -53,6 +60,23 @@ BASELINE_MARGINS: tuple[tuple[str, str, float], ...] = (
     ("memory.runtime_rss_mb", "rise", 0.20),
     ("size.model_file_mb", "rise", 0.05),
 )
+# What a baseline bundle must hold (numbers, not missing or NaN): a baseline without them would gate nothing.
+# Retrieval, latency buckets and memory may be absent in it (texts without documents, --no-memory); when
+# present they are compared, and a metric the baseline has but this run lost fails.
+BASELINE_REQUIRED: tuple[str, ...] = ("drift.cosine_mean", "drift.cosine_min", "size.model_file_mb")
+
+
+def check_baseline_metrics(metrics: dict[str, Any]) -> list[str]:
+    """The required baseline metrics that are missing or not a finite number."""
+    missing = []
+    for path in BASELINE_REQUIRED:
+        value: Any = metrics
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value or value in (
+                float("inf"), float("-inf")):
+            missing.append(path)
+    return missing
 
 OPERATORS = {
     ">=": lambda value, limit: value >= limit,
