@@ -80,6 +80,18 @@ def _cache_key(variant: Variant, recipe_arg: str, buckets: tuple[int, ...] | Non
     return hashlib.sha1(material.encode()).hexdigest()[:16]
 
 
+def _current_bundle(bundle: Path) -> bool:
+    """A cached bundle this embg can still load (bundles from before file hashes are re-exported)."""
+    from embg.errors import EmbgError
+    from embg.export.artifact import Artifact
+
+    try:
+        Artifact.load(bundle)
+    except EmbgError:
+        return False
+    return True
+
+
 def export_variant(variant: Variant, plan: Plan, cache: Path, fixture: dict[str, Any], reexport: bool,
                    progress: Callable[[str], None]) -> dict[str, Any]:
     """Export one variant (or reuse its cached bundle); returns its export record."""
@@ -87,7 +99,7 @@ def export_variant(variant: Variant, plan: Plan, cache: Path, fixture: dict[str,
     key = _cache_key(variant, recipe_arg, _buckets(plan) if variant.target == "tflite" else None, fixture)
     folder = cache / variant.name.replace("@", "_at_")
     record_path, bundle = folder / "export.json", folder / "bundle"
-    if not reexport and record_path.is_file() and (bundle / "manifest.json").is_file():
+    if not reexport and record_path.is_file() and _current_bundle(bundle):
         record = json.loads(record_path.read_text())
         if record.get("key") == key:
             progress(f"export {variant.name}: reusing cached bundle (measured {record['wall_s']} s)")

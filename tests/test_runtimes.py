@@ -62,7 +62,11 @@ def test_litert_packs_weights_once_into_a_reused_cache_file(bundles, tmp_path, m
     info = first.version_info()
     assert info["api"] == "compiled" and info["xnnpack_weight_cache"]
     cache = Path(info["xnnpack_weight_cache"])
-    assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # built privately, renamed once packed
+    # built privately, renamed once packed, sealed with a sidecar recording its size and checksum
+    assert sorted(p.name for p in cache.parent.iterdir()) == [cache.name, cache.name + ".json"]
+    # keyed by the model file's sha256 as recorded in (and verified against) the manifest
+    model_sha = bundles["tflite"].manifest["file_sha256"][bundles["tflite"].manifest["model_file"]]
+    assert cache.name.startswith(model_sha[:32])
     built = cache.stat().st_mtime_ns
     out = first.embed(ids, np.ones_like(ids))
 
@@ -70,7 +74,7 @@ def test_litert_packs_weights_once_into_a_reused_cache_file(bundles, tmp_path, m
     np.testing.assert_array_equal(again.embed(ids, np.ones_like(ids)), out)
     assert again.weight_cache == cache and cache.stat().st_mtime_ns == built  # reused, not rebuilt
 
-    cache.write_bytes(b"not a cache")  # XNNPACK rejects a foreign header and rebuilds it
+    cache.write_bytes(b"not a cache")  # rebuilt
     np.testing.assert_array_equal(load_runtime("litert", bundles["tflite"], threads=1).embed(ids, np.ones_like(ids)),
                                   out)
     assert cache.stat().st_size > 100
@@ -79,3 +83,77 @@ def test_litert_packs_weights_once_into_a_reused_cache_file(bundles, tmp_path, m
     np.testing.assert_allclose(interpreter.embed(ids, np.ones_like(ids)), out, atol=1e-6)
     monkeypatch.setenv("EMBG_XNNPACK_CACHE", "off")
     assert load_runtime("litert", bundles["tflite"], threads=1).version_info()["xnnpack_weight_cache"] is None
+
+
+@pytest.fixture
+def cached(bundles, tmp_path, monkeypatch):
+    """A fresh cache directory holding this bundle's entry, and the uncached (Interpreter API) outputs."""
+    monkeypatch.setenv("EMBG_XNNPACK_CACHE", str(tmp_path / "xnnpack"))
+    load_all()
+    ids = np.arange(5, 45)[None].repeat(2, 0)
+    runtime = load_runtime("litert", bundles["tflite"], threads=1)
+    want = load_runtime("litert", bundles["tflite"], threads=1, api="interpreter").embed(ids, np.ones_like(ids))
+    np.testing.assert_allclose(runtime.embed(ids, np.ones_like(ids)), want, atol=1e-6)
+    return runtime.weight_cache, ids, want
+
+
+def _embed(bundles, ids):
+    return load_runtime("litert", bundles["tflite"], threads=1).embed(ids, np.ones_like(ids))
+
+
+def test_weight_cache_with_flipped_bytes_is_rebuilt_never_used(cached, bundles):
+    # XNNPACK itself uses such a file silently (measured: cosine 0.75-0.99, or NaN, depending on where)
+    cache, ids, want = cached
+    sealed = cache.read_bytes()
+    damaged = bytearray(sealed)
+    middle = len(damaged) // 2
+    damaged[middle:middle + 4096] = bytes(b ^ 0x55 for b in damaged[middle:middle + 4096])
+    cache.write_bytes(bytes(damaged))
+    np.testing.assert_allclose(_embed(bundles, ids), want, atol=1e-6)
+    assert cache.read_bytes() == sealed  # rebuilt: the same packed weights as before the damage
+
+
+def test_another_models_cache_under_this_name_is_rebuilt(cached, bundles, tiny_bundle, tmp_path):
+    cache, ids, want = cached
+    other = load_runtime("litert", Artifact.load(tiny_bundle("tflite", 8)), threads=1).weight_cache
+    assert other != cache
+    sealed = cache.read_bytes()
+    cache.write_bytes(other.read_bytes())  # e.g. a cache directory copied between machines or models
+    np.testing.assert_allclose(_embed(bundles, ids), want, atol=1e-6)
+    assert cache.read_bytes() == sealed
+
+
+def test_weight_cache_pruned_by_size_and_age_and_cleared(cached, bundles, monkeypatch):
+    import os
+    import time
+
+    from embg.runtimes import weight_cache
+
+    cache, ids, want = cached
+    root = cache.parent
+    old = root / f"{'0' * 32}-litert0{weight_cache.SUFFIX}"  # unused for a year
+    old.write_bytes(b"x" * 1000)
+    weight_cache.sidecar(old).write_text("{}")
+    year_ago = time.time() - 365 * 86400
+    os.utime(weight_cache.sidecar(old), (year_ago, year_ago))
+    legacy = root / "tiny_tflite_fp32-02e282ddc76f4d32dd02.xnnpack_cache"  # keyed the old way: never used again
+    legacy.write_bytes(b"y" * 1000)
+    os.utime(legacy, (year_ago + 86400, year_ago + 86400))
+    dead = root / f"{cache.name}.partial-{2**22 + 12345}"  # a build killed before its rename
+    dead.write_bytes(b"z")
+    removed = weight_cache.prune(root, keep=cache)
+    assert set(removed) == {old, legacy, dead} and cache.exists()
+
+    recent = root / f"{'1' * 32}-litert0{weight_cache.SUFFIX}"
+    recent.write_bytes(b"r" * 3 * 2**20)
+    weight_cache.sidecar(recent).write_text("{}")
+    monkeypatch.setenv(weight_cache.MAX_MB_ENV, "1")  # over the cap: least recently used goes, the one in use stays
+    assert weight_cache.prune(root, keep=cache) == [recent] and cache.exists()
+
+    from embg.cli.validate import main
+    from tests.conftest import run_cli
+
+    code, _, err = run_cli(main, ["--clear-cache"])
+    assert code == 0 and "removed 1 entry" in err
+    assert not list(root.glob(f"*{weight_cache.SUFFIX}*"))
+    np.testing.assert_allclose(_embed(bundles, ids), want, atol=1e-6)  # rebuilt on the next load

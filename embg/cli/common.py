@@ -42,6 +42,9 @@ def setup_logging(verbose: bool) -> None:
 
 
 def run_cli(prog: str, body: Callable[[], int]) -> int:
+    from embg.quiet import silence_native_teardown
+
+    silence_native_teardown()  # LiteRT logs again at interpreter exit, after our result
     try:
         return body()
     except EmbgError as exc:

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "still fails. Default: host keys must already be in known_hosts")
     parser.add_argument("--ssh-identity", type=Path, help="ssh devices: private key file (key auth only)")
     parser.add_argument("--known-hosts", type=Path, help="ssh devices: known_hosts file to verify host keys against")
+    parser.add_argument("--clear-cache", action="store_true",
+                        help="remove every XNNPACK weight-cache file (EMBG_XNNPACK_CACHE, default ~/.cache/embg/xnnpack) "
+                             "first; without bundles, only that")
     parser.add_argument("--verbose", action="store_true", help="show third-party output")
     return parser
 
@@ -91,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             raise EmbgError("--latency-repeats must be at least 1")
         if args.device and args.devices:
             raise EmbgError("give --device or --devices, not both")
+        if args.clear_cache:
+            from embg.runtimes.weight_cache import clear
+
+            cleared = clear()
+            step(f"XNNPACK weight cache {cleared['directory']}: removed {cleared['removed']} entr"
+                 f"{'y' if cleared['removed'] == 1 else 'ies'} ({cleared['bytes'] / 2**20:.1f} MB)")
+            if not args.bundles and not args.devices:
+                return 0
         if not args.bundles and not args.devices:
             raise EmbgError("give at least one bundle directory (or --devices devices.toml)")
         device_options = {k: v for k, v in (("identity", args.ssh_identity and str(args.ssh_identity)),

@@ -4,13 +4,15 @@ older tflite-runtime package on boards that only have that. Picks the smallest b
 Memory: XNNPACK packs a bundle's weights once per signature subgraph, so a seven-bucket int4 file
 costs ~7 x 73 MB of packed weights (measured: 561 MB anonymous RSS). The CompiledModel API takes an
 XNNPACK weight-cache file instead: one packed copy shared by every signature, mmapped (69 MB
-anonymous, same outputs and latency). It is kept per bundle under $EMBG_CACHE/xnnpack
-(EMBG_XNNPACK_CACHE=DIR moves it, =off disables it); the Interpreter API has no such option.
+anonymous, same outputs and latency). One entry per model file, checked before use and pruned:
+embg/runtimes/weight_cache.py. The Interpreter API has no such option.
+
+The bucket for a batch is the smallest signature at least as wide as the batch's input columns, so
+a caller that pads (the parity path's padded modes) chooses a wider bucket; rows run one by one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -20,6 +22,8 @@ import numpy as np
 
 from embg.errors import EmbgError
 from embg.export.artifact import OUTPUT_NAME, Artifact
+from embg.quiet import quiet_native
+from embg.runtimes import weight_cache
 from embg.runtimes.base import RUNTIMES, Runtime, truncate_to
 
 log = logging.getLogger(__name__)
@@ -55,28 +59,20 @@ def compiled_api_available() -> bool:
 
 
 def weight_cache_file(artifact: Artifact) -> Path | None:
-    """This bundle's XNNPACK weight-cache file (None when EMBG_XNNPACK_CACHE=off).
+    """The XNNPACK weight-cache entry for this bundle's model file (None when EMBG_XNNPACK_CACHE=off).
 
-    Keyed by the manifest, the model file's size and mtime and the runtime version, so a re-export
-    or an upgrade never reuses stale packed weights.
+    Keyed by the model file's sha256 as verified against the manifest (no rehash of a file the
+    bundle check just hashed) and the LiteRT version: a changed file gets a new entry.
     """
-    setting = os.environ.get("EMBG_XNNPACK_CACHE", "")
-    if setting.lower() in ("off", "0", "no", "false"):
+    root = weight_cache.cache_dir()
+    if root is None:
         return None
-    from importlib import metadata
-
-    from embg.cache_dir import cache_root
-
-    root = Path(setting) if setting else cache_root() / "xnnpack"
-    stat = artifact.model_path.stat()
-    key = hashlib.sha256(f"{artifact.manifest_sha256}|{stat.st_size}|{stat.st_mtime_ns}|"
-                         f"{metadata.version('ai-edge-litert')}".encode()).hexdigest()[:20]
     root.mkdir(parents=True, exist_ok=True)
-    return root / f"{artifact.model_path.stem}-{key}.xnnpack_cache"
+    return weight_cache.entry_path(root, artifact.file_sha256(artifact.manifest["model_file"]))
 
 
 def choose_bucket(buckets: list[int], length: int) -> int:
-    """The smallest bucket that holds ``length`` tokens (the largest when none does)."""
+    """The smallest bucket that holds ``length`` tokens or columns (the largest when none does)."""
     for bucket in buckets:
         if bucket >= length:
             return bucket
@@ -117,6 +113,7 @@ class LiteRtRuntime(Runtime):
     def __init__(self, artifact: Artifact, threads: int | None = None, api: str = "auto",
                  accelerator: str = "cpu", precision: str | None = None) -> None:
         check_accelerator(accelerator, precision)
+        artifact.verify()  # a damaged .tflite can crash LiteRT: check it before LiteRT sees it
         if api == "auto":  # CompiledModel (shared weight cache) when this ai-edge-litert has it
             api = "compiled" if compiled_api_available() else "interpreter"
         if accelerator == "gpu" and api != "compiled":
@@ -129,18 +126,30 @@ class LiteRtRuntime(Runtime):
         self.api = api
         self.weight_cache: Path | None = None
         self.last_bucket: int | None = None
+        self._environment_made = False
         if api == "interpreter":
-            self.interpreter, self.package = make_interpreter(artifact.model_path, threads)
-            self._runners = {name: self.interpreter.get_signature_runner(name) for name in self.signatures.values()}
+            with quiet_native("LiteRT"):
+                self.interpreter, self.package = make_interpreter(artifact.model_path, threads)
+                self._runners = {name: self.interpreter.get_signature_runner(name)
+                                 for name in self.signatures.values()}
         elif api == "compiled":
             self.weight_cache = weight_cache_file(artifact) if accelerator == "cpu" else None
-            self._compiled = self._load_compiled(artifact.model_path, threads, accelerator, self.weight_cache)
+            model_sha256 = artifact.file_sha256(artifact.manifest["model_file"])
+            try:
+                with quiet_native("LiteRT"):
+                    self._compiled = self._load_compiled(artifact.model_path, threads, accelerator,
+                                                         self.weight_cache, model_sha256)
+            except EmbgError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError/ValueError for unloadable files
+                raise EmbgError(f"LiteRT cannot load {artifact.model_path.name}: {exc}") from exc
             self.package = "ai-edge-litert"
         else:
             raise EmbgError(f"unknown LiteRT api {api!r}; use interpreter or compiled")
 
     @staticmethod
-    def _load_compiled(path: Path, threads: int | None, accelerator: str = "cpu", cache: Path | None = None):
+    def _load_compiled(path: Path, threads: int | None, accelerator: str = "cpu", cache: Path | None = None,
+                       model_sha256: str = ""):
         try:
             from ai_edge_litert.compiled_model import CompiledModel
             from ai_edge_litert.cpu_options import CpuOptions
@@ -160,17 +169,25 @@ class LiteRtRuntime(Runtime):
 
         if cache is None:
             return load("")
-        if cache.is_file():
-            try:
-                return load(str(cache))
-            except Exception as exc:  # noqa: BLE001 - a stale or broken cache must not stop the run
-                log.warning("XNNPACK weight cache %s unusable (%s); rebuilding it", cache, exc)
-                cache.unlink(missing_ok=True)
+        if cache.exists() or weight_cache.sidecar(cache).exists():
+            if weight_cache.usable(cache, model_sha256):
+                try:
+                    model = load(str(cache))
+                    weight_cache.mark_used(cache)
+                    return model
+                except Exception as exc:  # noqa: BLE001 - a cache XNNPACK refuses is rebuilt
+                    log.warning("XNNPACK weight cache %s unusable (%s); rebuilding it", cache, exc)
+            else:
+                log.info("XNNPACK weight cache %s does not match its record; rebuilding it", cache.name)
+            weight_cache.discard(cache)
         # Built under a private name and renamed once packed: a concurrent process never sees half a file.
         partial = cache.with_name(f"{cache.name}.partial-{os.getpid()}")
+        partial.unlink(missing_ok=True)
         model = load(str(partial))
         if partial.is_file():
             os.replace(partial, cache)
+            weight_cache.seal(cache, model_sha256)
+            weight_cache.prune(cache.parent, keep=cache)
         return model
 
     @property
@@ -180,6 +197,14 @@ class LiteRtRuntime(Runtime):
     def _run_one(self, name: str, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.api == "interpreter":
             return self._runners[name](input_ids=ids, attention_mask=mask)[OUTPUT_NAME]
+        if not self._environment_made:  # the first buffer write creates a LiteRT environment, which logs
+            with quiet_native("LiteRT"):
+                out = self._run_compiled(name, ids, mask)
+            self._environment_made = True
+            return out
+        return self._run_compiled(name, ids, mask)
+
+    def _run_compiled(self, name: str, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         model = self._compiled
         inputs = {"input_ids": model.create_input_buffer_by_name(name, "input_ids"),
                   "attention_mask": model.create_input_buffer_by_name(name, "attention_mask")}
@@ -191,13 +216,19 @@ class LiteRtRuntime(Runtime):
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         input_ids, attention_mask = truncate_to(input_ids, attention_mask, self.max_length)
-        longest = int(np.asarray(attention_mask).sum(axis=1).max()) if len(input_ids) else 0
-        bucket = choose_bucket(self.buckets, longest)
+        bucket = choose_bucket(self.buckets, int(np.asarray(input_ids).shape[1]))
         self.last_bucket = bucket
         ids, mask = fit_to(np.asarray(input_ids, dtype=np.int32), np.asarray(attention_mask, dtype=np.int32), bucket)
         name = self.signatures[bucket]
         rows = [self._run_one(name, ids[i:i + 1], mask[i:i + 1]) for i in range(len(ids))]
         return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
+
+    def close(self) -> None:
+        """Release the model (LiteRT logs as it destroys its accelerators: kept quiet like the load)."""
+        with quiet_native("LiteRT"):
+            self._compiled = None
+            self._runners = {}
+            self.interpreter = None
 
     def version_info(self) -> dict[str, Any]:
         from importlib import metadata
