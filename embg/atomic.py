@@ -62,7 +62,8 @@ def _can_create_in(directory: Path) -> bool:
     return True
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (a name carrying a dead pid marks an abandoned file)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -81,7 +82,7 @@ def remove_stale_partials(dest: Path) -> list[Path]:
     removed = []
     for path in dest.parent.iterdir():
         match = pattern.match(path.name)
-        if match and path.is_dir() and not path.is_symlink() and not _pid_alive(int(match.group(1))):
+        if match and path.is_dir() and not path.is_symlink() and not pid_alive(int(match.group(1))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

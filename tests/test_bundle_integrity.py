@@ -47,11 +47,12 @@ def truncate(fraction: float, resealed: bool = False) -> Callable[[Path], str]:
 
 
 def flip(where: str, resealed: bool = False) -> Callable[[Path], str]:
-    """XOR bytes of the model file: its header (identifier / first protobuf fields) or its middle."""
+    """XOR bytes of the model file: its header (.tflite: the TFL3 identifier at 4..8; .onnx: the first
+    protobuf field tags at 0..4) or its middle."""
     def damage(bundle: Path) -> str:
         path = _model(bundle)
         data = bytearray(path.read_bytes())
-        start = 4 if where == "header" else len(data) // 2
+        start = len(data) // 2 if where != "header" else 4 if path.suffix == ".tflite" else 0
         for k in range(start, start + (4 if where == "header" else 4096)):
             data[k] ^= 0x5A
         path.write_bytes(bytes(data))
@@ -315,6 +316,9 @@ def test_onnx_external_data_must_stay_inside_the_bundle(tiny_bundle, tmp_path):
             if entry.key == "location":
                 entry.value = "../elsewhere.data"
     onnx.save_model(model, str(path))
+    manifest["files"] = [path.name]
+    del manifest["file_sha256"][path.name + ".data"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
     reseal(bundle)
     with pytest.raises(EmbgError, match="outside the bundle"):
         Artifact.load(bundle).verify()

@@ -254,6 +254,9 @@ def test_kill_9_leaves_a_partial_directory_the_next_run_removes(tmp_path):
     assert code == 0, err
     assert not partial[0].exists() and (out / "embg_fixture.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fixture"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~umask  # an ordinary directory, not mkdtemp's 0700
 
 
 def test_fixture_out_refuses_a_users_directory(tmp_path):

@@ -157,3 +157,25 @@ def test_weight_cache_pruned_by_size_and_age_and_cleared(cached, bundles, monkey
     assert code == 0 and "removed 1 entry" in err
     assert not list(root.glob(f"*{weight_cache.SUFFIX}*"))
     np.testing.assert_allclose(_embed(bundles, ids), want, atol=1e-6)  # rebuilt on the next load
+
+
+def test_one_cache_entry_per_model_file_not_per_export(bundles, tmp_path, monkeypatch):
+    """Export-time parity builds the entry; a validation of the finished bundle (whose manifest then holds
+    the parity block) and a copy of the same file elsewhere reuse it; only a changed model file gets a new one."""
+    import json
+    import shutil
+
+    from embg.runtimes.litert_rt import weight_cache_file
+    from tests.conftest import reseal
+
+    monkeypatch.setenv("EMBG_XNNPACK_CACHE", str(tmp_path / "xnnpack"))
+    source = bundles["tflite"].directory
+    copy = shutil.copytree(source, tmp_path / "copy")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["parity"] = None  # as during export, before the parity block is written
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert weight_cache_file(Artifact.load(copy)) == weight_cache_file(Artifact.load(source))
+    model = copy / manifest["model_file"]
+    model.write_bytes(model.read_bytes() + b"\0" * 16)  # another model file (hashes rewritten to match)
+    reseal(copy)
+    assert weight_cache_file(Artifact.load(copy)) != weight_cache_file(Artifact.load(source))

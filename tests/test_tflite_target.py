@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,23 @@ def test_repeat_kv_attention_would_be_caught(tiny_model, tiny_reference, tmp_pat
     cos = cosine_rows(got, ref)
     print(f"repeat_kv conversion: cosine min {cos.min():.3f}")
     assert cos.min() < 0.999
+
+
+def test_export_prints_only_the_bundle_path_and_no_native_logs(tiny_dir, tmp_path):
+    """The main job in a real process: LiteRT logs ~35 native lines while the export-time parity loads the
+    file (and more at exit); without --verbose none reach the terminal, and stdout is the bundle path."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "bundle"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "EMBG_XNNPACK_CACHE": str(tmp_path / "xnnpack")}
+    done = subprocess.run([sys.executable, "-m", "embg.cli.export", "--model", str(tiny_dir), "--target", "tflite",
+                           "--bits", "32", "--seq-lens", "32", "--out", str(out)], capture_output=True, text=True,
+                          env=env, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == f"{out}\n"
+    native = [line for line in done.stderr.splitlines() if line.startswith(("INFO: ", "WARNING: ", "ERROR: ", "└"))]
+    assert not native, native[:5]
+    assert "parity vs sentence-transformers" in done.stderr  # progress is on stderr

@@ -255,3 +255,46 @@ def test_model_defaults_to_the_manifest_model(bundles, tmp_path):
                                "--no-memory"])
     assert code == 0, out + err
     assert json.loads((tmp_path / "r" / "report.json").read_text())["texts"]["source"] == str(text)
+
+
+# ---------------------------------------------------------------- output hygiene
+
+NATIVE_LOG = ("INFO: ", "WARNING: ", "ERROR: ", "VERBOSE: ", "└")
+
+
+def test_stdout_carries_only_the_summary_and_native_logs_stay_quiet(bundles, tiny_dir, tmp_path):
+    """A real process (LiteRT logs ~35 native lines on load and at exit, which in-process capture cannot see)."""
+    import os
+    import sys
+
+    texts = tmp_path / "t.txt"
+    texts.write_text("how do I reset my password\nSettings > Account > Reset password\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "EMBG_XNNPACK_CACHE": str(tmp_path / "xnnpack")}
+    done = subprocess.run([sys.executable, "-m", "embg.cli.validate", str(bundles["tflite8"]), "--model", str(tiny_dir),
+                           "--texts", str(texts), "--report", str(tmp_path / "r"), "--latency-repeats", "1",
+                           "--no-memory"], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("## embg-validate: PASS") and "[embg]" not in done.stdout
+    native = [line for line in done.stderr.splitlines() if line.startswith(NATIVE_LOG)]
+    assert not native, native[:5]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_native_output_of_converters_never_reaches_stdout(verbose, tmp_path):
+    import os
+    import sys
+
+    code = ("import os; from embg.quiet import captured_native_output\n"
+            "with captured_native_output('converter'):\n"
+            "    os.write(1, b'converter progress on fd 1\\n'); os.write(2, b'INFO: native log on fd 2\\n')\n"
+            "print('/the/result')\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("EMBG_VERBOSE", None)
+    if verbose:
+        env["EMBG_VERBOSE"] = "1"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "/the/result\n"  # stdout: only the result, verbose or not
+    shown = "converter progress on fd 1" in done.stderr and "native log on fd 2" in done.stderr
+    assert shown == verbose, done.stderr  # --verbose shows native output, on stderr

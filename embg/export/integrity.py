@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import re
+import struct
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -76,10 +77,10 @@ def named_files(directory: Path, manifest: dict[str, Any]) -> dict[str, str]:
         raise BundleError(f"{directory}: manifest field 'tokenizer.files' must name the bundle's tokenizer files")
     for name in files:
         names.setdefault(name, "tokenizer.files")
-    if manifest["model_file"] not in manifest["files"]:
-        raise BundleError(f"{directory}: manifest 'files' does not list the model file {manifest['model_file']!r}")
     for name, field in names.items():
         inside(directory, name, field)
+    if manifest["model_file"] not in manifest["files"]:
+        raise BundleError(f"{directory}: manifest 'files' does not list the model file {manifest['model_file']!r}")
     return names
 
 
@@ -241,7 +242,9 @@ def check_tflite_file(directory: Path, manifest: dict[str, Any]) -> None:
             signatures = _tflite_structure(path, data, size)
         except BundleError:
             raise
-        except Exception as exc:  # noqa: BLE001 - struct/Index errors from a damaged flatbuffer
+        except (struct.error, IndexError, ValueError) as exc:  # reads beyond the mapped file
+            raise _Span(path, size).bad(f"a table or vector lies past the end of the file: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - any other failure to parse a damaged flatbuffer
             raise _Span(path, size).bad(f"{type(exc).__name__}: {exc}") from exc
     for entry in manifest["signatures"]:
         found = signatures.get(entry["name"])

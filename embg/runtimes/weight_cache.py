@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from embg.atomic import pid_alive
 from embg.model.weights import file_sha256
 
 log = logging.getLogger(__name__)
@@ -120,16 +121,6 @@ def _limits() -> tuple[float, float]:
     return number(MAX_MB_ENV, DEFAULT_MAX_MB) * 2**20, number(MAX_DAYS_ENV, DEFAULT_MAX_DAYS) * 86400
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def prune(root: Path, keep: Path | None = None) -> list[Path]:
     """Remove half-built files of dead processes, entries unused for too long, then the least
     recently used until the directory fits its size cap. ``keep`` (the entry in use) always stays."""
@@ -139,7 +130,7 @@ def prune(root: Path, keep: Path | None = None) -> list[Path]:
     removed: list[Path] = []
     for path in root.iterdir():
         match = PARTIAL.search(path.name)
-        if match and not _alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             path.unlink(missing_ok=True)
             removed.append(path)
     entries = []
@@ -174,7 +165,7 @@ def clear() -> dict[str, Any]:
     count = size = 0
     for path in list(root.iterdir()):
         partial = PARTIAL.search(path.name)
-        if partial and _alive(int(partial.group(1))):
+        if partial and pid_alive(int(partial.group(1))):
             continue  # another process is building it right now
         if path.is_file() and (path.name.endswith((SUFFIX, SUFFIX + SIDECAR)) or partial):
             size += path.stat().st_size
