@@ -98,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             from embg.runtimes.weight_cache import clear
 
             cleared = clear()
-            step(f"XNNPACK weight cache {cleared['directory']}: removed {cleared['removed']} entr"
-                 f"{'y' if cleared['removed'] == 1 else 'ies'} ({cleared['bytes'] / 2**20:.1f} MB)")
+            if cleared["directory"] is None:
+                step("the XNNPACK weight cache is off (EMBG_XNNPACK_CACHE=off): nothing to clear")
+            else:
+                step(f"XNNPACK weight cache {cleared['directory']}: removed {cleared['removed']} entr"
+                     f"{'y' if cleared['removed'] == 1 else 'ies'} ({cleared['bytes'] / 2**20:.1f} MB)")
             if not args.bundles and not args.devices:
                 return 0
         if not args.bundles and not args.devices:
