@@ -39,7 +39,6 @@ import numpy as np
 from embg.devices.base import DEVICES, DeviceError, DeviceRunner, RemoteRuntime
 from embg.errors import EmbgError
 from embg.export.artifact import Artifact
-from embg.model.weights import file_sha256
 from embg.validate.latency import DYNAMIC_LENGTHS
 
 ENV_OPTIONS = {"compute_unit": "EMBG_AIHUB_COMPUTE_UNIT", "target_runtime": "EMBG_AIHUB_TARGET_RUNTIME"}
@@ -115,23 +114,6 @@ def is_stand_in(hub: ModuleType) -> bool:
     except metadata.PackageNotFoundError:
         return True
     return Path(getattr(hub, "__file__", "") or "").resolve() != installed
-
-
-def check_bundle_files(artifact: Artifact) -> None:
-    """Before anything is uploaded: the bundle's files match what its manifest records.
-
-    Today's manifests record the tokenizer files' sha256 and the model files' total size.
-    """
-    manifest = artifact.manifest
-    for name, digest in (manifest.get("tokenizer") or {}).get("files", {}).items():
-        path = artifact.directory / name
-        if not path.is_file() or file_sha256(path) != digest:
-            raise EmbgError(f"{artifact.directory}: {name} does not match the sha256 its manifest records")
-    files = manifest.get("files") or [manifest["model_file"]]
-    size = sum((artifact.directory / f).stat().st_size for f in files if (artifact.directory / f).is_file())
-    if manifest.get("size_bytes") is not None and size != int(manifest["size_bytes"]):
-        raise EmbgError(f"{artifact.directory}: model files hold {size} bytes, the manifest records "
-                        f"{manifest['size_bytes']}")
 
 
 # ---------------------------------------------------------------- one bundle on one farm device
@@ -361,7 +343,7 @@ class AihubDevice(DeviceRunner):
         if TARGET_RUNTIMES[runtime_name].bundle_target != artifact.target:
             raise EmbgError(f"aihub target_runtime {runtime_name} takes {TARGET_RUNTIMES[runtime_name].bundle_target} "
                             f"bundles; {artifact.directory.name} is a {artifact.target} bundle")
-        check_bundle_files(artifact)
+        artifact.verify()  # every file's sha256 and the model's structure, before anything is uploaded
         session = FarmSession(import_client(), self.label, self.spec, artifact, runtime_name, self._compute_unit())
         device = {**self.describe(), "target_runtime": runtime_name, **session.describe(),
                   "latency_source": "the farm's profile: estimated_inference_time per row, summed over a call's rows",
