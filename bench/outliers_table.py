@@ -66,7 +66,7 @@ def export_all(args) -> list[dict]:
 
 def measure_latency(rows: list[dict], repeats: int) -> None:
     """Median ms per bundle over interleaved rounds (every bundle once per round), 1 thread."""
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
     from embg.runtimes import load_all, load_runtime
 
     load_all()

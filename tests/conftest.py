@@ -119,7 +119,7 @@ def reseal(bundle: Path) -> Path:
     rewritten to match changed files: lets a test reach the checks that stand behind the hashes."""
     import json
 
-    from embg.model.weights import file_sha256
+    from embg.bundle import file_sha256
 
     path = Path(bundle) / "manifest.json"
     manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -134,7 +134,7 @@ def with_unsupported_op(bundle: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
 
     path = Artifact.load(bundle).model_path
     model = onnx.load(str(path))

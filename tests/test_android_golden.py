@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 from embg.model.tokenizer import EmbedTokenizer
-from embg.runtimes.litert_rt import choose_bucket
+from embg.bundle import choose_bucket
 from embg.validate import texts as base
 from embg.validate.textsets import builtin_texts
 

@@ -187,7 +187,7 @@ def test_out_equal_to_or_above_the_checkpoint_is_refused(tiny_dir, tiny_bundle, 
 def test_atomic_directory_replaces_only_an_earlier_output_and_says_so(tmp_path):
     from embg.atomic import atomic_directory
     from embg.errors import EmbgError
-    from embg.export.artifact import is_bundle
+    from embg.bundle import is_bundle
 
     dest = tmp_path / "bundle"
     said = []

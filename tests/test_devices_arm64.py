@@ -27,7 +27,7 @@ from tests.conftest import run_cli
 
 from embg.cli.validate import main
 from embg.devices import DeviceError, load_devices, open_device
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.recipe import recipe_for_bits
 from embg.runtimes import load_all, load_runtime

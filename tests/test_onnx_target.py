@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.recipe import recipe_for_bits
 from embg.runtimes import load_all, load_runtime

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.recipe import GROUPS, load_recipe, parse_recipe, recipe_for_bits
 from embg.validate.texts import parity_texts

@@ -11,7 +11,7 @@ import torch
 
 from embg.cli.export import main as export_main
 from embg.errors import ExportError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.model.load import load_model
 from embg.quantize import tflite_flatbuffer as fb

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize import tflite_flatbuffer as fb
 from embg.quantize.recipe import recipe_for_bits

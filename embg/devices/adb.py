@@ -25,7 +25,7 @@ import numpy as np
 
 from embg.devices.base import DEVICES, DeviceError, DeviceRunner, RemoteRuntime
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.runtimes.adb_runner import ACCELERATORS, REMOTE_DIR, AdbError, AdbRunner, DeviceInfo
 
 ENV_OPTIONS = {"accelerator": "EMBG_ADB_ACCELERATOR", "repeats": "EMBG_ADB_REPEATS", "adb": "EMBG_ADB",

@@ -18,7 +18,7 @@ from pathlib import Path
 from embg.devices.base import DEVICES, DeviceRunner, RemoteRuntime, Session, runner_script
 from embg.devices.qemu_system import CPUS, DEFAULT_CPU, QemuSystem
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 
 INSIDE = "/opt/embg"
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from embg.errors import EmbgError, ExportError
-from embg.export.artifact import INPUT_NAMES, OUTPUT_NAME
+from embg.bundle import INPUT_NAMES, OUTPUT_NAME
 from embg.export.base import ExportJob, ExportTarget, TargetResult, register_target
 from embg.quantize.recipe import QuantRecipe
 from embg.quiet import captured_native_output

@@ -11,9 +11,10 @@ from typing import Any, Callable
 
 from embg.atomic import atomic_directory, check_writable_destination
 from embg.errors import EmbgError, ExportError
-from embg.export.artifact import Artifact, artifact_stem, copy_tokenizer, is_bundle, tool_versions, write_manifest
-from embg.export.integrity import HASHES_FIELD, record_hashes
+from embg.bundle import HASHES_FIELD, Artifact, Manifest, is_bundle, tool_versions
+from embg.bundle.integrity import record_hashes
 from embg.export.base import TARGETS, ExportJob
+from embg.export.bundle_files import artifact_stem, copy_tokenizer
 from embg.model.weights import weights_sha256
 from embg.quantize.recipe import FP16_REASON, QuantRecipe
 
@@ -130,7 +131,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
             "export_seconds": None,
             "parity": None,
         }
-        write_manifest(bundle, manifest)
+        Manifest(manifest).write(bundle)
         if request.parity:
             progress("checking parity of the written file in its runtime against sentence-transformers "
                      "(texts alone and in padded batches)")
@@ -140,7 +141,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                 raise ExportError(f"the exported model gives NaN/inf for {parity['nonfinite']} text(s) "
                                   f"(worst mode: {parity['worst_mode']})")
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
-        write_manifest(bundle, manifest)
+        Manifest(manifest).write(bundle)
     progress(f"bundle ready: {out}")
     return out
 

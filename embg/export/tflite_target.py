@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from embg.errors import EmbgError, ExportError
-from embg.export.artifact import INPUT_NAMES, OUTPUT_NAME
+from embg.bundle import INPUT_NAMES, OUTPUT_NAME
 from embg.export.base import ExportJob, ExportTarget, TargetResult, register_target
 from embg.quantize.recipe import QuantRecipe
 from embg.quantize.tflite_flatbuffer import strip_tensor_names

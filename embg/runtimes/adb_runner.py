@@ -157,7 +157,7 @@ class AdbRunner:
         """Push the bundle's files (manifest, model, tokenizer) to REMOTE_DIR/bundle; returns that path.
 
         The bundle is verified first (Artifact.verify): a damaged or tampered bundle never reaches the device."""
-        from embg.export.artifact import Artifact
+        from embg.bundle import Artifact
 
         bundle = Path(bundle)
         manifest = Artifact.load(bundle).verify().manifest
@@ -269,7 +269,7 @@ def items_from_texts(bundle: Path, texts: list[Any]) -> list[dict[str, Any]]:
 
 def host_embeddings(bundle: Path, items: list[dict[str, Any]]) -> np.ndarray:
     """The same ids through LiteRT on this host: the device result is compared with this."""
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
     from embg.runtimes import load_all, load_runtime
 
     load_all()

@@ -14,7 +14,7 @@ import numpy as np
 from embg.registry import Registry
 
 if TYPE_CHECKING:
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
 
 log = logging.getLogger(__name__)
 

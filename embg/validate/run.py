@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact, tool_versions
+from embg.bundle import Artifact, tool_versions
 from embg.validate import gate, latency, metrics
 from embg.validate.activations import report_field as activation_field
 from embg.validate.parity import measure_parity, reference_embeddings
