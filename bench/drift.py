@@ -17,7 +17,7 @@ LABEL = "cosine vs sentence-transformers on the same fixture; RANDOM weights (no
 
 def tokenized_texts(reference) -> list[tuple[np.ndarray, np.ndarray]]:
     """embg's built-in parity texts, one row each (BOS/EOS added by the checkpoint's tokenizer)."""
-    from embg.validate.texts import parity_texts
+    from embg.textdata.builtin import parity_texts
 
     rows = []
     for text in parity_texts():

@@ -206,10 +206,10 @@ class Disjoint:
 
 
 def validator_texts() -> list[str]:
-    from embg.validate import texts as base
-    from embg.validate.textsets import builtin_texts
+    from embg.textdata import builtin as base
+    from embg.textdata.sets import builtin_texts
 
-    data = ROOT / "embg" / "validate" / "data"
+    data = ROOT / "embg" / "textdata" / "prose"
     return [t.text for t in builtin_texts()] + base.parity_texts() + \
         [p.read_text(encoding="utf-8") for p in sorted(data.glob("*"))]
 

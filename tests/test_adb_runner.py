@@ -11,7 +11,7 @@ import pytest
 
 from embg.runtimes import adb_runner
 from embg.runtimes.adb_runner import AdbError, AdbRunner, DeviceInfo, host_embeddings, items_from_texts
-from embg.validate.textsets import builtin_texts
+from embg.textdata.sets import builtin_texts
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 SERIAL = "emulator-5554"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from embg.model.tokenizer import EmbedTokenizer
 from embg.bundle import choose_bucket
-from embg.validate import texts as base
-from embg.validate.textsets import builtin_texts
+from embg.textdata import builtin as base
+from embg.textdata.sets import builtin_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "android_demo" / "core"

@@ -17,7 +17,7 @@ from embg.devices import DeviceError, open_device
 from embg.devices import browser
 from embg.bundle import Artifact
 from embg.runtimes import load_all, load_runtime
-from embg.validate.texts import parity_texts
+from embg.textdata.builtin import parity_texts
 from tests.conftest import cosine_rows, require_tool
 
 pytestmark = pytest.mark.remote

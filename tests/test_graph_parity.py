@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from embg.validate.texts import parity_texts
+from embg.textdata.builtin import parity_texts
 from tests.conftest import cosine_rows
 
 TEXTS = parity_texts()

@@ -20,7 +20,7 @@ from embg.errors import EmbgError
 from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.recipe import GROUPS, load_recipe, parse_recipe, recipe_for_bits
-from embg.validate.texts import parity_texts
+from embg.textdata.builtin import parity_texts
 from tests.conftest import _fixture
 
 BUCKETS = (64, 256)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from embg import textdata
-from embg.validate import texts as validator_base
-from embg.validate.textsets import DOCUMENT, QUERY, builtin_texts, load_texts_file
+from embg.textdata import builtin as validator_base
+from embg.textdata.sets import DOCUMENT, QUERY, builtin_texts, load_texts_file
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "embg" / "textdata"

@@ -11,7 +11,7 @@ from scipy import stats
 from embg.errors import EmbgError
 from embg.validate import gate, metrics
 from embg.validate.parity import length_batches
-from embg.validate.textsets import builtin_texts, check_tasks, load_texts_file
+from embg.textdata.sets import builtin_texts, check_tasks, load_texts_file
 from embg.validate.thresholds import THRESHOLDS, threshold_class
 
 

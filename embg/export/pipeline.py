@@ -171,7 +171,7 @@ def export_parity(artifact: Artifact, model) -> dict[str, Any]:
     from embg.runtimes import load_all, load_runtime
     from embg.runtimes.reference import SentenceTransformersReference
     from embg.validate.parity import PromptedText, measure_parity, reference_embeddings
-    from embg.validate.texts import DOCUMENTS, QUERIES
+    from embg.textdata.builtin import DOCUMENTS, QUERIES
 
     load_all()
     texts = [PromptedText(text, task if task in model.spec.prompts else "")

@@ -282,7 +282,7 @@ def host_embeddings(bundle: Path, items: list[dict[str, Any]]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from embg.validate.textsets import builtin_texts
+    from embg.textdata.sets import builtin_texts
 
     p = argparse.ArgumentParser(prog="python -m embg.runtimes.adb_runner",
                                 description="Run a bundle in android_demo on a phone or emulator and compare with host LiteRT.")

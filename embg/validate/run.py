@@ -27,7 +27,7 @@ from embg.bundle import Artifact, tool_versions
 from embg.validate import gate, latency, metrics
 from embg.validate.activations import report_field as activation_field
 from embg.validate.parity import measure_parity, reference_embeddings
-from embg.validate.textsets import EvalText, builtin_texts, check_tasks, load_texts_file, quick_texts
+from embg.textdata.sets import EvalText, builtin_texts, check_tasks, load_texts_file, quick_texts
 from embg.validate.thresholds import BASELINE_MARGINS, THRESHOLDS, check_baseline_metrics, limits_for
 
 log = logging.getLogger(__name__)
