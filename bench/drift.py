@@ -1,7 +1,7 @@
 """Cosine drift of each bundle against sentence-transformers on the same token ids.
 
 RANDOM WEIGHTS: these numbers come from a fixture with random weights, which exaggerate int4
-drift and hide real activation outliers (DESIGN.md section 3). They compare recipes on equal
+drift and hide real activation outliers (docs/measurements.md). They compare recipes on equal
 terms; they are not the quality of the real model.
 """
 

@@ -402,7 +402,7 @@ def bundle_entry(artifact: Artifact, runtime_name: str, prepared: Prepared, refe
         "cosine_histogram": metrics.histogram(measured["cos"], limits.get("cosine_min", (">=", None))[1]),
         "cosine_per_text": [round(float(c), 7) for c in measured["cos"]],
         "worst_texts": worst_texts(prepared.texts, measured["cos"], modes=measured["parity"].cosines),
-        # max |activation| read on the host from the bundle file: activation_max, fp16_headroom (issue 10)
+        # max |activation| read on the host from the bundle file: activation_max, fp16_headroom
         "activations": activation_field(artifact, prepared.tokenizer_for(artifact)),
     })
     checks = gate.threshold_checks(entry["metrics"], limits,
