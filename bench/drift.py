@@ -41,7 +41,7 @@ def reference_embeddings(directory: Path, reference=None) -> tuple[list[tuple[np
 
 def drift(embed, rows: list[tuple[np.ndarray, np.ndarray]], reference: np.ndarray) -> dict[str, Any]:
     """Cosine min/mean with the project's one NaN rule: a NaN/inf row counts as cosine -1 (a failure)."""
-    from embg.validate.parity import drift as parity_drift
+    from embg.parity.path import drift as parity_drift
 
     ours = np.concatenate([embed(ids, mask) for ids, mask in rows]).astype(np.float64)
     summary, _ = parity_drift(ours, reference.astype(np.float64))

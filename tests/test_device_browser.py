@@ -18,7 +18,8 @@ from embg.devices import browser
 from embg.bundle import Artifact
 from embg.runtimes import load_all, load_runtime
 from embg.textdata.builtin import parity_texts
-from tests.conftest import cosine_rows, require_tool
+from embg.parity.path import cosine_rows
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.remote
 

@@ -31,7 +31,7 @@ from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.recipe import recipe_for_bits
 from embg.runtimes import load_all, load_runtime
-from tests.conftest import cosine_rows
+from embg.parity.path import cosine_rows
 
 pytestmark = pytest.mark.slow
 

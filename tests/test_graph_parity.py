@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from embg.textdata.builtin import parity_texts
-from tests.conftest import cosine_rows
+from embg.parity.path import cosine_rows
 
 TEXTS = parity_texts()
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from embg.model.fixtures import FIXTURE_KINDS
 from embg.model.weights import expected_transformer_shapes
-from tests.conftest import cosine_rows
+from embg.parity.path import cosine_rows
 
 EXPORT_ARGS = ("--target", "onnx", "--bits", "8")
 

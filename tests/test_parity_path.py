@@ -1,4 +1,4 @@
-"""The one parity path (embg.validate.parity): texts alone and in padded mixed-length batches, per-mode
+"""The one parity path (embg.parity): texts alone and in padded mixed-length batches, per-mode
 drift, alone-vs-batched consistency, the NaN rule, and both callers (export-time parity, embg-validate)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from embg.validate import gate, parity
-from embg.validate.parity import PAD_WIDTH, PromptedText, measure_parity, mixed_batches
+from embg.parity.path import PAD_WIDTH, PromptedText, measure_parity, mixed_batches
 from embg.validate.thresholds import THRESHOLDS
 
 DIM = 16

@@ -20,9 +20,9 @@ from embg.quantize.onnx_backend import read_back_weights
 from embg.quantize.recipe import load_recipe, recipe_for_bits
 from embg.runtimes import load_all, load_runtime
 from embg.runtimes.reference import SentenceTransformersReference
-from embg.validate.parity import embed_texts
+from embg.parity.path import embed_texts
 from embg.textdata.builtin import parity_texts
-from tests.conftest import cosine_rows
+from embg.parity.path import cosine_rows
 
 TEXTS = parity_texts()
 BUCKETS = (64, 256)

@@ -16,9 +16,9 @@ from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize import tflite_flatbuffer as fb
 from embg.quantize.recipe import recipe_for_bits
 from embg.runtimes import load_all, load_runtime
-from embg.validate.parity import embed_texts
+from embg.parity.path import embed_texts
 from embg.textdata.builtin import QUERIES, parity_texts
-from tests.conftest import cosine_rows
+from embg.parity.path import cosine_rows
 
 BUCKETS = (64, 256)
 TEXTS = parity_texts()

@@ -9,8 +9,9 @@ import pytest
 from scipy import stats
 
 from embg.errors import EmbgError
-from embg.validate import gate, metrics
-from embg.validate.parity import length_batches
+from embg.parity import metrics
+from embg.validate import gate
+from embg.parity.path import length_batches
 from embg.textdata.sets import builtin_texts, check_tasks, load_texts_file
 from embg.validate.thresholds import THRESHOLDS, threshold_class
 

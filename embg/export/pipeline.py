@@ -166,11 +166,11 @@ def check_not_over_model(out: Path, model_dir: Path) -> None:
 
 def export_parity(artifact: Artifact, model) -> dict[str, Any]:
     """The written file in its runtime against sentence-transformers on the checkpoint: the one parity
-    path (embg.validate.parity) on the 16 built-in queries and documents, alone and in padded batches."""
+    path (embg.parity) on the 16 built-in queries and documents, alone and in padded batches."""
     from embg.model.tokenizer import EmbedTokenizer
     from embg.runtimes import load_all, load_runtime
     from embg.runtimes.reference import SentenceTransformersReference
-    from embg.validate.parity import PromptedText, measure_parity, reference_embeddings
+    from embg.parity.path import PromptedText, measure_parity, reference_embeddings
     from embg.textdata.builtin import DOCUMENTS, QUERIES
 
     load_all()

@@ -68,7 +68,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
         lines.append(f"{lead}| {entry['name']} | {entry['runtime'].get('runtime')} | {entry['threshold_class']} | "
                      + " | ".join(cells) + f" | {p50} | {'pass' if entry['passed'] else '**FAIL**'} |")
     modes = [e for e in report["bundles"] if e.get("status", "ok") == "ok" and e["metrics"].get("drift_by_mode")]
-    if modes:  # the headline cosine is the worst of these modes (embg.validate.parity)
+    if modes:  # the headline cosine is the worst of these modes (embg.parity)
         lines += ["", "Cosine min / mean per mode (alone; batched = 8 mixed-length texts padded to the longest; "
                       "padded_512 = padded to 512 tokens or the 512 bucket):"]
         for entry in modes:

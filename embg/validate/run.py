@@ -24,9 +24,10 @@ import numpy as np
 
 from embg.errors import EmbgError
 from embg.bundle import Artifact, tool_versions
-from embg.validate import gate, latency, metrics
+from embg.parity import metrics
+from embg.validate import gate, latency
 from embg.validate.activations import report_field as activation_field
-from embg.validate.parity import measure_parity, reference_embeddings
+from embg.parity.path import measure_parity, reference_embeddings
 from embg.textdata.sets import EvalText, builtin_texts, check_tasks, load_texts_file, quick_texts
 from embg.validate.thresholds import BASELINE_MARGINS, THRESHOLDS, check_baseline_metrics, limits_for
 

@@ -9,7 +9,7 @@ int8 dynamic-range bundles of the full-size architecture measured cosine min 0.9
 (docs/measurements.md); int4 mixes measured 0.976-0.98 on random weights, which exaggerate int4
 drift, and the real Q4_0 QAT checkpoints lose ~0.5 MTEB points, so int4 gets a looser floor.
 batch_consistency_min is the cosine between a text embedded alone and the same text inside a padded
-batch (embg.validate.parity): an embedding must not depend on its neighbours or its padding, beyond
+batch (embg.parity): an embedding must not depend on its neighbours or its padding, beyond
 kernel rounding for fp32 and a little more for quantized recipes. tokenizer_mismatched_texts counts
 texts that the bundle's own tokenizer files encode differently from the reference checkpoint's.
 """

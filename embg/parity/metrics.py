@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from embg.validate.parity import drift, rounded
+from embg.parity.path import drift, rounded
 
 __all__ = ["drift", "renormalise", "retrieval", "histogram", "spearman", "kendall_tau_b"]
 
