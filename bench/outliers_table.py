@@ -45,7 +45,7 @@ def resolve_recipe(name: str):
 
 def export_all(args) -> list[dict]:
     from embg.export.pipeline import ExportRequest, export_bundle
-    from embg.model.fixtures import ensure_fixture
+    from embg.fixtures import ensure_fixture
 
     rows = []
     for fixture in args.fixtures:

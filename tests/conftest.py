@@ -17,7 +17,7 @@ def fixture_root(tmp_path_factory) -> Path:
 
 
 def _fixture(root: Path, kind: str) -> Path:
-    from embg.model.fixtures import write_fixture
+    from embg.fixtures import write_fixture
 
     out = root / kind
     if not out.exists():
@@ -42,7 +42,7 @@ def tiny_q8_dir(fixture_root) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_dir):
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
 
     return load_model(str(tiny_dir))
 

@@ -97,7 +97,7 @@ def test_committed_tokenizer_and_manifest_are_the_fixtures(tiny_dir):
         "android_demo's test tokenizer.json differs from the tiny fixture's: rerun with EMBG_UPDATE_GOLDENS=1")
     manifest = json.loads((RES / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["tokenizer"]["files"]["tokenizer.json"] == _sha256(committed)
-    from embg.model.fixtures import PROMPTS
+    from embg.fixtures import PROMPTS
 
     assert manifest["prompts"] == PROMPTS
 

@@ -129,10 +129,10 @@ class Sshd:
         return f"ssh:root@127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        from embg.devices.qemu_system import QemuSystem
+        from tests.qemu_sshd import stop_sshd
 
         if self.process.returncode is None:
-            QemuSystem.stop_sshd(self.process)  # the listener and every connection: the link drops
+            stop_sshd(self.process)  # the listener and every connection: the link drops
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +144,11 @@ def client_key(tmp_path_factory) -> Path:
 
 def _start_sshd(system, key: Path, tmp: Path, environment: dict | None = None) -> Sshd:
     port = _free_port()
-    process = system.start_sshd(port, key.with_suffix(".pub").read_text(), user_environment=environment)
+    from tests.qemu_sshd import host_public_key, start_sshd
+
+    process = start_sshd(system, port, key.with_suffix(".pub").read_text(), user_environment=environment)
     known = tmp / f"known_hosts_{port}"
-    known.write_text(f"[127.0.0.1]:{port} {system.host_public_key()}\n")
+    known.write_text(f"[127.0.0.1]:{port} {host_public_key(system)}\n")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # sshd under emulation takes a few seconds to listen
         if process.poll() is not None:

@@ -34,7 +34,7 @@ def outliers_dir(fixture_root):
 
 @pytest.fixture(scope="module")
 def outliers_model(outliers_dir):
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
 
     return load_model(str(outliers_dir))
 
@@ -73,7 +73,7 @@ def parity(bundle) -> dict:
 # ------------------------------------------------------------------ the fixture itself
 
 def test_activation_profile_has_outliers_growing_with_depth(outliers_model, batch):
-    from embg.model.outliers import residual_profile
+    from embg.fixtures.outliers import residual_profile
 
     graph = outliers_model.graph()
     profile = residual_profile(graph, *batch)
@@ -107,7 +107,7 @@ def test_still_a_working_embedder(outliers_model, batch):
 
 
 def test_random_tiny_has_no_outliers(tiny_model):
-    from embg.model.outliers import residual_profile
+    from embg.fixtures.outliers import residual_profile
 
     encoded = tiny_model.tokenizer.encode(parity_texts()[:6], prompt="query")
     profile = residual_profile(tiny_model.graph(), torch.as_tensor(encoded.input_ids),

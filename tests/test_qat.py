@@ -13,7 +13,7 @@ from embg.cli.export import main as export_main
 from embg.errors import ExportError
 from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
-from embg.model.load import load_model
+from embg.checkpoint.load import load_model
 from embg.quantize import tflite_flatbuffer as fb
 from embg.quantize.grids import GRIDS
 from embg.quantize.onnx_backend import read_back_weights

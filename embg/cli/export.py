@@ -9,7 +9,7 @@ from pathlib import Path
 
 from embg.cli.common import run_cli, setup_logging, step
 from embg.errors import EmbgError
-from embg.model.resolve import DEFAULT_MODEL
+from embg.checkpoint.resolve import DEFAULT_MODEL
 from embg.quantize.recipe import BITS_TO_PRESET, load_recipe, preset_names, recipe_for_bits
 
 TARGET_NAMES = ("tflite", "onnx")

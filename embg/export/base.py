@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from embg.model.graph import EmbeddingGemmaGraph
-from embg.model.load import LoadedModel
+from embg.checkpoint.load import LoadedModel
 from embg.quantize.recipe import QuantRecipe
 from embg.registry import Registry
 

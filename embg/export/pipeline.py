@@ -47,8 +47,8 @@ class ExportRequest:
 
 def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lambda m: None) -> Path:
     """Write the bundle for ``request`` and return its directory."""
-    from embg.model.load import load_resolved
-    from embg.model.resolve import resolve_model
+    from embg.checkpoint.load import load_resolved
+    from embg.checkpoint.resolve import resolve_model
 
     load_targets()
     refuse_fp16_options(request.options)

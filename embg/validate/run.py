@@ -162,7 +162,7 @@ def check_report_dir(path: Path) -> None:
 
 
 def prepare(options: ValidateOptions) -> Prepared:
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
 
     if not options.bundles:
         raise EmbgError("give at least one bundle directory")
