@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from embg.errors import EmbgError
-        from embg.validate.report import markdown_summary, write_reports
+        from embg.validate.report import write_reports
+        from embg.validate.summary import markdown_summary
         from embg.validate.run import ValidateOptions, run
 
         if args.latency_repeats < 1:

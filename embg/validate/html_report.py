@@ -7,7 +7,7 @@ from html import escape
 from typing import Any
 
 from embg.validate import plots
-from embg.validate.report import failed_label, fmt, markdown_summary
+from embg.validate.summary import failed_label, fmt, markdown_summary
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
