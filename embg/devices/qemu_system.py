@@ -19,6 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from embg.atomic import atomic_write_bytes
 from embg.devices.base import DeviceError
 
 VENV = "/opt/embg/venv"  # inside the rootfs
@@ -93,9 +94,7 @@ class QemuSystem:
         path = self.directory / f"cpuinfo-{cpu}.txt"
         text = fake_cpuinfo(cpu)
         if not path.exists() or path.read_text() != text:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+            atomic_write_bytes(path, text.encode())
         return path
 
     def inside_argv(self, argv: list[str], cpu: str = DEFAULT_CPU) -> list[str]:

@@ -8,11 +8,12 @@ combination, oldest run first; the last PASSING run is the default baseline of t
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 from typing import Any
+
+from embg.atomic import atomic_write_bytes
 
 MAX_RUNS = 30  # in the trend; older runs stay on disk
 
@@ -46,9 +47,7 @@ def record(report: dict[str, Any], directory: Path) -> Path:
         n += 1
     target.mkdir(parents=True)
     path = target / "report.json"
-    tmp = target / f".report.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     return path
 
 
