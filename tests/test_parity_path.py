@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from embg.validate import gate, parity
+from embg.parity import path as parity
+from embg.validate import gate
 from embg.parity.path import PAD_WIDTH, PromptedText, measure_parity, mixed_batches
 from embg.validate.thresholds import THRESHOLDS
 
