@@ -14,6 +14,7 @@ from embg.cli.adb_parity import host_embeddings, items_from_texts
 from embg.devices.adb import protocol
 from embg.devices.adb.client import AdbRunner
 from embg.devices.adb.protocol import AdbError, DeviceInfo
+from embg.parity.path import cosine_rows
 from embg.textdata.sets import builtin_texts
 
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -50,7 +51,7 @@ def test_parity_round_trip_is_labelled_stand_in(bundle, fake_adb):
     result = runner.run_parity(bundle, items, accelerator="gpu", repeats=2)
 
     host = host_embeddings(bundle, items)
-    cos = (result.embeddings * host).sum(1) / (np.linalg.norm(result.embeddings, axis=1) * np.linalg.norm(host, axis=1))
+    cos = cosine_rows(result.embeddings, host)
     assert result.embeddings.shape == host.shape and cos.min() > 0.99999
     assert set(result.buckets) == {64, 256}  # short texts in the small bucket, the long one truncated to 256
     assert result.token_counts == [len(it["ids"]) for it in items]

@@ -25,6 +25,13 @@ def test_rank_correlations_match_scipy():
     assert metrics.kendall_tau_b(a, b) == pytest.approx(stats.kendalltau(a, b).statistic, abs=1e-9)
 
 
+def test_rank_correlations_are_one_when_there_is_no_order_to_disagree_about():
+    one, tied, ordered = np.array([0.3]), np.array([0.5, 0.5, 0.5]), np.array([0.1, 0.2, 0.3])
+    assert metrics.spearman(one, one) == 1.0 and metrics.kendall_tau_b(one, one) == 1.0
+    assert metrics.spearman(tied, ordered) == 1.0 and metrics.kendall_tau_b(ordered, tied) == 1.0
+    assert metrics.spearman(ordered, ordered[::-1]) == pytest.approx(-1.0)
+
+
 def _unit(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
