@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +81,3 @@ def trend(directory: Path, current: dict[str, Any]) -> dict[str, Any]:
             table[combo].append(_point(rows[combo]) if combo in rows else {"status": "absent", "cos_min": None,
                                                                            "p50_ms": None})
     return {"runs": [r.get("created", "?") for r in reports], "trend": table}
-
-
-def trend_table_html(history: dict[str, Any]) -> str:
-    head = "".join(f"<th>{escape(r[:16])}</th>" for r in history["runs"])
-    rows = [f"<tr><th>combination</th><th>metric</th>{head}</tr>"]
-    for combo, points in history["trend"].items():
-        for metric, pattern in (("cos_min", "{:.6f}"), ("p50_ms", "{:.2f}")):
-            cells = "".join(f"<td>{pattern.format(p[metric]) if p.get(metric) is not None else escape(p['status'])}</td>"
-                            for p in points)
-            rows.append(f"<tr><td>{escape(combo)}</td><td>{metric}</td>{cells}</tr>")
-    return "<table id='history'>" + "".join(rows) + "</table>"
