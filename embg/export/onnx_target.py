@@ -20,6 +20,7 @@ import torch
 from embg.errors import EmbgError, ExportError
 from embg.bundle import INPUT_NAMES, OUTPUT_NAME
 from embg.export.base import ExportJob, ExportTarget, TargetResult, register_target
+from embg.export.completeness import check_onnx_file
 from embg.quantize.recipe import QuantRecipe
 from embg.quiet import captured_native_output
 
@@ -156,6 +157,8 @@ class OnnxTarget(ExportTarget):
                 raise ExportError(f"quantized weights ({quantized_bytes} B) are not smaller than fp32 ({fp32_bytes} B)")
         path = bundle / f"{job.stem}{self.extension}"
         files = save_model(model, path)
+        # against the model, not the plan: every weight the recipe quantizes is integers in the written file
+        check_onnx_file(path, job.graph, job.recipe)
         size = files_size(bundle, files)
         job.progress(f"wrote {path.name} ({size / 1e6:.1f} MB)")
         return TargetResult(
