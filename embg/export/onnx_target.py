@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from embg.errors import EmbgError, ExportError
+from embg.errors import ExportError
 from embg.bundle import INPUT_NAMES, OUTPUT_NAME
 from embg.export.base import ExportJob, ExportTarget, TargetResult, register_target
 from embg.export.completeness import check_onnx_file
-from embg.quantize.recipe import QuantRecipe
 from embg.quiet import captured_native_output
 
 OPSET = 21
@@ -126,11 +125,8 @@ class OnnxTarget(ExportTarget):
     name = "onnx"
     extension = ".onnx"
     runtime = "onnxruntime"
-
-    def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], options: dict[str, Any]) -> None:
-        if seq_lens:
-            raise EmbgError(f"--seq-lens {','.join(map(str, seq_lens))} applies to the tflite target only: an ONNX "
-                            "bundle takes any sequence length up to the model's positions (dynamic axes)")
+    accepted_options = frozenset({"web_compatible"})
+    why_not = {"seq_lens": "an ONNX bundle takes any sequence length up to the model's positions (dynamic axes)"}
 
     def export(self, job: ExportJob, bundle: Path) -> TargetResult:
         from embg.quantize.onnx_backend import op_counts, quantize_onnx_model, verify_quantized
@@ -143,14 +139,14 @@ class OnnxTarget(ExportTarget):
         quant: dict[str, Any] = {}
         if not job.recipe.is_float:
             job.progress(f"quantizing with recipe {job.recipe.name}")
-            web = bool(job.options.get("web_compatible"))
+            web = job.options.web_compatible
             with captured_native_output("onnxruntime quantization"):  # its log lines go to the root logger
-                model, plan = quantize_onnx_model(model, job.recipe, job.options.get("grids"), web_compatible=web)
+                model, plan = quantize_onnx_model(model, job.recipe, job.grids, web_compatible=web)
             quant["ops"] = verify_quantized(model, plan)
-            if job.options.get("grids"):
+            if job.grids:
                 from embg.quantize.onnx_backend import verify_grids
 
-                quant["qat_grid"] = verify_grids(model, job.options["grids"])
+                quant["qat_grid"] = verify_grids(model, job.grids)
             quant["notes"] = plan.notes
             quantized_bytes = model_nbytes(model)
             if quantized_bytes >= fp32_bytes:

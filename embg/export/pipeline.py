@@ -13,12 +13,16 @@ from embg.atomic import atomic_directory, check_writable_destination
 from embg.errors import EmbgError, ExportError
 from embg.bundle import HASHES_FIELD, Artifact, Manifest, is_bundle, tool_versions
 from embg.bundle.integrity import record_hashes
-from embg.export.base import TARGETS, ExportJob
+from embg.export.base import TARGETS, ExportJob, ExportTarget
 from embg.export.bundle_files import artifact_stem, copy_tokenizer
+from embg.export.options import FLAGS, ExportOptions
 from embg.model.weights import weights_sha256
 from embg.quantize.recipe import FP16_REASON, QuantRecipe
 
 log = logging.getLogger(__name__)
+
+#: options only some targets take; the rest (force_grid, auto_qat) apply to every target
+TARGET_OPTIONS = frozenset({"web_compatible"})
 
 
 def load_targets() -> None:
@@ -42,7 +46,7 @@ class ExportRequest:
     revision: str | None = None
     token: str | None = None
     parity: bool = True
-    options: dict[str, Any] = field(default_factory=dict)
+    options: ExportOptions | dict[str, Any] = field(default_factory=ExportOptions)  # a dict is parsed
 
 
 def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lambda m: None) -> Path:
@@ -51,9 +55,10 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     from embg.checkpoint.resolve import resolve_model
 
     load_targets()
-    refuse_fp16_options(request.options)
+    options = ExportOptions.parse(request.options)
     target = TARGETS.get(request.target)
-    target.check_request(request.recipe, request.seq_lens, request.options)
+    check_options(target, options, request.seq_lens)
+    target.check_request(request.recipe, request.seq_lens, None)
     if request.out is not None:
         check_writable_destination(request.out, is_bundle)
     started = time.perf_counter()
@@ -63,7 +68,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         check_not_over_model(Path(request.out), resolved.directory)
     model = load_resolved(resolved)
     recipe = request.recipe
-    if request.options.get("auto_qat") and not recipe.uses_qat_grid:
+    if options.auto_qat and not recipe.uses_qat_grid:
         from embg.quantize.qat import detect_qat_recipe
 
         bits = {"int4": 4, "int8": 8}.get(recipe.name)
@@ -80,22 +85,21 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         progress(f"folding SmoothQuant scales (alpha {recipe.smoothing['alpha']}) into norms and weights")
         smoothing = smooth_graph(graph, calibration_batches(model.tokenizer), recipe.smoothing["alpha"])
     seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)
-    target.check_request(request.recipe, seq_lens, {**request.options, "max_positions": model.spec.max_positions})
+    target.check_request(request.recipe, seq_lens, model.spec.max_positions)
     stem = artifact_stem(model.spec.model_id, target.name, recipe.name,
                          seq_lens[0] if len(seq_lens) == 1 else None)
     out = Path(request.out) if request.out is not None else Path.cwd() / stem
     if request.out is None:
         check_writable_destination(out, is_bundle)
         check_not_over_model(out, model.spec.directory)
-    options = dict(request.options)
+    grids = grid_report = None
     if recipe.uses_qat_grid:
         from embg.quantize.qat import recover_grids
 
         progress("recovering the QAT grid of every quantized weight")
-        options["grids"], options["grid_report"] = recover_grids(model.state_dict, recipe,
-                                                                 force=bool(options.get("force_grid")))
+        grids, grid_report = recover_grids(model.state_dict, recipe, force=options.force_grid)
     job = ExportJob(model=model, graph=graph, recipe=recipe, stem=stem, seq_lens=seq_lens,
-                    options=options, progress=progress)
+                    options=options, grids=grids, progress=progress)
     with atomic_directory(out, is_bundle, "bundle", progress) as bundle:
         result = target.export(job, bundle)
         tokenizer_files = copy_tokenizer(model.spec.directory, bundle)
@@ -123,7 +127,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                 "max_length": spec.max_seq_length,
             },
             **result.manifest,
-            "qat_grid": _grid_summary(options.get("grid_report"), result.manifest),
+            "qat_grid": _grid_summary(grid_report, result.manifest),
             "smoothing": smoothing,
             # for apps choosing an accelerator: a GPU delegate's default fp16 precision overflows here
             "activation_precision": {"required": "fp32", "reason": FP16_REASON},
@@ -146,14 +150,15 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     return out
 
 
-FP16_OPTIONS = ("fp16", "float16", "half", "keep_io_types", "precision")
-
-
-def refuse_fp16_options(options: dict[str, Any]) -> None:
-    """No export path emits fp16 activations; an option asking for one is an error with the reason, never ignored."""
-    asked = [key for key in FP16_OPTIONS if options.get(key) not in (None, False, "fp32", "float32")]
-    if asked:
-        raise ExportError(f"export option(s) {asked} would run fp16 activations and are refused: {FP16_REASON}")
+def check_options(target: ExportTarget, options: ExportOptions, seq_lens: tuple[int, ...]) -> None:
+    """Each target takes its own options (ExportTarget.accepted_options); any other is refused, naming
+    the targets that take it, before any work."""
+    asked = (options.asked() & TARGET_OPTIONS) | ({"seq_lens"} if seq_lens else set())
+    for name in sorted(asked - target.accepted_options):
+        takers = [t for t in TARGETS.names() if name in TARGETS.get(t).accepted_options]
+        flag = f"{FLAGS[name]} {','.join(map(str, seq_lens))}" if name == "seq_lens" else FLAGS[name]
+        reason = target.why_not.get(name)
+        raise EmbgError(f"{flag} applies to the {' and '.join(takers)} target only" + (f": {reason}" if reason else ""))
 
 
 def check_not_over_model(out: Path, model_dir: Path) -> None:

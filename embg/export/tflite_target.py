@@ -89,11 +89,11 @@ class TfliteTarget(ExportTarget):
     extension = ".tflite"
     runtime = "litert"
 
-    def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], options: dict[str, Any]) -> None:
+    accepted_options = frozenset({"seq_lens"})
+
+    def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], max_positions: int | None) -> None:
         if seq_lens:
-            check_buckets(seq_lens, int(options.get("max_positions", 2048)))
-        if options.get("web_compatible"):
-            raise EmbgError("--web-compatible applies to the onnx target only")
+            check_buckets(seq_lens, max_positions or 2048)
 
     def default_seq_lens(self, max_positions: int) -> tuple[int, ...]:
         return tuple(b for b in DEFAULT_BUCKETS if b <= max_positions) or (max_positions,)
@@ -101,11 +101,11 @@ class TfliteTarget(ExportTarget):
     @staticmethod
     def _fold_negative_scales(job: ExportJob) -> list[str]:
         """Grids with negative block scales (Q4_0) get their exact positive-scale form in the graph (in place)."""
-        if not job.options.get("grids"):
+        if not job.grids:
             return []
         from embg.quantize.negative_scales import fold_negative_scales
 
-        folded = fold_negative_scales(job.graph, job.options["grids"])
+        folded = fold_negative_scales(job.graph, job.grids)
         if folded["weights"]:
             job.progress(f"{len(folded['weights'])} linear weights have negative Q4_0 block scales, which XNNPACK "
                          f"refuses: stored with |d| plus a float block-sum correction "
@@ -133,10 +133,10 @@ class TfliteTarget(ExportTarget):
             quant["notes"] = plan.notes
             for group, note in plan.notes.items():
                 job.progress(f"note: {group}: {note}")
-            if job.options.get("grids"):
+            if job.grids:
                 from embg.quantize.qat import apply_grids_tflite
 
-                quant["qat_grid"] = apply_grids_tflite(path, plan, job.options["grids"], folded)
+                quant["qat_grid"] = apply_grids_tflite(path, plan, job.grids, folded)
             float_path.unlink()
             if path.stat().st_size >= float_bytes:
                 raise ExportError(f"quantized file ({path.stat().st_size} B) is not smaller than float ({float_bytes} B)")
