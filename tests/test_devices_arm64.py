@@ -239,7 +239,7 @@ def test_sshd_killed_during_validation_gives_partial_report(qemu_system, client_
     server = _start_sshd(qemu_system, client_key, tmp_path)
     from embg.validate.matrix import load_plan, run_matrix
     from embg.validate.report import write_reports
-    from embg.validate.run import ValidateOptions
+    from embg.validate.inputs import ValidateOptions
 
     toml = tmp_path / "devices.toml"
     rows = "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.options.items())

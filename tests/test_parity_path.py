@@ -147,9 +147,9 @@ def test_export_parity_and_validate_use_the_same_path(tiny_bundle, tiny_dir, tmp
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    import embg.validate.run as run
+    import embg.validate.measure as measure
 
-    monkeypatch.setattr(run, "measure_parity", spy)
+    monkeypatch.setattr(measure, "measure_parity", spy)
     from embg.cli.validate import main
     from tests.conftest import run_cli
 

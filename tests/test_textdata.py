@@ -144,7 +144,7 @@ def test_validate_texts_retrieval_resolves_to_all_pairs():
     from embg.cli.validate import build_parser
 
     args = build_parser().parse_args(["bundle", "--texts", "retrieval"])
-    rows = load_texts_file(args.texts)  # what embg.validate.run.prepare does with --texts
+    rows = load_texts_file(args.texts)  # what embg.validate.inputs.prepare does with --texts
     queries = [t for t in rows if t.is_query]
     documents = [t for t in rows if t.is_document]
     assert len(queries) >= 400 and len(documents) >= 400

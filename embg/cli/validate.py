@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         from embg.errors import EmbgError
         from embg.validate.report import write_reports
         from embg.validate.summary import markdown_summary
-        from embg.validate.run import ValidateOptions, run
+        from embg.validate.inputs import ValidateOptions
+        from embg.validate.run import run
 
         if args.latency_repeats < 1:
             raise EmbgError("--latency-repeats must be at least 1")
