@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from embg.errors import ExportError
-from embg.quantize.groups import group_of
+from embg.quantize.groups import NEVER_QUANTIZED, group_of
 from embg.quantize.recipe import QuantRecipe
 
 #: ONNX integer element types a quantized weight is stored in
@@ -41,6 +41,8 @@ def required_weights(graph: torch.nn.Module, recipe: QuantRecipe) -> dict[str, s
         if value.ndim != 2:
             continue  # norms and scales: recipes never quantize vectors
         group = group_of(name)
+        if group is None and NEVER_QUANTIZED.search(name):
+            continue  # float terms the export adds to carry a grid exactly (block-sum corrections)
         if group is None:
             raise ExportError(f"weight {name} {tuple(value.shape)} belongs to no recipe group, so no recipe can say "
                               "how to store it; add it to embg/quantize/groups.py")
