@@ -14,24 +14,19 @@ required weight (as stored, or transposed, as exporters fold ``W.T``).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from embg.bundle.digest import array_digest
 from embg.errors import ExportError
 from embg.quantize.groups import NEVER_QUANTIZED, group_of
 from embg.quantize.recipe import QuantRecipe
 
 #: ONNX integer element types a quantized weight is stored in
 ONNX_INTEGER_TYPES = ("INT8", "UINT8", "INT4", "UINT4")
-
-
-def array_digest(array: np.ndarray) -> str:
-    """Digest of a weight's float32 values in C order: equal values, equal digest."""
-    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
 
 
 def required_weights(graph: torch.nn.Module, recipe: QuantRecipe) -> dict[str, str]:
@@ -121,7 +116,7 @@ def check_tflite_file(path: Path, graph: torch.nn.Module, recipe: QuantRecipe,
             raw = fb.raw_bytes(model, tensor)
             if raw is None:
                 continue
-            param = digests.get(hashlib.sha256(raw).hexdigest())
+            param = digests.get(array_digest(np.frombuffer(raw, dtype=np.float32)))
             if param:
                 in_float.add(param)
     if in_float:

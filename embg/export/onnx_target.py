@@ -7,18 +7,17 @@ their nodes after them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from embg.errors import ExportError
 from embg.bundle import INPUT_NAMES, OUTPUT_NAME
+from embg.bundle.digest import array_digest
 from embg.export.base import ExportJob, ExportTarget, TargetResult, register_target
 from embg.export.completeness import check_onnx_file
 from embg.quiet import captured_native_output
@@ -51,10 +50,6 @@ def export_fp32(graph: torch.nn.Module, max_positions: int):
     return program.model_proto
 
 
-def _digest(array: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
-
-
 def restore_weight_names(model, graph: torch.nn.Module) -> dict[str, str]:
     """Rename folded 2-D initializers after the torch parameter they hold (as W or W.T); name their nodes."""
     from onnx import numpy_helper
@@ -63,14 +58,14 @@ def restore_weight_names(model, graph: torch.nn.Module) -> dict[str, str]:
     for name, param in graph.state_dict().items():
         if param.ndim == 2:
             array = param.detach().numpy()
-            by_digest.setdefault(_digest(array), name)
-            by_digest.setdefault(_digest(array.T), name)
+            by_digest.setdefault(array_digest(array), name)
+            by_digest.setdefault(array_digest(array.T), name)
     renamed: dict[str, str] = {}
     present = {i.name for i in model.graph.initializer}
     for init in model.graph.initializer:
         if len(init.dims) != 2 or init.name in by_digest.values():
             continue
-        param = by_digest.get(_digest(numpy_helper.to_array(init)))
+        param = by_digest.get(array_digest(numpy_helper.to_array(init)))
         if param and param not in present:
             renamed[init.name] = param
             present.add(param)
