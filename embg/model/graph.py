@@ -3,7 +3,7 @@
 It holds the whole embedder (embedding, every Gemma 3 layer, mean pooling, both Dense layers,
 L2 normalisation and an optional Matryoshka truncation) and is what every target converts.
 It re-states transformers' Gemma3TextModel with three deliberate differences, each a converter
-trap found on this architecture (DESIGN.md section 3):
+trap found on this architecture (docs/converter-traps.md):
 
 * masks are built here as finite additive tensors (``finfo.min``, never ``-inf``), so a query row
   whose keys are all masked (padding wider than the sliding window) gives no NaN; the sliding
