@@ -1,7 +1,7 @@
 """Cosine drift of each bundle against sentence-transformers on the same token ids.
 
 RANDOM WEIGHTS: these numbers come from a fixture with random weights, which exaggerate int4
-drift and hide real activation outliers (DESIGN.md section 3). They compare recipes on equal
+drift and hide real activation outliers (docs/measurements.md). They compare recipes on equal
 terms; they are not the quality of the real model.
 """
 
@@ -17,7 +17,7 @@ LABEL = "cosine vs sentence-transformers on the same fixture; RANDOM weights (no
 
 def tokenized_texts(reference) -> list[tuple[np.ndarray, np.ndarray]]:
     """embg's built-in parity texts, one row each (BOS/EOS added by the checkpoint's tokenizer)."""
-    from embg.validate.texts import parity_texts
+    from embg.textdata.builtin import parity_texts
 
     rows = []
     for text in parity_texts():
@@ -41,7 +41,7 @@ def reference_embeddings(directory: Path, reference=None) -> tuple[list[tuple[np
 
 def drift(embed, rows: list[tuple[np.ndarray, np.ndarray]], reference: np.ndarray) -> dict[str, Any]:
     """Cosine min/mean with the project's one NaN rule: a NaN/inf row counts as cosine -1 (a failure)."""
-    from embg.validate.parity import drift as parity_drift
+    from embg.parity.path import drift as parity_drift
 
     ours = np.concatenate([embed(ids, mask) for ids, mask in rows]).astype(np.float64)
     summary, _ = parity_drift(ours, reference.astype(np.float64))

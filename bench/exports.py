@@ -96,7 +96,7 @@ def _cache_key(variant: Variant, recipe_arg: str, buckets: tuple[int, ...] | Non
 def _current_bundle(bundle: Path) -> bool:
     """A cached bundle this embg can still load (bundles from before file hashes are re-exported)."""
     from embg.errors import EmbgError
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
 
     try:
         Artifact.load(bundle)

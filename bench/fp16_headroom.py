@@ -2,7 +2,7 @@
 
     flock /tmp/embg-heavy.lock python -m bench.fp16_headroom --model DIR --out DIR [--parts ...]
 
-Texts: the validator's built-in texts (``embg.validate.textsets.builtin_texts()``), each with its
+Texts: the validator's built-in texts (``embg.textdata.sets.builtin_texts()``), each with its
 task prompt, truncated to 2048 tokens; "alone" = one text per call, "batches" = the validator's
 padded batches (grouped by task and length, <= 8 rows, <= 8192 tokens). Reference:
 sentence-transformers on the checkpoint, each text alone, on the same token ids.
@@ -63,20 +63,25 @@ def embed_alone(embed: Embed, rows) -> np.ndarray:
     return np.concatenate([np.asarray(embed(ids, mask), dtype=np.float32) for ids, mask in rows])
 
 
-def embed_batches(embed: Embed, model, texts) -> np.ndarray:
-    from embg.validate.run import by_task
-
-    def run(rows, task):
-        encoded = model.tokenizer.encode([r.text for r in rows], prompt=task, max_length=MAX_TOKENS)
-        return np.asarray(embed(encoded.input_ids, encoded.attention_mask), dtype=np.float32)
-
-    return by_task(texts, model.tokenizer, lambda rows, task: run(rows, task if task in model.tokenizer.prompts else None))
+def embed_batches(embed: Embed, model, texts, batch: int = 8) -> np.ndarray:
+    """Texts in batches of ``batch`` with the same task prompt (padded to the longest), in input order."""
+    out: list[np.ndarray | None] = [None] * len(texts)
+    for task in dict.fromkeys(t.task for t in texts):
+        index = [i for i, t in enumerate(texts) if t.task == task]
+        prompt = task if task in model.tokenizer.prompts else None
+        for start in range(0, len(index), batch):
+            chosen = index[start:start + batch]
+            encoded = model.tokenizer.encode([texts[i].text for i in chosen], prompt=prompt, max_length=MAX_TOKENS)
+            rows = np.asarray(embed(encoded.input_ids, encoded.attention_mask), dtype=np.float32)
+            for i, row in zip(chosen, rows):
+                out[i] = row
+    return np.stack(out)
 
 
 def compare(ours: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
-    from embg.validate.parity import summarize
+    from embg.parity.path import drift
 
-    return summarize(ours, ref).to_dict()
+    return drift(ours, ref)[0]
 
 
 def torch_embed(graph: torch.nn.Module) -> Embed:
@@ -87,7 +92,7 @@ def torch_embed(graph: torch.nn.Module) -> Embed:
 
 
 def runtime_embed(bundle: Path, **options) -> tuple[Embed, Any]:
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
     from embg.runtimes import load_all, load_runtime
 
     load_all()
@@ -177,10 +182,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from embg.model.fp16_safe import FP16_LIMIT, make_fp16_safe, to_half
     from embg.model.intermediates import measure
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
     from embg.quantize.recipe import load_recipe
     from embg.runtimes.reference import SentenceTransformersReference
-    from embg.validate.textsets import builtin_texts
+    from embg.textdata.sets import builtin_texts
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)

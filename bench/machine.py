@@ -38,7 +38,7 @@ def describe() -> dict[str, Any]:
         memory_gb = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         pass
-    from embg.export.artifact import tool_versions
+    from embg.bundle import tool_versions
 
     return {
         "cpu": cpu, "cpu_flags": sorted(f for f in FLAG_NAMES if f in flags),

@@ -47,7 +47,7 @@ def resolve_recipe(name: str):
 
 def export_all(args) -> list[dict]:
     from embg.export.pipeline import ExportRequest, export_bundle
-    from embg.model.fixtures import ensure_fixture
+    from embg.fixtures import ensure_fixture
 
     rows = []
     for fixture in args.fixtures:
@@ -68,7 +68,7 @@ def export_all(args) -> list[dict]:
 
 def measure_latency(rows: list[dict], repeats: int) -> None:
     """Median ms per bundle over interleaved rounds (every bundle once per round), 1 thread."""
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
     from embg.runtimes import load_all, load_runtime
 
     load_all()

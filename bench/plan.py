@@ -17,7 +17,7 @@ BASELINE = "eager-fp32"  # PyTorch eager fp32 via sentence-transformers, measure
 @dataclass(frozen=True)
 class Variant:
     name: str  # e.g. "tflite-int4", "onnx-int4-qat@q4_0"
-    fixture: str  # fixture kind written by embg.model.fixtures
+    fixture: str  # fixture kind written by embg.fixtures
     target: str  # "onnx" | "tflite"
     recipe: str  # preset name, or a bench-derived recipe (bench/exports.py DERIVED_RECIPES: int4-naive, int8-products)
     qat: bool = False  # needs the int4-qat recipe (skipped, with the reason, when it does not work yet)

@@ -112,7 +112,7 @@ def convert(parts: dict[str, tuple[nn.Module, dict[str, torch.Tensor]]], path: P
 
 def build_parts(model_dir: str, tokens: list[int], work: Path) -> dict[str, dict[str, Any]]:
     """{file kind: {"path", "signatures": {name: (inputs as numpy)}}}: layer files fp32 + int8, core files."""
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
     from embg.quantize.recipe import load_recipe
     from embg.quantize.tflite_backend import quantize_tflite
 
@@ -153,7 +153,7 @@ def _signature_runner(path: Path, name: str):
 
 
 def time_all(parts: dict[str, dict[str, Any]], bundles: list[Path], tokens: list[int], repeats: int) -> dict[str, Any]:
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
     from embg.runtimes import load_all, load_runtime
 
     load_all()
@@ -182,7 +182,7 @@ def time_all(parts: dict[str, dict[str, Any]], bundles: list[Path], tokens: list
 
 def breakdown(medians: dict[str, float], bundles: list[Path], tokens: list[int]) -> dict[str, Any]:
     """Per bundle and length: the whole forward and its parts (20 sliding + 4 full layers, cores, the rest)."""
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
 
     out: dict[str, Any] = {}
     for bundle in bundles:

@@ -85,7 +85,7 @@ def summarise(run: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, fl
 def profile(bundles: list[Path], tokens: list[int], repeats: int, threads: int = 1) -> dict[str, Any]:
     import onnxruntime as ort
 
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
 
     sessions, tmp = {}, tempfile.mkdtemp(prefix="embg-ort-profile-")
     for bundle in bundles:

@@ -47,8 +47,8 @@ def subjects_for(model: Path, bundles: list[Path], threads: tuple[int, ...]) -> 
 def drift(subjects: list[Any], bundle: Path) -> dict[str, dict[str, float]]:
     """Cosine vs the eager reference on the built-in texts, each alone: {bundle: {min, mean, texts}}."""
     from embg.model.tokenizer import EmbedTokenizer
-    from embg.validate.parity import cosine_rows
-    from embg.validate.textsets import builtin_texts
+    from embg.parity.path import cosine_rows
+    from embg.textdata.sets import builtin_texts
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     tokenizer = EmbedTokenizer(bundle, manifest["prompts"], max_length=MAX_TOKENS)

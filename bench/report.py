@@ -190,7 +190,7 @@ def render(results: dict[str, Any]) -> str:
                f"`{results['fixture']}` fixture = the real architecture with RANDOM weights, batch 1, medians of "
                f"{results['plan']['repeats']} interleaved repetitions; eager = PyTorch fp32 via sentence-transformers "
                f"in the same loop. Drift on random weights exaggerates int4 loss and hides activation outliers "
-               f"(DESIGN.md §3): it ranks recipes, it is not real-model quality. "
+               f"(docs/measurements.md): it ranks recipes, it is not real-model quality. "
                f"Reproduce: `python bench/run.py{' --quick' if results['mode'] == 'quick' else ''}`; "
                f"every figure is in bench/results/results.json.")
     out = [START, "", caption, "", *main_table(results), "", "Targets (issues 9 and 18; not test assertions):", "",
@@ -198,7 +198,7 @@ def render(results: dict[str, Any]) -> str:
            "### Latency at 1 thread, with batch 8", "", *threads_table(results, "1"), ""]
     for threads in results["plan"]["threads"][1:]:
         out += [f"### Latency at {threads} threads", "",
-                "PyTorch eager with 2 threads collapses when the other core is busy (DESIGN.md §3); "
+                "PyTorch eager with 2 threads collapses when the other core is busy (docs/measurements.md); "
                 "reported as measured.", "", *threads_table(results, str(threads)), ""]
     long_texts = long_text_table(results)
     if long_texts:

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--buckets", help="comma-separated, in call order (default: every bucket, smallest first)")
     args = parser.parse_args(argv)
 
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
     from embg.runtimes import load_all, load_runtime
 
     load_all()

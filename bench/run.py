@@ -32,7 +32,7 @@ DEFAULT_OUT = REPO / "bench" / "results"
 
 
 def default_cache(quick: bool) -> Path:
-    from embg.model.resolve import fixture_cache_dir
+    from embg.checkpoint.resolve import fixture_cache_dir
 
     return fixture_cache_dir().parent / "bench" / ("quick" if quick else "full")
 

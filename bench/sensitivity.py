@@ -4,7 +4,7 @@
                                 [--out bench/results/sensitivity.json]
 
 Each row quantizes some weights in torch (embg/quantize/simulate.py) and compares the graph's
-embeddings with the float graph's on the validator's built-in texts (embg.validate.textsets,
+embeddings with the float graph's on the validator's built-in texts (embg.textdata.sets,
 each with its task prompt, cut at 2048 tokens like the largest LiteRT bucket): cosine min and
 mean, and the text kind that did worst. Weight-only: the dynamic int8 activations both targets
 add cost a little more in the exported files (embg-validate measures those).
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from embg.model.load import load_model
+from embg.checkpoint.load import load_model
 from embg.quantize.calibrate import calibrate_grids
 from embg.quantize.calibration_texts import Batch, batches_for, calibration_split
 from embg.quantize.groups import GROUP_PARTS, part_of
@@ -37,7 +37,7 @@ from embg.quantize.int4_blocks import quantize_rows
 from embg.quantize.int4_choice import minmax_counterpart
 from embg.quantize.recipe import GroupRule, QuantRecipe, load_recipe, parse_recipe
 from embg.quantize.simulate import grid_weight, minmax_int4, outputs_with, recipe_weights
-from embg.validate.textsets import builtin_texts
+from embg.textdata.sets import builtin_texts
 
 PARTS = tuple(part for parts in GROUP_PARTS.values() for part in parts)
 LITERT_SIGNATURES = 7  # the default buckets 32..2048: per-channel tables are stored once per signature

@@ -59,7 +59,7 @@ class BundleSubject:
     """One bundle, loaded once per thread count (engines fix their thread pools at load)."""
 
     def __init__(self, variant: Variant, bundle: Path, threads: tuple[int, ...]) -> None:
-        from embg.export.artifact import Artifact
+        from embg.bundle import Artifact
         from embg.runtimes import load_all, load_runtime
 
         load_all()
@@ -84,7 +84,7 @@ class BundleSubject:
             return None
         if shape.pad_to:
             return shape.pad_to
-        from embg.runtimes.litert_rt import choose_bucket
+        from embg.bundle import choose_bucket
 
         return choose_bucket(self.buckets, shape.tokens)
 
@@ -92,7 +92,7 @@ class BundleSubject:
         runtime = self.runtimes[threads]
         if self.target == "tflite" and shape.pad_to:
             # The runtime would pick the smallest bucket from the mask; force the seq-pad_to signature.
-            from embg.runtimes.litert_rt import fit_to
+            from embg.bundle import fit_to
 
             ids32, mask32 = fit_to(ids.astype(np.int32), mask.astype(np.int32), shape.pad_to)
             name = runtime.signatures[shape.pad_to]

@@ -30,8 +30,8 @@ def _peak_mb() -> float:
 
 
 def cmd_fixture(args: argparse.Namespace) -> dict:
-    from embg.model.fixtures import ensure_fixture
-    from embg.model.resolve import fixture_cache_dir
+    from embg.fixtures import ensure_fixture
+    from embg.checkpoint.resolve import fixture_cache_dir
 
     start = time.perf_counter()
     directory = ensure_fixture(args.kind, fixture_cache_dir())

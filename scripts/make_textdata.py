@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import textdata_handwritten as handwritten  # noqa: E402
 
-from embg.atomic import atomic_write_text  # noqa: E402
+from embg.atomic import atomic_write_bytes  # noqa: E402
 
 warnings.simplefilter("ignore", DeprecationWarning)  # typing.io / typing.re while walking modules
 OUT = ROOT / "embg" / "textdata"
@@ -206,10 +206,10 @@ class Disjoint:
 
 
 def validator_texts() -> list[str]:
-    from embg.validate import texts as base
-    from embg.validate.textsets import builtin_texts
+    from embg.textdata import builtin as base
+    from embg.textdata.sets import builtin_texts
 
-    data = ROOT / "embg" / "validate" / "data"
+    data = ROOT / "embg" / "textdata" / "prose"
     return [t.text for t in builtin_texts()] + base.parity_texts() + \
         [p.read_text(encoding="utf-8") for p in sorted(data.glob("*"))]
 
@@ -296,7 +296,7 @@ def main() -> int:
             if not path.is_file() or path.read_text(encoding="utf-8") != text:
                 stale.append(name)
         else:
-            atomic_write_text(path, text)
+            atomic_write_bytes(path, text.encode("utf-8"))
         print(f"{name}: {text.count(chr(10))} rows ({PYTHON})")
     if stale:
         print(f"differs from the committed files: {', '.join(stale)}", file=sys.stderr)

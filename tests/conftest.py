@@ -6,7 +6,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,7 +20,7 @@ def fixture_root(tmp_path_factory) -> Path:
 
 
 def _fixture(root: Path, kind: str) -> Path:
-    from embg.model.fixtures import write_fixture
+    from embg.fixtures import write_fixture
 
     out = root / kind
     if not out.exists():
@@ -46,7 +45,7 @@ def tiny_q8_dir(fixture_root) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_dir):
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
 
     return load_model(str(tiny_dir))
 
@@ -56,12 +55,6 @@ def tiny_reference(tiny_dir):
     from embg.runtimes.reference import SentenceTransformersReference
 
     return SentenceTransformersReference(tiny_dir)
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
 def require_tool(available: bool, what: str, install: str) -> None:
@@ -122,7 +115,7 @@ def reseal(bundle: Path) -> Path:
     rewritten to match changed files: lets a test reach the checks that stand behind the hashes."""
     import json
 
-    from embg.model.weights import file_sha256
+    from embg.bundle import file_sha256
 
     path = Path(bundle) / "manifest.json"
     manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -137,7 +130,7 @@ def with_unsupported_op(bundle: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
 
     path = Artifact.load(bundle).model_path
     model = onnx.load(str(path))

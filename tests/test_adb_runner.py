@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from embg.runtimes import adb_runner
-from embg.runtimes.adb_runner import AdbError, AdbRunner, DeviceInfo, host_embeddings, items_from_texts
-from embg.validate.textsets import builtin_texts
+from embg.cli import adb_parity
+from embg.cli.adb_parity import host_embeddings, items_from_texts
+from embg.devices.adb import protocol
+from embg.devices.adb.client import AdbRunner
+from embg.devices.adb.protocol import AdbError, DeviceInfo
+from embg.parity.path import cosine_rows
+from embg.textdata.sets import builtin_texts
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 SERIAL = "emulator-5554"
@@ -47,7 +50,7 @@ def test_parity_round_trip_is_labelled_stand_in(bundle, fake_adb):
     result = runner.run_parity(bundle, items, accelerator="gpu", repeats=2)
 
     host = host_embeddings(bundle, items)
-    cos = (result.embeddings * host).sum(1) / (np.linalg.norm(result.embeddings, axis=1) * np.linalg.norm(host, axis=1))
+    cos = cosine_rows(result.embeddings, host)
     assert result.embeddings.shape == host.shape and cos.min() > 0.99999
     assert set(result.buckets) == {64, 256}  # short texts in the small bucket, the long one truncated to 256
     assert result.token_counts == [len(it["ids"]) for it in items]
@@ -74,11 +77,11 @@ def test_stand_in_is_detected_from_either_side():
     response = {"schema": 1, "runner": "android-app", "device": {"model": "Pixel 8"}, "accelerator": {},
                 "results": [{"name": "a", "bucket": 64, "token_count": 3, "embedding": [0.6, 0.8], "ms": [1.0]}]}
     phone = DeviceInfo("X", "Pixel 8", "Google", "35", "arm64-v8a", stand_in=False)
-    assert adb_runner._result(response, [{"name": "a"}], phone).device_used is True
+    assert protocol.parse_result(response, [{"name": "a"}], phone).device_used is True
     flagged = {**response, "device": {"model": "Pixel 8", "stand_in": True}}
-    assert adb_runner._result(flagged, [{"name": "a"}], phone).device_used is False
+    assert protocol.parse_result(flagged, [{"name": "a"}], phone).device_used is False
     stand_in = DeviceInfo("X", "embg-stand-in", "embg", "0", "host", stand_in=True)
-    assert adb_runner._result(response, [{"name": "a"}], stand_in).device_used is False
+    assert protocol.parse_result(response, [{"name": "a"}], stand_in).device_used is False
 
 
 @pytest.mark.parametrize("change, message", [
@@ -91,10 +94,10 @@ def test_bad_responses_are_errors(change, message):
                 "results": [{"name": "a", "bucket": 64, "token_count": 3, "embedding": [0.6, 0.8], "ms": [1.0]}]}
     phone = DeviceInfo(None, "Pixel 8", "Google", "35", "arm64-v8a", stand_in=False)
     with pytest.raises(AdbError, match=message):
-        adb_runner._result({**response, **change}, [{"name": "a"}], phone)
+        protocol.parse_result({**response, **change}, [{"name": "a"}], phone)
     nan = {**response, "results": [{**response["results"][0], "embedding": [None, 0.8]}]}
     with pytest.raises(AdbError, match="non-finite"):
-        adb_runner._result(nan, [{"name": "a"}], phone)
+        protocol.parse_result(nan, [{"name": "a"}], phone)
 
 
 def test_app_not_installed_is_a_clear_error(bundle, fake_adb):
@@ -111,7 +114,7 @@ def test_missing_adb_is_a_clear_error(monkeypatch):
 
 def test_cli_compares_with_host_and_says_no_device(bundle, fake_adb, tmp_path, capsys):
     out = tmp_path / "adb.json"
-    assert adb_runner.main([str(bundle), "--serial", SERIAL, "--repeats", "1", "--json", str(out)]) == 0
+    assert adb_parity.main([str(bundle), "--serial", SERIAL, "--repeats", "1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].startswith("NO DEVICE USED")
     assert "cosine vs host LiteRT: min 1.0000" in printed or "min 0.99999" in printed

@@ -18,9 +18,9 @@ from pathlib import Path
 
 
 from embg.model.tokenizer import EmbedTokenizer
-from embg.runtimes.litert_rt import choose_bucket
-from embg.validate import texts as base
-from embg.validate.textsets import builtin_texts
+from embg.bundle import choose_bucket
+from embg.textdata import builtin as base
+from embg.textdata.sets import builtin_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "android_demo" / "core"
@@ -97,7 +97,7 @@ def test_committed_tokenizer_and_manifest_are_the_fixtures(tiny_dir):
         "android_demo's test tokenizer.json differs from the tiny fixture's: rerun with EMBG_UPDATE_GOLDENS=1")
     manifest = json.loads((RES / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["tokenizer"]["files"]["tokenizer.json"] == _sha256(committed)
-    from embg.model.fixtures import PROMPTS
+    from embg.fixtures import PROMPTS
 
     assert manifest["prompts"] == PROMPTS
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from embg.model.attention import (BandLayout, band_layout, banded_attention, dense_attention, sliding_band,
                                   window_mask)
-from embg.validate.texts import parity_texts
-from tests.conftest import cosine_rows
+from embg.textdata.builtin import parity_texts
+from embg.parity.path import cosine_rows
 
 TEXTS = parity_texts()
 WINDOW, HEADS, KV_HEADS, DIM = 9, 3, 1, 16  # the tiny fixture's bound: |q-k| < 9
@@ -122,7 +122,7 @@ def _reference_at(reference, prompt, max_len):
 
 
 def _runtime(bundle, name):
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
     from embg.runtimes import load_all, load_runtime
 
     load_all()

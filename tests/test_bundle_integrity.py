@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from tests.conftest import reseal
 
 TFLITE_SEQ_LENS = (32, 128)

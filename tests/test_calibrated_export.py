@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from embg.cli.export import main as export_main
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
-from embg.model.load import load_model
+from embg.checkpoint.load import load_model
 from embg.quantize import tflite_flatbuffer as fb
 from embg.quantize.calibrate import calibrate_grids
 from embg.quantize.calibration_texts import batches_for, calibration_split
@@ -23,9 +23,9 @@ from embg.quantize.onnx_backend import read_back_weights
 from embg.quantize.recipe import load_recipe, parse_recipe
 from embg.runtimes import load_all, load_runtime
 from embg.runtimes.reference import SentenceTransformersReference
-from embg.validate.parity import embed_texts
-from embg.validate.texts import parity_texts
-from tests.conftest import _fixture, cosine_rows
+from embg.parity.path import cosine_rows, embed_texts
+from embg.textdata.builtin import parity_texts
+from tests.conftest import _fixture
 
 TEXTS = parity_texts()
 BUCKETS = (64, 256)

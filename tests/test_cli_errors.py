@@ -187,7 +187,7 @@ def test_out_equal_to_or_above_the_checkpoint_is_refused(tiny_dir, tiny_bundle, 
 def test_atomic_directory_replaces_only_an_earlier_output_and_says_so(tmp_path):
     from embg.atomic import atomic_directory
     from embg.errors import EmbgError
-    from embg.export.artifact import is_bundle
+    from embg.bundle import is_bundle
 
     dest = tmp_path / "bundle"
     said = []
@@ -306,9 +306,9 @@ def _validate(args: list) -> tuple[int, str, str]:
                                   "baseline-without-metrics"])
 def test_validate_bad_report_and_baseline_refused_before_any_work(case, tiny_bundle, tiny_dir, tmp_path,
                                                                   monkeypatch):
-    import embg.validate.run as run
+    import embg.validate.rows as rows
 
-    monkeypatch.setattr(run, "measure_bundle", lambda *a, **k: pytest.fail("work started before the check"))
+    monkeypatch.setattr(rows, "measure_bundle", lambda *a, **k: pytest.fail("work started before the check"))
     report = tmp_path / "report"
     args = [tiny_bundle("onnx", 8), "--model", tiny_dir, "--report", report]
     if case == "report-is-a-file":

@@ -15,10 +15,11 @@ import pytest
 
 from embg.devices import DeviceError, open_device
 from embg.devices import browser
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.runtimes import load_all, load_runtime
-from embg.validate.texts import parity_texts
-from tests.conftest import cosine_rows, require_tool
+from embg.textdata.builtin import parity_texts
+from embg.parity.path import cosine_rows
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.remote
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from embg.devices import DeviceError, load_devices, open_device
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.runtimes import load_all, load_runtime
 
 

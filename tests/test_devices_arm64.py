@@ -27,11 +27,11 @@ from tests.conftest import run_cli
 
 from embg.cli.validate import main
 from embg.devices import DeviceError, load_devices, open_device
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.recipe import recipe_for_bits
 from embg.runtimes import load_all, load_runtime
-from tests.conftest import cosine_rows
+from embg.parity.path import cosine_rows
 
 pytestmark = pytest.mark.slow
 
@@ -129,10 +129,10 @@ class Sshd:
         return f"ssh:root@127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        from embg.devices.qemu_system import QemuSystem
+        from tests.qemu_sshd import stop_sshd
 
         if self.process.returncode is None:
-            QemuSystem.stop_sshd(self.process)  # the listener and every connection: the link drops
+            stop_sshd(self.process)  # the listener and every connection: the link drops
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +144,11 @@ def client_key(tmp_path_factory) -> Path:
 
 def _start_sshd(system, key: Path, tmp: Path, environment: dict | None = None) -> Sshd:
     port = _free_port()
-    process = system.start_sshd(port, key.with_suffix(".pub").read_text(), user_environment=environment)
+    from tests.qemu_sshd import host_public_key, start_sshd
+
+    process = start_sshd(system, port, key.with_suffix(".pub").read_text(), user_environment=environment)
     known = tmp / f"known_hosts_{port}"
-    known.write_text(f"[127.0.0.1]:{port} {system.host_public_key()}\n")
+    known.write_text(f"[127.0.0.1]:{port} {host_public_key(system)}\n")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # sshd under emulation takes a few seconds to listen
         if process.poll() is not None:
@@ -237,7 +239,7 @@ def test_sshd_killed_during_validation_gives_partial_report(qemu_system, client_
     server = _start_sshd(qemu_system, client_key, tmp_path)
     from embg.validate.matrix import load_plan, run_matrix
     from embg.validate.report import write_reports
-    from embg.validate.run import ValidateOptions
+    from embg.validate.inputs import ValidateOptions
 
     toml = tmp_path / "devices.toml"
     rows = "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.options.items())

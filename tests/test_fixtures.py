@@ -36,7 +36,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 def test_tiny_loads_in_sentence_transformers_unchanged(tiny_dir):
     from sentence_transformers import SentenceTransformer
 
-    from embg.model.fixtures import FIXTURE_KINDS, PROMPTS
+    from embg.fixtures import FIXTURE_KINDS, PROMPTS
 
     model = SentenceTransformer(str(tiny_dir), device="cpu", local_files_only=True)
     kinds = [type(m).__name__ for m in model]
@@ -68,7 +68,7 @@ def test_fixture_command_is_deterministic(tiny_dir, tmp_path):
 
 @pytest.mark.parametrize("fixture_name, grid", [("tiny_q4_dir", "q4_0"), ("tiny_q8_dir", "q8_0")])
 def test_qat_fixture_weights_are_on_grid(fixture_name, grid, request, tiny_dir):
-    from embg.model.fixtures import FIXTURE_KINDS
+    from embg.fixtures import FIXTURE_KINDS
     from embg.quantize.grids import GRIDS
 
     layers = FIXTURE_KINDS["tiny"].config["num_hidden_layers"]
@@ -90,7 +90,7 @@ def test_full_parameter_count_without_writing():
     """Counted from the shapes the strict loader demands, and cross-checked against transformers."""
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
-    from embg.model.fixtures import FIXTURE_KINDS, FULL_CONFIG
+    from embg.fixtures import FIXTURE_KINDS, FULL_CONFIG
     from embg.model.weights import expected_transformer_shapes
 
     kind = FIXTURE_KINDS["full"]
@@ -108,7 +108,7 @@ def test_full_parameter_count_without_writing():
 
 @pytest.mark.slow
 def test_full_fixture_written_has_real_parameter_count(tmp_path):
-    from embg.model.fixtures import FULL_CONFIG, write_fixture
+    from embg.fixtures import FULL_CONFIG, write_fixture
     from embg.model.spec import read_checkpoint
 
     out = write_fixture("full", tmp_path / "full")
@@ -127,8 +127,8 @@ def test_full_fixture_written_has_real_parameter_count(tmp_path):
 
 def test_builtin_fixture_name_uses_cache(tiny_dir, tmp_path, monkeypatch):
     """`--model tiny` resolves to the fixture cache without writing when it is already there."""
-    from embg.model.fixtures import FIXTURE_VERSION
-    from embg.model.resolve import fixture_cache_dir, resolve_model
+    from embg.fixtures import FIXTURE_VERSION
+    from embg.checkpoint.resolve import fixture_cache_dir, resolve_model
 
     monkeypatch.setenv("EMBG_CACHE", str(tmp_path / "cache"))
     tag = f"tiny-v{FIXTURE_VERSION}-py{sys.version_info.major}{sys.version_info.minor}"

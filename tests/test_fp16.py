@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.model.fp16_safe import FP16_LIMIT, make_fp16_safe, to_half
 from embg.quantize.recipe import GROUPS, load_recipe, parse_recipe, recipe_for_bits
-from embg.validate.texts import parity_texts
+from embg.textdata.builtin import parity_texts
 from tests.conftest import _fixture, cosine_rows, run_cli
 
 SCALE = load_recipe("fp16").fp16_safe["residual_scale"]
@@ -30,7 +30,7 @@ BUCKETS = (64, 256)
 
 @pytest.fixture(scope="module")
 def outliers(fixture_root):
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
 
     return load_model(str(_fixture(fixture_root, "tiny-outliers")))
 

@@ -28,8 +28,8 @@ def real():
     directory = os.environ.get("EMBG_REAL_MODEL")
     if not directory:
         pytest.skip("EMBG_REAL_MODEL is unset: set it to a local copy of google/embeddinggemma-300m")
-    from embg.model.load import load_model
-    from embg.validate.textsets import builtin_texts
+    from embg.checkpoint.load import load_model
+    from embg.textdata.sets import builtin_texts
 
     model = load_model(directory)
     texts = builtin_texts()

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from embg.model.graph import FULL, SLIDING
-from embg.validate.texts import parity_texts
-from tests.conftest import cosine_rows
+from embg.parity.path import cosine_rows
+from embg.textdata.builtin import parity_texts
 
 TEXTS = parity_texts()
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from embg.model.fixtures import FIXTURE_KINDS
+from embg.fixtures import FIXTURE_KINDS
 from embg.model.weights import expected_transformer_shapes
-from tests.conftest import cosine_rows
+from embg.parity.path import cosine_rows
 
 EXPORT_ARGS = ("--target", "onnx", "--bits", "8")
 
@@ -245,7 +245,7 @@ def bad_copy(tiny_dir, tmp_path) -> Path:
 
 def test_unmutated_copy_is_accepted(bad_copy):
     """Control: the copy itself loads, so each refusal below is caused by its mutation alone."""
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
 
     model = load_model(str(bad_copy))
     assert model.spec.output_dim == HEAD_OUT
@@ -307,7 +307,7 @@ def make_legacy(directory: Path, max_seq_length: int = 2048) -> None:
 
 
 def test_legacy_hub_layout_loads_and_matches(bad_copy, tiny_dir, tiny_reference):
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
     from embg.model.spec import read_checkpoint
     from embg.runtimes.reference import SentenceTransformersReference
 

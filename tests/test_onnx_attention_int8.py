@@ -10,12 +10,12 @@ import onnx
 import pytest
 
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.recipe import GROUPS, load_recipe, parse_recipe
 from embg.runtimes import load_all, load_runtime
-from embg.validate.texts import parity_texts
-from tests.conftest import cosine_rows
+from embg.textdata.builtin import parity_texts
+from embg.parity.path import cosine_rows
 
 TEXTS = parity_texts()
 

@@ -14,14 +14,15 @@ import onnx
 import pytest
 
 from embg.errors import ExportError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.onnx_backend import (PER_TENSOR_OPS, ROW_QUANT_TAG, OnnxQuantPlan, plan_quantization,
                                         verify_per_row, verify_quantized)
 from embg.quantize.recipe import PER_ROW, load_recipe, recipe_for_bits
 from embg.runtimes import load_all, load_runtime
-from embg.validate.texts import parity_texts
-from tests.conftest import _fixture, cosine_rows
+from embg.textdata.builtin import parity_texts
+from embg.parity.path import cosine_rows
+from tests.conftest import _fixture
 
 TEXTS = parity_texts()  # 23 texts, 10 to 286 tokens
 RECIPES = ("int8", "int4", "int4-minmax")
@@ -45,7 +46,7 @@ def bundles(outliers_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer(outliers_dir):
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
 
     return load_model(str(outliers_dir)).tokenizer
 
@@ -148,7 +149,7 @@ def test_verify_fails_when_a_weight_was_skipped(bundles):
 
 def test_plan_counts_every_per_row_matmul(outliers_dir, tmp_path):
     from embg.export.onnx_target import export_fp32
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
 
     model = load_model(str(outliers_dir))
     fp32 = export_fp32(model.graph(), model.spec.max_positions)

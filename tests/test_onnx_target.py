@@ -8,13 +8,13 @@ import numpy as np
 import onnx
 import pytest
 
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.recipe import recipe_for_bits
 from embg.runtimes import load_all, load_runtime
-from embg.validate.parity import embed_texts
-from embg.validate.texts import parity_texts
-from tests.conftest import cosine_rows
+from embg.parity.path import embed_texts
+from embg.textdata.builtin import parity_texts
+from embg.parity.path import cosine_rows
 
 TEXTS = parity_texts()
 

@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.recipe import GROUPS, load_recipe, parse_recipe, recipe_for_bits
-from embg.validate.texts import parity_texts
+from embg.textdata.builtin import parity_texts
 from tests.conftest import _fixture
 
 BUCKETS = (64, 256)
@@ -35,7 +35,7 @@ def outliers_dir(fixture_root):
 
 @pytest.fixture(scope="module")
 def outliers_model(outliers_dir):
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
 
     return load_model(str(outliers_dir))
 
@@ -77,7 +77,7 @@ def parity(bundle) -> dict:
 # ------------------------------------------------------------------ the fixture itself
 
 def test_activation_profile_has_outliers_growing_with_depth(outliers_model, batch):
-    from embg.model.outliers import residual_profile
+    from embg.fixtures.outliers import residual_profile
 
     graph = outliers_model.graph()
     profile = residual_profile(graph, *batch)
@@ -111,7 +111,7 @@ def test_still_a_working_embedder(outliers_model, batch):
 
 
 def test_random_tiny_has_no_outliers(tiny_model):
-    from embg.model.outliers import residual_profile
+    from embg.fixtures.outliers import residual_profile
 
     encoded = tiny_model.tokenizer.encode(parity_texts()[:6], prompt="query")
     profile = residual_profile(tiny_model.graph(), torch.as_tensor(encoded.input_ids),

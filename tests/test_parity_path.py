@@ -1,4 +1,4 @@
-"""The one parity path (embg.validate.parity): texts alone and in padded mixed-length batches, per-mode
+"""The one parity path (embg.parity): texts alone and in padded mixed-length batches, per-mode
 drift, alone-vs-batched consistency, the NaN rule, and both callers (export-time parity, embg-validate)."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from embg.validate import gate, parity
-from embg.validate.parity import PAD_WIDTH, PromptedText, measure_parity, mixed_batches
+from embg.parity import path as parity
+from embg.validate import gate
+from embg.parity.path import PAD_WIDTH, PromptedText, measure_parity, mixed_batches
 from embg.validate.thresholds import THRESHOLDS
 
 DIM = 16
@@ -146,9 +147,9 @@ def test_export_parity_and_validate_use_the_same_path(tiny_bundle, tiny_dir, tmp
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    import embg.validate.run as run
+    import embg.validate.measure as measure
 
-    monkeypatch.setattr(run, "measure_parity", spy)
+    monkeypatch.setattr(measure, "measure_parity", spy)
     from embg.cli.validate import main
     from tests.conftest import run_cli
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embg.validate.textsets import builtin_texts
-from tests.conftest import cosine_rows
+from embg.textdata.sets import builtin_texts
+from embg.parity.path import cosine_rows
 
 REAL = os.environ.get("EMBG_REAL_MODEL")
 pytestmark = [pytest.mark.slow,
@@ -27,7 +27,7 @@ BUCKETS = (512, 1024, 2048)
 
 @pytest.fixture(scope="module")
 def real():
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
     from embg.runtimes.reference import SentenceTransformersReference
 
     return load_model(REAL), SentenceTransformersReference(Path(REAL))
@@ -59,7 +59,7 @@ def _padded(rows: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def _export(tmp_path_factory, target: str, seq_lens: tuple[int, ...] = ()):
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
     from embg.export.pipeline import ExportRequest, export_bundle
     from embg.quantize.recipe import recipe_for_bits
     from embg.runtimes import load_all, load_runtime

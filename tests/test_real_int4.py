@@ -17,7 +17,7 @@ import pytest
 
 from embg.cli.export import main as export_main
 from embg.cli.validate import main as validate_main
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 
 REAL = os.environ.get("EMBG_REAL_MODEL")
 pytestmark = [pytest.mark.slow,

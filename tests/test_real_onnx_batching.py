@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.model.spec import read_checkpoint
 from embg.model.tokenizer import EmbedTokenizer
 from embg.runtimes import load_all, load_runtime
-from embg.validate.parity import cosine_rows
-from embg.validate.textsets import builtin_texts
+from embg.parity.path import cosine_rows
+from embg.textdata.sets import builtin_texts
 
 PAD_TO = 512
 BATCH = 8

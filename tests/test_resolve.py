@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from embg.model.fixtures import FIXTURE_KINDS
+from embg.fixtures import FIXTURE_KINDS
 from tests.test_loading import assert_refused
 
 COMMIT = "3f2c1b0a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a"
@@ -57,7 +57,7 @@ def hub(tmp_path, monkeypatch, tiny_dir) -> Path:
 
 
 def test_hub_id_resolves_from_offline_cache(hub):
-    from embg.model.resolve import resolve_model
+    from embg.checkpoint.resolve import resolve_model
 
     resolved = resolve_model(REPO)
     assert resolved.directory.resolve() == hub.resolve()
@@ -68,7 +68,7 @@ def test_hub_id_resolves_from_offline_cache(hub):
 @pytest.mark.parametrize("revision", [None, "main", COMMIT])
 def test_load_model_records_snapshot_commit(hub, revision):
     """Whatever names the revision, the manifest must pin the exact commit that was exported."""
-    from embg.model.load import load_model
+    from embg.checkpoint.load import load_model
 
     model = load_model(REPO, revision=revision)
     assert model.spec.model_id == REPO
@@ -79,7 +79,7 @@ def test_load_model_records_snapshot_commit(hub, revision):
 
 def test_unknown_branch_offline_is_refused(hub):
     from embg.errors import CheckpointError
-    from embg.model.resolve import resolve_model
+    from embg.checkpoint.resolve import resolve_model
 
     with pytest.raises(CheckpointError, match="not in the local Hugging Face cache"):
         resolve_model(REPO, revision="v2")
@@ -87,7 +87,7 @@ def test_unknown_branch_offline_is_refused(hub):
 
 def test_missing_repo_offline_is_clear(hub, tmp_path, capsys):
     from embg.errors import CheckpointError
-    from embg.model.resolve import resolve_model
+    from embg.checkpoint.resolve import resolve_model
 
     with pytest.raises(CheckpointError) as info:
         resolve_model("acme/absent")
@@ -100,7 +100,7 @@ def test_missing_repo_offline_is_clear(hub, tmp_path, capsys):
 
 def test_not_a_hub_id_is_clear():
     from embg.errors import CheckpointError
-    from embg.model.resolve import resolve_model
+    from embg.checkpoint.resolve import resolve_model
 
     with pytest.raises(CheckpointError, match="no such directory, and not a hub id"):
         resolve_model("./no/such/dir")
@@ -134,7 +134,7 @@ def test_gated_repo_says_what_to_do(tmp_path, monkeypatch):
     import huggingface_hub.constants as constants
 
     from embg.errors import CheckpointError
-    from embg.model.resolve import resolve_model
+    from embg.checkpoint.resolve import resolve_model
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GatedHub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -182,7 +182,7 @@ def test_copy_of_cache_without_blobs_resolves(tmp_path, monkeypatch, tiny_dir):
     """Snapshots holding real files (a cache copied with symlinks dereferenced) work too."""
     import huggingface_hub.constants as constants
 
-    from embg.model.resolve import resolve_model
+    from embg.checkpoint.resolve import resolve_model
 
     cache = tmp_path / "hub"
     snapshot = cache / "models--acme--copied" / "snapshots" / COMMIT

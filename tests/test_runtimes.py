@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.runtimes import load_all, load_runtime
 
 

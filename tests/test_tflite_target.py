@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize import tflite_flatbuffer as fb
 from embg.quantize.recipe import recipe_for_bits
 from embg.runtimes import load_all, load_runtime
-from embg.validate.parity import embed_texts
-from embg.validate.texts import QUERIES, parity_texts
-from tests.conftest import cosine_rows
+from embg.parity.path import embed_texts
+from embg.textdata.builtin import QUERIES, parity_texts
+from embg.parity.path import cosine_rows
 
 BUCKETS = (64, 256)
 TEXTS = parity_texts()

@@ -15,8 +15,8 @@ from tests.conftest import named_copy, reseal, run_cli
 from onnx import numpy_helper
 
 from embg.cli.validate import main
-from embg.export.artifact import Artifact
-from embg.model.weights import file_sha256
+from embg.bundle import Artifact
+from embg.bundle import file_sha256
 
 
 TFLITE_SEQ_LENS = (32, 128)

@@ -9,10 +9,11 @@ import pytest
 from scipy import stats
 
 from embg.errors import EmbgError
-from embg.validate import gate, metrics
-from embg.validate.parity import length_batches
-from embg.validate.report import markdown_summary
-from embg.validate.textsets import builtin_texts, check_tasks, load_texts_file
+from embg.parity import metrics
+from embg.parity.path import length_batches
+from embg.textdata.sets import builtin_texts, check_tasks, load_texts_file
+from embg.validate import gate
+from embg.validate.summary import markdown_summary
 from embg.validate.thresholds import THRESHOLDS, threshold_class
 
 
@@ -23,6 +24,13 @@ def test_rank_correlations_match_scipy():
     b[3] = b[4]  # a tie
     assert metrics.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-9)
     assert metrics.kendall_tau_b(a, b) == pytest.approx(stats.kendalltau(a, b).statistic, abs=1e-9)
+
+
+def test_rank_correlations_are_one_when_there_is_no_order_to_disagree_about():
+    one, tied, ordered = np.array([0.3]), np.array([0.5, 0.5, 0.5]), np.array([0.1, 0.2, 0.3])
+    assert metrics.spearman(one, one) == 1.0 and metrics.kendall_tau_b(one, one) == 1.0
+    assert metrics.spearman(tied, ordered) == 1.0 and metrics.kendall_tau_b(ordered, tied) == 1.0
+    assert metrics.spearman(ordered, ordered[::-1]) == pytest.approx(-1.0)
 
 
 def _unit(x):

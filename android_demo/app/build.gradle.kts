@@ -8,7 +8,7 @@ android {
     compileSdk = 35
 
     defaultConfig {
-        applicationId = "dev.embg.demo" // embg/runtimes/adb_runner.py's PACKAGE
+        applicationId = "dev.embg.demo" // embg/devices/adb/protocol.py's PACKAGE
         minSdk = 26
         targetSdk = 35
         versionCode = 1

@@ -9,10 +9,8 @@ from pathlib import Path
 
 from embg.cli.common import run_cli, setup_logging, step
 from embg.errors import EmbgError
-from embg.model.resolve import DEFAULT_MODEL
+from embg.checkpoint.resolve import DEFAULT_MODEL
 from embg.quantize.recipe import BITS_TO_PRESET, load_recipe, preset_names, recipe_for_bits
-
-TARGET_NAMES = ("tflite", "onnx")
 
 
 def parse_seq_lens(text: str) -> tuple[int, ...]:
@@ -38,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"hub id, local checkpoint directory, or built-in fixture (default {DEFAULT_MODEL})")
     parser.add_argument("--revision", help="hub revision (branch, tag or commit)")
-    parser.add_argument("--target", required=True, help="tflite or onnx")
+    parser.add_argument("--target", required=True, help="export format: tflite or onnx (the registered targets)")
     parser.add_argument("--bits", type=int, help=f"shorthand for a preset recipe: {BITS_TO_PRESET}")
     parser.add_argument("--recipe", help=f"preset name ({', '.join(preset_names())}) or a recipe .json file")
     parser.add_argument("--dim", type=int, help="Matryoshka output dimension (768, 512, 256 or 128 for the real model)")
@@ -60,10 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def body() -> int:
-        from embg.export.pipeline import ExportRequest, export_bundle
+        from embg.export.base import TARGETS
+        from embg.export.options import ExportOptions
+        from embg.export.pipeline import ExportRequest, export_bundle, load_targets
 
-        if args.target not in TARGET_NAMES:
-            raise EmbgError(f"unknown --target {args.target!r}; choose one of {', '.join(TARGET_NAMES)}")
+        load_targets()
+        if args.target not in TARGETS:
+            raise EmbgError(f"unknown --target {args.target!r}; choose one of {', '.join(TARGETS.names())}")
         if args.bits is not None and args.recipe:
             raise EmbgError("give --bits or --recipe, not both")
         if args.dim is not None and args.dim < 1:
@@ -75,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             model=args.model, target=args.target, recipe=recipe, out=args.out, dim=args.dim,
             seq_lens=parse_seq_lens(args.seq_lens) if args.seq_lens else (), revision=args.revision,
             token=os.environ.get("HF_TOKEN"), parity=not args.skip_parity,
-            options={"web_compatible": args.web_compatible, "force_grid": args.force_grid,
-                     "auto_qat": args.bits is not None},
+            options=ExportOptions(web_compatible=args.web_compatible, force_grid=args.force_grid,
+                                  auto_qat=args.bits is not None),
         )
         out = export_bundle(request, progress=step)
         print(out)

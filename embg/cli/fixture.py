@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from embg.cli.common import run_cli, setup_logging, step
-from embg.model.fixtures import FIXTURE_KINDS, write_fixture
+from embg.fixtures import FIXTURE_KINDS, write_fixture
 
 
 def build_parser() -> argparse.ArgumentParser:

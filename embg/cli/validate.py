@@ -87,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from embg.errors import EmbgError
-        from embg.validate.report import markdown_summary, write_reports
-        from embg.validate.run import ValidateOptions, run
+        from embg.validate.report import write_reports
+        from embg.validate.summary import markdown_summary
+        from embg.validate.inputs import ValidateOptions
+        from embg.validate.run import run
 
         if args.latency_repeats < 1:
             raise EmbgError("--latency-repeats must be at least 1")

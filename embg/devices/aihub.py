@@ -38,8 +38,8 @@ import numpy as np
 
 from embg.devices.base import DEVICES, DeviceError, DeviceRunner, RemoteRuntime
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
-from embg.validate.latency import DYNAMIC_LENGTHS
+from embg.bundle import Artifact
+from embg.bundle import DYNAMIC_LENGTHS
 
 ENV_OPTIONS = {"compute_unit": "EMBG_AIHUB_COMPUTE_UNIT", "target_runtime": "EMBG_AIHUB_TARGET_RUNTIME"}
 COMPUTE_UNITS = ("cpu", "gpu", "npu")

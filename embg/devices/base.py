@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.registry import Registry
 from embg.runtimes.base import Runtime, truncate_to
-from embg.runtimes.litert_rt import choose_bucket, fit_to
+from embg.bundle import choose_bucket, fit_to
 
 log = logging.getLogger(__name__)
 

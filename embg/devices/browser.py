@@ -26,7 +26,7 @@ from typing import Any
 
 from embg.devices.base import DEVICES, DeviceError, DeviceRunner, RemoteRuntime, Session
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSERS = ("chromium",)  # the spec after "browser:"; only Debian's Chromium is wired up

@@ -10,7 +10,7 @@ import platform
 import sys
 
 from embg.devices.base import DEVICES, DeviceRunner, RemoteRuntime, Session, runner_script
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 
 
 @DEVICES.register("local")

@@ -15,10 +15,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from embg.atomic import atomic_write_bytes
+from embg.bundle import Artifact
 from embg.devices.base import DEVICES, DeviceRunner, RemoteRuntime, Session, runner_script
 from embg.devices.qemu_system import CPUS, DEFAULT_CPU, QemuSystem
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
 
 INSIDE = "/opt/embg"
 
@@ -47,7 +48,7 @@ class QemuArm64Device(DeviceRunner):
         runner_host = self.system.rootfs / runner_inside.lstrip("/")
         bundle_host = self.system.rootfs / bundle_inside.lstrip("/")
         if not runner_host.exists():
-            _atomic_bytes(runner_host, runner)
+            atomic_write_bytes(runner_host, runner)
         if not (bundle_host / ".complete").exists():
             bundle_host.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=bundle_host.parent))
@@ -70,9 +71,3 @@ class QemuArm64Device(DeviceRunner):
                   "rootfs": str(self.system.rootfs)}
         return RemoteRuntime(artifact, session, engine, device)
 
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -1,10 +1,11 @@
-"""The emulated ARM64 Debian on disk: where it lives, how a process is started inside it, its sshd.
+"""The emulated ARM64 Debian on disk: where it lives and how a process is started inside it.
 
 Everything that runs inside goes through :func:`inside_argv`: a private mount namespace
 (``unshare --mount``) that mounts /proc, /dev and /sys into the rootfs and lays a fake ARM
 /proc/cpuinfo over the real one, then chroots. The kernel's binfmt_misc entry for aarch64
 (qemu-user-static, flag F) runs every ARM binary under qemu, so child processes (pip, sshd's
 shells) are emulated too. The namespace dies with the process: no mount outlives a run.
+The sshd the tests start inside it lives with the tests (tests/qemu_sshd.py).
 
 Why the fake cpuinfo: qemu 7.2 passes the x86 host's /proc/cpuinfo through, and onnxruntime's
 cpuinfo library cannot initialise on an ARM build from it; LiteRT does not care.
@@ -18,6 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from embg.atomic import atomic_write_bytes
 from embg.devices.base import DeviceError
 
 VENV = "/opt/embg/venv"  # inside the rootfs
@@ -92,9 +94,7 @@ class QemuSystem:
         path = self.directory / f"cpuinfo-{cpu}.txt"
         text = fake_cpuinfo(cpu)
         if not path.exists() or path.read_text() != text:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+            atomic_write_bytes(path, text.encode())
         return path
 
     def inside_argv(self, argv: list[str], cpu: str = DEFAULT_CPU) -> list[str]:
@@ -114,70 +114,6 @@ class QemuSystem:
     def run(self, argv: list[str], cpu: str = DEFAULT_CPU, timeout: float = 1800) -> subprocess.CompletedProcess:
         return subprocess.run(self.inside_argv(argv, cpu), env=self.env(cpu), capture_output=True, text=True,
                               timeout=timeout)
-
-    # ------------------------------------------------------------ sshd inside the emulated system
-
-    def start_sshd(self, port: int, authorized_keys: str, cpu: str = DEFAULT_CPU,
-                   user_environment: dict[str, str] | None = None) -> subprocess.Popen:
-        """Start the emulated system's sshd on 127.0.0.1:port in the foreground (caller stops it).
-
-        ``authorized_keys`` replaces root's keys. ``user_environment`` goes in as
-        environment="..." options (PermitUserEnvironment), e.g. a PATH without python3 for tests.
-        """
-        self.check_ready()
-        ssh_dir = self.rootfs / "root" / ".ssh"
-        ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # sshd builds a fresh environment per session: QEMU_CPU goes in through authorized_keys
-        environment = {"QEMU_CPU": cpu, **(user_environment or {})}
-        options = ",".join(f'environment="{k}={v}"' for k, v in environment.items())
-        lines = [f"{options} {line}" if options else line for line in authorized_keys.strip().splitlines()]
-        (ssh_dir / "authorized_keys").write_text("\n".join(lines) + "\n")
-        os.chmod(ssh_dir / "authorized_keys", 0o600)
-        config = self.rootfs / SSHD_DIR.lstrip("/") / "sshd_config"
-        config.write_text(sshd_config(port))
-        argv = ["/usr/sbin/sshd", "-D", "-e", "-f", f"{SSHD_DIR}/sshd_config"]
-        return subprocess.Popen(self.inside_argv(argv, cpu), env=self.env(cpu), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-    @staticmethod
-    def stop_sshd(process: subprocess.Popen) -> None:
-        """Kill the sshd listener AND its connection children (they setsid(), so killpg misses them)."""
-        for pid in reversed(descendants(process.pid)):
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-
-    def host_public_key(self) -> str:
-        return (self.rootfs / SSHD_DIR.lstrip("/") / "ssh_host_ed25519_key.pub").read_text().strip()
-
-
-def sshd_config(port: int) -> str:
-    return "\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {SSHD_DIR}/ssh_host_ed25519_key",
-        "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-        "UsePAM no", "PermitUserEnvironment yes", f"PidFile {SSHD_DIR}/sshd.pid",
-        "Subsystem sftp internal-sftp", "LogLevel INFO", ""])
-
-
-def descendants(root: int) -> list[int]:
-    """``root`` and every process below it, parents first (from /proc/*/stat)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    order, queue = [], [root]
-    while queue:
-        pid = queue.pop(0)
-        order.append(pid)
-        queue += children.get(pid, [])
-    return order
 
 
 def binfmt_enabled() -> bool:

@@ -34,7 +34,7 @@ from typing import Any
 
 from embg.devices.base import DEVICES, DeviceError, DeviceRunner, RemoteRuntime, Session, runner_script
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 
 CACHE = ".cache/embg"
 # engine -> (import that proves it is there, pip requirement)

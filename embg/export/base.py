@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from embg.checkpoint.load import LoadedModel
+from embg.export.options import ExportOptions
 from embg.model.graph import EmbeddingGemmaGraph
-from embg.model.load import LoadedModel
 from embg.quantize.recipe import QuantRecipe
 from embg.registry import Registry
 
@@ -22,7 +23,8 @@ class ExportJob:
     recipe: QuantRecipe
     stem: str
     seq_lens: tuple[int, ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
+    options: ExportOptions = field(default_factory=ExportOptions)
+    grids: dict[str, Any] | None = None  # weight -> (integers, scales) recovered from a QAT checkpoint
     progress: Callable[[str], None] = lambda message: None
 
 
@@ -37,9 +39,14 @@ class ExportTarget(ABC):
     name: str = ""
     extension: str = ""
     runtime: str = ""  # the Runtime that executes this target's files here
+    #: target-specific options this target takes ("seq_lens" or an ExportOptions field); the pipeline
+    #: refuses the others, naming the targets that take them and ``why_not`` this one
+    accepted_options: frozenset[str] = frozenset()
+    why_not: dict[str, str] = {}
 
-    def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], options: dict[str, Any]) -> None:
-        """Refuse bad arguments before any expensive work (default: accept)."""
+    def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], max_positions: int | None) -> None:
+        """Refuse bad arguments before any expensive work (default: accept). ``max_positions`` is None
+        before the checkpoint is read."""
 
     def default_seq_lens(self, max_positions: int) -> tuple[int, ...]:
         return ()

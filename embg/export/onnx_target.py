@@ -8,20 +8,19 @@ their nodes after them.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import os
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from embg.errors import EmbgError, ExportError
-from embg.export.artifact import INPUT_NAMES, OUTPUT_NAME
+from embg.errors import ExportError
+from embg.bundle import INPUT_NAMES, OUTPUT_NAME
+from embg.bundle.digest import array_digest
 from embg.export.base import ExportJob, ExportTarget, TargetResult, register_target
-from embg.quantize.recipe import QuantRecipe
+from embg.export.completeness import check_onnx_file
 from embg.quiet import captured_native_output
 
 OPSET = 21
@@ -73,10 +72,6 @@ def quantize_products(model, layers: int) -> dict[str, int]:
     return counts
 
 
-def _digest(array: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
-
-
 def restore_weight_names(model, graph: torch.nn.Module) -> dict[str, str]:
     """Rename folded 2-D initializers after the torch parameter they hold (as W or W.T); name their nodes."""
     from onnx import numpy_helper
@@ -85,14 +80,14 @@ def restore_weight_names(model, graph: torch.nn.Module) -> dict[str, str]:
     for name, param in graph.state_dict().items():
         if param.ndim == 2:
             array = param.detach().numpy()
-            by_digest.setdefault(_digest(array), name)
-            by_digest.setdefault(_digest(array.T), name)
+            by_digest.setdefault(array_digest(array), name)
+            by_digest.setdefault(array_digest(array.T), name)
     renamed: dict[str, str] = {}
     present = {i.name for i in model.graph.initializer}
     for init in model.graph.initializer:
         if len(init.dims) != 2 or init.name in by_digest.values():
             continue
-        param = by_digest.get(_digest(numpy_helper.to_array(init)))
+        param = by_digest.get(array_digest(numpy_helper.to_array(init)))
         if param and param not in present:
             renamed[init.name] = param
             present.add(param)
@@ -147,11 +142,8 @@ class OnnxTarget(ExportTarget):
     name = "onnx"
     extension = ".onnx"
     runtime = "onnxruntime"
-
-    def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], options: dict[str, Any]) -> None:
-        if seq_lens:
-            raise EmbgError(f"--seq-lens {','.join(map(str, seq_lens))} applies to the tflite target only: an ONNX "
-                            "bundle takes any sequence length up to the model's positions (dynamic axes)")
+    accepted_options = frozenset({"web_compatible"})
+    why_not = {"seq_lens": "an ONNX bundle takes any sequence length up to the model's positions (dynamic axes)"}
 
     def export(self, job: ExportJob, bundle: Path) -> TargetResult:
         from embg.quantize.onnx_backend import op_counts, quantize_onnx_model, verify_quantized
@@ -174,14 +166,14 @@ class OnnxTarget(ExportTarget):
             quant["fp16"] = check_fp16_compute(model)
         elif any(not rule.is_float for rule in job.recipe.rules.values()):
             job.progress(f"quantizing with recipe {job.recipe.name}")
-            web = bool(job.options.get("web_compatible"))
+            web = job.options.web_compatible
             with captured_native_output("onnxruntime quantization"):  # its log lines go to the root logger
-                model, plan = quantize_onnx_model(model, job.recipe, job.options.get("grids"), web_compatible=web)
+                model, plan = quantize_onnx_model(model, job.recipe, job.grids, web_compatible=web)
             quant["ops"] = verify_quantized(model, plan)
-            if job.options.get("grids"):
+            if job.grids:
                 from embg.quantize.onnx_backend import verify_grids
 
-                quant["qat_grid"] = verify_grids(model, job.options["grids"])
+                quant["qat_grid"] = verify_grids(model, job.grids)
             quant["notes"] = plan.notes
             quantized_bytes = model_nbytes(model)
             if quantized_bytes >= fp32_bytes:
@@ -191,6 +183,8 @@ class OnnxTarget(ExportTarget):
             quant["attention_products"] = quantize_products(model, len(job.graph.layers))
         path = bundle / f"{job.stem}{self.extension}"
         files = save_model(model, path)
+        # against the model, not the plan: every weight the recipe quantizes is integers in the written file
+        check_onnx_file(path, job.graph, job.recipe)
         size = files_size(bundle, files)
         job.progress(f"wrote {path.name} ({size / 1e6:.1f} MB)")
         return TargetResult(

@@ -11,13 +11,18 @@ from typing import Any, Callable
 
 from embg.atomic import atomic_directory, check_writable_destination
 from embg.errors import EmbgError, ExportError
-from embg.export.artifact import Artifact, artifact_stem, copy_tokenizer, is_bundle, tool_versions, write_manifest
-from embg.export.integrity import HASHES_FIELD, record_hashes
-from embg.export.base import TARGETS, ExportJob
+from embg.bundle import HASHES_FIELD, Artifact, Manifest, is_bundle, tool_versions
+from embg.bundle.integrity import record_hashes
+from embg.export.base import TARGETS, ExportJob, ExportTarget
+from embg.export.bundle_files import artifact_stem, copy_tokenizer
+from embg.export.options import FLAGS, ExportOptions
 from embg.model.weights import weights_sha256
-from embg.quantize.recipe import FP16_HINT, FP16_REASON, QuantRecipe
+from embg.quantize.recipe import FP16_REASON, QuantRecipe
 
 log = logging.getLogger(__name__)
+
+#: options only some targets take; the rest (force_grid, auto_qat) apply to every target
+TARGET_OPTIONS = frozenset({"web_compatible"})
 
 
 def load_targets() -> None:
@@ -41,20 +46,19 @@ class ExportRequest:
     revision: str | None = None
     token: str | None = None
     parity: bool = True
-    options: dict[str, Any] = field(default_factory=dict)
+    options: ExportOptions | dict[str, Any] = field(default_factory=ExportOptions)  # a dict is parsed
 
 
 def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lambda m: None) -> Path:
     """Write the bundle for ``request`` and return its directory."""
-    from embg.model.load import load_resolved
-    from embg.model.resolve import resolve_model
+    from embg.checkpoint.load import load_resolved
+    from embg.checkpoint.resolve import resolve_model
 
     load_targets()
-    refuse_fp16_options(request.options)
-    if request.options.get("attention", "banded") not in ATTENTION_FORMS:
-        raise EmbgError(f"attention option must be one of {list(ATTENTION_FORMS)}, got {request.options['attention']!r}")
+    options = ExportOptions.parse(request.options)
     target = TARGETS.get(request.target)
-    target.check_request(request.recipe, request.seq_lens, request.options)
+    check_options(target, options, request.seq_lens)
+    target.check_request(request.recipe, request.seq_lens, None)
     if request.out is not None:
         check_writable_destination(request.out, is_bundle)
     started = time.perf_counter()
@@ -64,7 +68,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         check_not_over_model(Path(request.out), resolved.directory)
     model = load_resolved(resolved)
     recipe = request.recipe
-    if request.options.get("auto_qat") and not recipe.uses_qat_grid:
+    if options.auto_qat and not recipe.uses_qat_grid:
         from embg.quantize.qat import detect_qat_recipe
 
         bits = {"int4": 4, "int8": 8}.get(recipe.name)
@@ -74,7 +78,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                      f"{detected.name} (pass --recipe {recipe.name} for min-max)")
             recipe = detected
     graph = model.graph(request.dim)
-    if request.options.get("attention") == "dense":  # the graph before banding: for benchmarks
+    if options.attention == "dense":  # the graph before banding: for benchmarks
         graph.band_block = None
     smoothing = None
     if recipe.smoothing:  # SmoothQuant scales folded in before conversion; the fp32 function stays the same
@@ -92,22 +96,22 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         precision = fp16_safe_graph(graph, recipe.fp16_safe["residual_scale"], calibration_batches(model.tokenizer))
         precision["file_activations"] = "fp16" if recipe.is_fp16 and target.name == "onnx" else "fp32"
     seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)
-    target.check_request(request.recipe, seq_lens, {**request.options, "max_positions": model.spec.max_positions})
+    target.check_request(request.recipe, seq_lens, model.spec.max_positions)
     stem = artifact_stem(model.spec.model_id, target.name, recipe.name,
                          seq_lens[0] if len(seq_lens) == 1 else None)
     out = Path(request.out) if request.out is not None else Path.cwd() / stem
     if request.out is None:
         check_writable_destination(out, is_bundle)
         check_not_over_model(out, model.spec.directory)
-    options = dict(request.options)
+    grids = grid_report = None
     if recipe.uses_qat_grid:
         from embg.quantize.qat import recover_grids
 
         progress("recovering the QAT grid of every quantized weight")
-        options["grids"], options["grid_report"] = recover_grids(model.state_dict, recipe,
-                                                                 force=bool(options.get("force_grid")))
+        grids, grid_report = recover_grids(model.state_dict, recipe, force=options.force_grid)
+    calibration = None
     if recipe.is_calibrated:
-        chosen = calibrate(recipe, model, graph, options, progress)
+        chosen, grids, calibration = calibrate(recipe, model, graph, options, grids, progress)
         if chosen is not recipe:  # --bits 4 measured min-max better: file names follow the recipe used
             recipe = chosen
             stem = artifact_stem(model.spec.model_id, target.name, recipe.name,
@@ -116,7 +120,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                 out = Path.cwd() / stem
                 check_writable_destination(out, is_bundle)
     job = ExportJob(model=model, graph=graph, recipe=recipe, stem=stem, seq_lens=seq_lens,
-                    options=options, progress=progress)
+                    options=options, grids=grids, progress=progress)
     with atomic_directory(out, is_bundle, "bundle", progress) as bundle:
         result = target.export(job, bundle)
         tokenizer_files = copy_tokenizer(model.spec.directory, bundle)
@@ -145,8 +149,8 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                 "max_length": spec.max_seq_length,
             },
             **result.manifest,
-            "qat_grid": _grid_summary(options.get("grid_report"), result.manifest),
-            "calibration": _calibration_summary(options.get("calibration"), result.manifest),
+            "qat_grid": _grid_summary(grid_report, result.manifest),
+            "calibration": _calibration_summary(calibration, result.manifest),
             "smoothing": smoothing,
             # for apps choosing an accelerator: fp32 unless the graph was rewritten fp16-safe
             "activation_precision": precision,
@@ -154,7 +158,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
             "export_seconds": None,
             "parity": None,
         }
-        write_manifest(bundle, manifest)
+        Manifest(manifest).write(bundle)
         if request.parity:
             progress("checking parity of the written file in its runtime against sentence-transformers "
                      "(texts alone and in padded batches)")
@@ -164,16 +168,14 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                 raise ExportError(f"the exported model gives NaN/inf for {parity['nonfinite']} text(s) "
                                   f"(worst mode: {parity['worst_mode']})")
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
-        write_manifest(bundle, manifest)
+        Manifest(manifest).write(bundle)
     progress(f"bundle ready: {out}")
     return out
 
 
-ATTENTION_FORMS = ("banded", "dense")  # "dense": every sliding layer as one [S, S] product (before banding)
-
-
-def calibrate(recipe: QuantRecipe, model, graph, options: dict[str, Any], progress: Callable[[str], None]) -> QuantRecipe:
-    """Compute the calibrated grids into ``options["grids"]``; returns the recipe to export.
+def calibrate(recipe: QuantRecipe, model, graph, options: ExportOptions, grids: dict[str, Any] | None,
+              progress: Callable[[str], None]) -> tuple[QuantRecipe, dict[str, Any] | None, dict[str, Any]]:
+    """The recipe to export, the grids to carry (``grids`` plus the calibrated ones) and the calibration report.
 
     From ``--bits 4`` (``auto_qat``) the calibrated recipe is kept only when it measures better than
     its min-max counterpart on held-out texts (embg/quantize/int4_choice.py), and the reason is printed.
@@ -184,35 +186,32 @@ def calibrate(recipe: QuantRecipe, model, graph, options: dict[str, Any], progre
     calibration, held_out = calibration_split()
     progress(f"calibrating recipe {recipe.name} on {len(calibration)} built-in texts (prose, code and queries "
              "in many languages)")
-    grids, report = calibrate_grids(graph, recipe, batches_for(model.tokenizer, calibration), progress)
+    calibrated, report = calibrate_grids(graph, recipe, batches_for(model.tokenizer, calibration), progress)
     if not report.get("cached"):
         progress(f"calibration took {report['seconds']:.0f} s")
-    if options.get("auto_qat"):
+    if options.auto_qat:
         from embg.quantize.int4_choice import choose_int4
 
-        choice = choose_int4(graph, recipe, grids, batches_for(model.tokenizer, held_out))
+        choice = choose_int4(graph, recipe, calibrated, batches_for(model.tokenizer, held_out))
         report["choice"] = choice.to_dict()
         if choice.recipe is not recipe:
             progress(f"--bits 4: min-max measured better than calibration ({choice.reason}): using recipe "
                      f"{choice.recipe.name}")
-            options["calibration"] = {**report, "used": False}
-            return choice.recipe
+            return choice.recipe, grids, {**report, "used": False}
         progress(f"--bits 4: not a QAT checkpoint, calibrated int4 measured better ({choice.reason}): using recipe "
                  f"{recipe.name}")
-    options["grids"] = {**options.get("grids", {}), **grids}
-    options["calibration"] = report
-    return recipe
+    return recipe, {**(grids or {}), **calibrated}, report
 
 
-FP16_OPTIONS = ("fp16", "float16", "half", "keep_io_types", "precision")
-
-
-def refuse_fp16_options(options: dict[str, Any]) -> None:
-    """fp16 comes only from a recipe on the fp16-safe graph; an option asking for it is an error, never ignored."""
-    asked = [key for key in FP16_OPTIONS if options.get(key) not in (None, False, "fp32", "float32")]
-    if asked:
-        raise ExportError(f"export option(s) {asked} would run fp16 activations and are refused: {FP16_REASON}; "
-                          f"{FP16_HINT}")
+def check_options(target: ExportTarget, options: ExportOptions, seq_lens: tuple[int, ...]) -> None:
+    """Each target takes its own options (ExportTarget.accepted_options); any other is refused, naming
+    the targets that take it, before any work."""
+    asked = (options.asked() & TARGET_OPTIONS) | ({"seq_lens"} if seq_lens else set())
+    for name in sorted(asked - target.accepted_options):
+        takers = [t for t in TARGETS.names() if name in TARGETS.get(t).accepted_options]
+        flag = f"{FLAGS[name]} {','.join(map(str, seq_lens))}" if name == "seq_lens" else FLAGS[name]
+        reason = target.why_not.get(name)
+        raise EmbgError(f"{flag} applies to the {' and '.join(takers)} target only" + (f": {reason}" if reason else ""))
 
 
 def check_not_over_model(out: Path, model_dir: Path) -> None:
@@ -225,12 +224,12 @@ def check_not_over_model(out: Path, model_dir: Path) -> None:
 
 def export_parity(artifact: Artifact, model) -> dict[str, Any]:
     """The written file in its runtime against sentence-transformers on the checkpoint: the one parity
-    path (embg.validate.parity) on the 16 built-in queries and documents, alone and in padded batches."""
+    path (embg.parity) on the 16 built-in queries and documents, alone and in padded batches."""
     from embg.model.tokenizer import EmbedTokenizer
     from embg.runtimes import load_all, load_runtime
     from embg.runtimes.reference import SentenceTransformersReference
-    from embg.validate.parity import PromptedText, measure_parity, reference_embeddings
-    from embg.validate.texts import DOCUMENTS, QUERIES
+    from embg.parity.path import PromptedText, measure_parity, reference_embeddings
+    from embg.textdata.builtin import DOCUMENTS, QUERIES
 
     load_all()
     texts = [PromptedText(text, task if task in model.spec.prompts else "")

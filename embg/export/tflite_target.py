@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from embg.errors import EmbgError, ExportError
-from embg.export.artifact import INPUT_NAMES, OUTPUT_NAME
+from embg.bundle import INPUT_NAMES, OUTPUT_NAME
 from embg.export.base import ExportJob, ExportTarget, TargetResult, register_target
+from embg.export.completeness import check_tflite_file
 from embg.quantize.recipe import QuantRecipe
 from embg.quantize.tflite_flatbuffer import strip_tensor_names
 from embg.quiet import captured_native_output
@@ -88,11 +89,11 @@ class TfliteTarget(ExportTarget):
     extension = ".tflite"
     runtime = "litert"
 
-    def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], options: dict[str, Any]) -> None:
+    accepted_options = frozenset({"seq_lens"})
+
+    def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], max_positions: int | None) -> None:
         if seq_lens:
-            check_buckets(seq_lens, int(options.get("max_positions", 2048)))
-        if options.get("web_compatible"):
-            raise EmbgError("--web-compatible applies to the onnx target only")
+            check_buckets(seq_lens, max_positions or 2048)
 
     def default_seq_lens(self, max_positions: int) -> tuple[int, ...]:
         return tuple(b for b in DEFAULT_BUCKETS if b <= max_positions) or (max_positions,)
@@ -100,11 +101,11 @@ class TfliteTarget(ExportTarget):
     @staticmethod
     def _fold_negative_scales(job: ExportJob) -> list[str]:
         """Grids with negative block scales (Q4_0) get their exact positive-scale form in the graph (in place)."""
-        if not job.options.get("grids"):
+        if not job.grids:
             return []
         from embg.quantize.negative_scales import fold_negative_scales
 
-        folded = fold_negative_scales(job.graph, job.options["grids"])
+        folded = fold_negative_scales(job.graph, job.grids)
         if folded["weights"]:
             job.progress(f"{len(folded['weights'])} linear weights have negative Q4_0 block scales, which XNNPACK "
                          f"refuses: stored with |d| plus a float block-sum correction "
@@ -135,15 +136,17 @@ class TfliteTarget(ExportTarget):
                                                         "activations (scores, weighted values)")
             for group, note in quant["notes"].items():
                 job.progress(f"note: {group}: {note}")
-            if job.options.get("grids"):
+            if job.grids:
                 from embg.quantize.qat import apply_grids_tflite
 
-                quant["qat_grid"] = apply_grids_tflite(path, plan, job.options["grids"], folded)
+                quant["qat_grid"] = apply_grids_tflite(path, plan, job.grids, folded)
             float_path.unlink()
             if path.stat().st_size >= float_bytes:
                 raise ExportError(f"quantized file ({path.stat().st_size} B) is not smaller than float ({float_bytes} B)")
         strip_tensor_names(path)
         check_signatures(path, seq_lens, job.graph.output_dim)
+        if not job.recipe.is_float:  # against the model, not the plan: no required weight left in float
+            check_tflite_file(path, job.graph, job.recipe, {param for param, _, _ in plan.expected.values()})
         size = path.stat().st_size
         job.progress(f"wrote {path.name} ({size / 1e6:.1f} MB)")
         return TargetResult(

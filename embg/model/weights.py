@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from embg.bundle.digest import update_digest
 from embg.errors import CheckpointError
 from embg.model.spec import CheckpointSpec
 
@@ -91,22 +92,10 @@ def load_state_dict(spec: CheckpointSpec) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.float32) for k, v in tensors.items()}
 
 
-def _hash_file(digest, path: Path) -> None:
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-
-
 def weights_sha256(spec: CheckpointSpec) -> str:
     """One hash over every weight file (transformer and head), in a fixed order."""
     digest = hashlib.sha256()
     for path in (*spec.weight_files, *(d.weight_file for d in spec.dense)):
         digest.update(path.name.encode())
-        _hash_file(digest, path)
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    _hash_file(digest, path)
+        update_digest(digest, path)
     return digest.hexdigest()

@@ -9,7 +9,7 @@
   The head calibrates on the pooled vectors the same way.
 
 The graph's weights are restored afterwards (the exporters find weights by value); the grids go
-to the targets through ``options["grids"]`` and are read back from the written file.
+to the targets through ``ExportJob.grids`` and are read back from the written file.
 Deterministic: same weights and texts give the same integers and scales.
 """
 

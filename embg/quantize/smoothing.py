@@ -103,7 +103,7 @@ def smooth_graph(graph: EmbeddingGemmaGraph, batches: list[tuple[torch.Tensor, t
 
 def calibration_batches(tokenizer, max_length: int = 256) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Built-in parity texts with the query and document prompts: the calibration set."""
-    from embg.validate.texts import DOCUMENTS, QUERIES, parity_texts
+    from embg.textdata.builtin import DOCUMENTS, QUERIES, parity_texts
 
     batches = []
     for texts, prompt in ((parity_texts(), "query"), (QUERIES + DOCUMENTS, "document")):

@@ -14,7 +14,7 @@ import numpy as np
 from embg.registry import Registry
 
 if TYPE_CHECKING:
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,3 @@ def truncate_to(input_ids: np.ndarray, attention_mask: np.ndarray, limit: int) -
 
 def load_runtime(name: str, artifact: "Artifact", **options: Any) -> Runtime:
     return RUNTIMES.get(name)(artifact, **options)
-
-
-def runtimes_for_target(target: str) -> list[str]:
-    return [n for n in RUNTIMES.names() if RUNTIMES.get(n).target == target]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from embg.errors import EmbgError
-from embg.export.artifact import OUTPUT_NAME, Artifact
+from embg.bundle import OUTPUT_NAME, Artifact, choose_bucket, fit_to
 from embg.quiet import quiet_native
 from embg.runtimes import weight_cache
 from embg.runtimes.base import RUNTIMES, Runtime, truncate_to
@@ -69,25 +69,6 @@ def weight_cache_file(artifact: Artifact) -> Path | None:
         return None
     root.mkdir(parents=True, exist_ok=True)
     return weight_cache.entry_path(root, artifact.file_sha256(artifact.manifest["model_file"]))
-
-
-def choose_bucket(buckets: list[int], length: int) -> int:
-    """The smallest bucket that holds ``length`` tokens or columns (the largest when none does)."""
-    for bucket in buckets:
-        if bucket >= length:
-            return bucket
-    return buckets[-1]
-
-
-def fit_to(input_ids: np.ndarray, attention_mask: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad or cut (only padding is cut: callers truncate real tokens first) to ``width`` columns."""
-    batch, seq = input_ids.shape
-    if seq >= width:
-        return input_ids[:, :width], attention_mask[:, :width]
-    ids = np.zeros((batch, width), dtype=input_ids.dtype)
-    mask = np.zeros((batch, width), dtype=attention_mask.dtype)
-    ids[:, :seq], mask[:, :seq] = input_ids, attention_mask
-    return ids, mask
 
 
 FP16_REFUSAL = ("the LiteRT GPU accelerator computes in fp16 unless told otherwise, and EmbeddingGemma's activations "

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from embg.errors import EmbgError
-from embg.export.artifact import OUTPUT_NAME, Artifact
+from embg.bundle import OUTPUT_NAME, Artifact
 from embg.runtimes.base import RUNTIMES, Runtime, truncate_to
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from embg.atomic import pid_alive
-from embg.model.weights import file_sha256
+from embg.bundle import file_sha256
 
 log = logging.getLogger(__name__)
 

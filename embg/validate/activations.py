@@ -162,7 +162,7 @@ def _litert_op_outputs(model_path, subgraph: int) -> tuple[set[int], set[int]]:
 
 def activation_report(artifact, tokenizer, text: str = PROBE_TEXT) -> dict[str, Any]:
     """Run ``text`` (document prompt) through the bundle's file and report its activation maxima."""
-    from embg.runtimes.litert_rt import choose_bucket, fit_to
+    from embg.bundle import choose_bucket, fit_to
 
     prompt = "document" if "document" in tokenizer.prompts else None
     encoded = tokenizer.encode([text], prompt=prompt)

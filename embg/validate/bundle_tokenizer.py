@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
+from embg.bundle import Artifact
 from embg.model.tokenizer import EmbedTokenizer
 
 EXAMPLES = 3

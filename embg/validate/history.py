@@ -8,11 +8,11 @@ combination, oldest run first; the last PASSING run is the default baseline of t
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 from typing import Any
+
+from embg.atomic import atomic_write_bytes
 
 MAX_RUNS = 30  # in the trend; older runs stay on disk
 
@@ -46,9 +46,7 @@ def record(report: dict[str, Any], directory: Path) -> Path:
         n += 1
     target.mkdir(parents=True)
     path = target / "report.json"
-    tmp = target / f".report.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     return path
 
 
@@ -83,14 +81,3 @@ def trend(directory: Path, current: dict[str, Any]) -> dict[str, Any]:
             table[combo].append(_point(rows[combo]) if combo in rows else {"status": "absent", "cos_min": None,
                                                                            "p50_ms": None})
     return {"runs": [r.get("created", "?") for r in reports], "trend": table}
-
-
-def trend_table_html(history: dict[str, Any]) -> str:
-    head = "".join(f"<th>{escape(r[:16])}</th>" for r in history["runs"])
-    rows = [f"<tr><th>combination</th><th>metric</th>{head}</tr>"]
-    for combo, points in history["trend"].items():
-        for metric, pattern in (("cos_min", "{:.6f}"), ("p50_ms", "{:.2f}")):
-            cells = "".join(f"<td>{pattern.format(p[metric]) if p.get(metric) is not None else escape(p['status'])}</td>"
-                            for p in points)
-            rows.append(f"<tr><td>{escape(combo)}</td><td>{metric}</td>{cells}</tr>")
-    return "<table id='history'>" + "".join(rows) + "</table>"

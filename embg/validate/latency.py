@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-DYNAMIC_LENGTHS = (16, 64, 256)
+from embg.bundle import DYNAMIC_LENGTHS
+
 DYNAMIC_BATCHES = (1, 4)
 
 

@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from embg.errors import EmbgError
-from embg.validate.run import (ReferenceCache, ValidateOptions, assemble, bundle_entry, check_device,
-                               device_description, prepare)
+from embg.validate.assemble import assemble, device_description
+from embg.validate.inputs import ValidateOptions, check_device, prepare
+from embg.validate.measure import ReferenceCache
+from embg.validate.rows import bundle_entry
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -34,7 +34,7 @@ def peak_rss_mb() -> float:
 
 
 def probe(bundle: str, runtime_name: str | None, threads: int | None, seq_len: int) -> dict:
-    from embg.export.artifact import Artifact
+    from embg.bundle import Artifact
     from embg.runtimes import load_all, load_runtime
 
     load_all()

@@ -6,10 +6,10 @@ class by its narrowest weights (fp32 -> "fp32", any 8-bit group -> "int8", any 4
 
 Why these numbers: fp32 bundles must equal sentence-transformers up to float rounding;
 int8 dynamic-range bundles of the full-size architecture measured cosine min 0.997-0.999
-(DESIGN.md section 3); int4 mixes measured 0.976-0.98 on random weights, which exaggerate int4
+(docs/measurements.md); int4 mixes measured 0.976-0.98 on random weights, which exaggerate int4
 drift, and the real Q4_0 QAT checkpoints lose ~0.5 MTEB points, so int4 gets a looser floor.
 batch_consistency_min is the cosine between a text embedded alone and the same text inside a padded
-batch (embg.validate.parity): an embedding must not depend on its neighbours or its padding, beyond
+batch (embg.parity): an embedding must not depend on its neighbours or its padding, beyond
 kernel rounding for fp32 and a little more for quantized recipes. tokenizer_mismatched_texts counts
 texts that the bundle's own tokenizer files encode differently from the reference checkpoint's.
 """
@@ -94,13 +94,3 @@ def threshold_class(recipe: dict[str, Any]) -> str:
 def limits_for(recipe: dict[str, Any]) -> tuple[str, dict[str, tuple[str, float]]]:
     name = threshold_class(recipe)
     return name, THRESHOLDS[name]
-
-
-def table_markdown() -> str:
-    """The threshold table as Markdown, for docs and --show-thresholds."""
-    metrics = list(THRESHOLDS["fp32"])
-    lines = ["| metric | " + " | ".join(THRESHOLDS) + " |", "|---|" + "---|" * len(THRESHOLDS)]
-    for metric in metrics:
-        cells = [f"{THRESHOLDS[c][metric][0]} {THRESHOLDS[c][metric][1]:g}" for c in THRESHOLDS]
-        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -9,7 +9,7 @@ import dev.embg.core.ParityProtocol
 import java.io.File
 
 /**
- * The adb parity entry point, run by embg's adb runner (embg/runtimes/adb_runner.py):
+ * The adb parity entry point, run by embg's adb runner (embg/devices/adb/client.py):
  *
  *   adb shell am instrument -w -e bundle /data/local/tmp/embg/bundle \
  *       -e input /data/local/tmp/embg/input.json dev.embg.demo/.ParityInstrumentation

@@ -6,7 +6,7 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * The files exchanged with embg's adb runner (embg/runtimes/adb_runner.py), schema 1.
+ * The files exchanged with embg's adb runner (embg/devices/adb/protocol.py), schema 1.
  *
  * <p>Request (pushed by the host): {@code {"schema":1, "accelerator":"cpu|gpu|npu", "repeats":N,
  * "items":[{"name":..., "ids":[...], "text":..., "prompt":...}]}}; ids come from the host's

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from embg.model.graph import EmbeddingGemmaGraph, build_graph
-from embg.model.resolve import ResolvedModel, resolve_model
+from embg.checkpoint.resolve import ResolvedModel, resolve_model
 from embg.model.spec import CheckpointSpec, read_checkpoint
 from embg.model.tokenizer import EmbedTokenizer
 from embg.model.weights import load_state_dict

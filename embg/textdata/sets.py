@@ -1,8 +1,8 @@
 """Evaluation texts for embg-validate: named sets and user files, each text with its task prompt.
 
 Named sets (``--texts NAME``): ``builtin`` (the default) and ``retrieval`` (the real query/document
-pairs of ``embg.textdata``: every query against every document). The built-in set reuses the hand-written texts of ``embg.validate.texts`` and adds long natural
-prose (shipped as package data) so that every run crosses the sliding window and the largest
+pairs of ``embg.textdata``: every query against every document). The built-in set reuses the
+hand-written texts of ``embg.textdata.builtin`` and adds long natural prose (``prose/``, package data) so that every run crosses the sliding window and the largest
 bucket (> 2048 tokens with the real tokenizer), which is where masks and truncation go wrong.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from embg import textdata
 from embg.errors import EmbgError
 from embg.registry import Registry
-from embg.validate import texts as base
+from embg.textdata import builtin as base
 
 QUERY, DOCUMENT = "query", "document"
 TASK_ALIASES = {"q": QUERY, "d": DOCUMENT, "doc": DOCUMENT, "passage": DOCUMENT}
@@ -41,7 +41,7 @@ class EvalText:
 
 
 def _data(name: str) -> str:
-    return resources.files("embg.validate").joinpath("data", name).read_text(encoding="utf-8").strip()
+    return resources.files("embg.textdata").joinpath("prose", name).read_text(encoding="utf-8").strip()
 
 
 def builtin_texts() -> list[EvalText]:

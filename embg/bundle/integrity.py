@@ -4,7 +4,7 @@ loader (LiteRT, ONNX Runtime) sees it.
 
 A truncated .tflite crashes LiteRT (segmentation fault) and a manifest path such as ``../../x``
 would load a file from outside the bundle, so both are refused here with one line naming the file.
-:meth:`embg.export.artifact.Artifact.verify` is the entry point; this module holds the checks.
+:meth:`embg.bundle.artifact.Artifact.verify` is the entry point; this module holds the checks.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from embg.bundle.digest import file_sha256
+from embg.bundle.names import HASHES_FIELD, INPUT_NAMES, OUTPUT_NAME
 from embg.errors import EmbgError
-from embg.model.weights import file_sha256
 
-HASHES_FIELD = "file_sha256"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TFLITE_IDENTIFIER = b"TFL3"
 
@@ -231,8 +231,6 @@ def _tflite_structure(path: Path, data: Any, size: int) -> dict[str, dict[str, l
 def check_tflite_file(directory: Path, manifest: dict[str, Any]) -> None:
     """Size, identifier and every buffer/tensor/operator offset inside the file; the manifest's
     signatures exist with inputs of shape [1, seq_len]."""
-    from embg.export.artifact import INPUT_NAMES, OUTPUT_NAME
-
     path = Path(directory) / manifest["model_file"]
     size = path.stat().st_size
     if size < 8:
@@ -264,8 +262,6 @@ def check_onnx_file(directory: Path, manifest: dict[str, Any]) -> None:
     the graph's inputs and output carry the bundle's I/O names."""
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    from embg.export.artifact import INPUT_NAMES, OUTPUT_NAME
 
     path = Path(directory) / manifest["model_file"]
     try:

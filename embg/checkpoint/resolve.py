@@ -31,7 +31,7 @@ def fixture_cache_dir() -> Path:
 
 
 def _resolve_fixture(name: str) -> ResolvedModel:
-    from embg.model import fixtures
+    from embg import fixtures
 
     directory = fixtures.ensure_fixture(name, fixture_cache_dir())
     return ResolvedModel(directory, f"embg-fixture:{name}", fixtures.FIXTURE_VERSION)
@@ -71,7 +71,7 @@ def _resolve_hub(repo_id: str, revision: str | None, token: str | None) -> Resol
 
 def resolve_model(model: str, revision: str | None = None, token: str | None = None) -> ResolvedModel:
     """Locate ``model`` on disk, downloading it if it is a hub id that is not cached yet."""
-    from embg.model import fixtures
+    from embg import fixtures
 
     if model in fixtures.FIXTURE_KINDS:
         return _resolve_fixture(model)

@@ -5,11 +5,14 @@ Every function takes already-normalised float32 rows; none knows about runtimes 
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
-from embg.validate.parity import drift, rounded
+from embg.parity.path import drift, rounded
 
 __all__ = ["drift", "renormalise", "retrieval", "histogram", "spearman", "kendall_tau_b"]
 
@@ -24,32 +27,23 @@ def renormalise(x: np.ndarray, dim: int) -> np.ndarray:
         return (cut / np.linalg.norm(cut, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _ranks(scores: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank), per row."""
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty_like(scores, dtype=np.float64)
-    ranks[order] = np.arange(len(scores), dtype=np.float64)
-    for value in np.unique(scores[np.isfinite(scores)]):
-        tied = scores == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
+def _rank_correlation(test, a: np.ndarray, b: np.ndarray) -> float:
+    """scipy's statistic; 1.0 when it is undefined (fewer than two documents, or one side all tied:
+    there is no ordering to disagree about)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on constant input before returning NaN
+        value = float(test(a, b).statistic) if len(a) > 1 else math.nan
+    return value if math.isfinite(value) else 1.0
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = _ranks(a) - (len(a) - 1) / 2, _ranks(b) - (len(b) - 1) / 2
-    denom = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-    return float((ra * rb).sum() / denom) if denom > 0 else 1.0
+    """Spearman's rho (ties share their average rank)."""
+    return _rank_correlation(stats.spearmanr, a, b)
 
 
 def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
-    """O(n^2) tau-b: document pools here are tens to hundreds of texts."""
-    da = np.sign(a[:, None] - a[None, :])
-    db = np.sign(b[:, None] - b[None, :])
-    upper = np.triu_indices(len(a), 1)
-    da, db = da[upper], db[upper]
-    denom = np.sqrt(np.count_nonzero(da) * np.count_nonzero(db))
-    return float((da * db).sum() / denom) if denom > 0 else 1.0
+    """Kendall's tau-b (corrected for ties)."""
+    return _rank_correlation(stats.kendalltau, a, b)
 
 
 def top_k(scores: np.ndarray, k: int) -> list[set[int]]:

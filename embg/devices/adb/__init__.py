@@ -25,8 +25,9 @@ import numpy as np
 
 from embg.devices.base import DEVICES, DeviceError, DeviceRunner, RemoteRuntime
 from embg.errors import EmbgError
-from embg.export.artifact import Artifact
-from embg.runtimes.adb_runner import ACCELERATORS, REMOTE_DIR, AdbError, AdbRunner, DeviceInfo
+from embg.bundle import Artifact
+from embg.devices.adb.client import AdbRunner
+from embg.devices.adb.protocol import ACCELERATORS, REMOTE_DIR, AdbError, DeviceInfo
 
 ENV_OPTIONS = {"accelerator": "EMBG_ADB_ACCELERATOR", "repeats": "EMBG_ADB_REPEATS", "adb": "EMBG_ADB",
                "remote_dir": "EMBG_ADB_REMOTE_DIR"}

@@ -1,0 +1,32 @@
+"""Which input width a bundle runs a batch at.
+
+Fixed-shape bundles (LiteRT) hold one signature per sequence bucket: a batch runs in the smallest
+bucket at least as wide as its columns, padded (or cut, padding only) to that width. Dynamic-shape
+bundles (ONNX) take any width; tools that exercise them at a few fixed widths use DYNAMIC_LENGTHS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: the widths at which dynamic-shape bundles are timed and compiled (latency, device farms)
+DYNAMIC_LENGTHS = (16, 64, 256)
+
+
+def choose_bucket(buckets: list[int], length: int) -> int:
+    """The smallest bucket that holds ``length`` tokens or columns (the largest when none does)."""
+    for bucket in buckets:
+        if bucket >= length:
+            return bucket
+    return buckets[-1]
+
+
+def fit_to(input_ids: np.ndarray, attention_mask: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad or cut (only padding is cut: callers truncate real tokens first) to ``width`` columns."""
+    batch, seq = input_ids.shape
+    if seq >= width:
+        return input_ids[:, :width], attention_mask[:, :width]
+    ids = np.zeros((batch, width), dtype=input_ids.dtype)
+    mask = np.zeros((batch, width), dtype=attention_mask.dtype)
+    ids[:, :seq], mask[:, :seq] = input_ids, attention_mask
+    return ids, mask
