@@ -38,3 +38,11 @@ def test_every_registered_target_declares_its_options():
     for name in TARGETS.names():
         declared = TARGETS.get(name).accepted_options
         assert declared <= {"seq_lens", "web_compatible"}, (name, declared)
+
+
+def test_the_attention_form_is_a_typed_choice():
+    """attention=dense (the graph before banding, for benchmarks) travels typed; anything else is refused."""
+    assert ExportOptions.parse({"attention": "dense"}).attention == "dense"
+    assert ExportOptions().attention == "banded" and not ExportOptions().asked()
+    with pytest.raises(EmbgError, match=r"attention option must be one of \['banded', 'dense'\], got 'sparse'"):
+        ExportOptions.parse({"attention": "sparse"})

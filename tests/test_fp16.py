@@ -22,7 +22,8 @@ from embg.export.pipeline import ExportRequest, export_bundle
 from embg.model.fp16_safe import FP16_LIMIT, make_fp16_safe, to_half
 from embg.quantize.recipe import GROUPS, load_recipe, parse_recipe, recipe_for_bits
 from embg.textdata.builtin import parity_texts
-from tests.conftest import _fixture, cosine_rows, run_cli
+from embg.parity.path import cosine_rows
+from tests.conftest import _fixture, run_cli
 
 SCALE = load_recipe("fp16").fp16_safe["residual_scale"]
 BUCKETS = (64, 256)

@@ -138,7 +138,13 @@ def test_broken_bundle_fails_naming_the_metric(bundles, tiny_dir, tmp_path):
     assert (tmp_path / "r" / "report.html").is_file()
 
 
-def test_baseline_regression_fails_and_shows_change(passing_run, bundles, tiny_dir, tmp_path):
+def test_baseline_regression_fails_and_shows_change(passing_run, bundles, tiny_dir, tmp_path, monkeypatch):
+    from embg.validate import gate
+
+    # per-token int8 on the tiny fixture drifts less than the default 0.001 margin (cosine min ~0.9992):
+    # a tighter drift margin keeps this a regression whatever the quantizer's exact figure
+    margins = tuple((p, k, 0.0001 if p == "drift.cosine_min" else m) for p, k, m in gate.BASELINE_MARGINS)
+    monkeypatch.setattr(gate, "BASELINE_MARGINS", margins)
     baseline = json.loads((passing_run[3] / "report.json").read_text())
     for entry in baseline["bundles"]:
         for bucket in entry["metrics"]["latency"]["buckets"].values():
@@ -154,7 +160,7 @@ def test_baseline_regression_fails_and_shows_change(passing_run, bundles, tiny_d
     fp32, int8 = data["bundles"]
     assert fp32["passed"] and not int8["passed"]
     regress = next(c for c in int8["checks"] if c["metric"] == "drift.cosine_min" and c["source"] == "baseline")
-    assert not regress["passed"] and regress["baseline"] == 1.0 and regress["change"] < -0.001
+    assert not regress["passed"] and regress["baseline"] == 1.0 and regress["change"] < -0.0001
     assert [c["metric"] for c in int8["checks"] if not c["passed"] and c["source"] == "baseline"] == [
         "drift.cosine_min"]
     latency = [c for c in fp32["checks"] if c["source"] == "baseline" and c["metric"].startswith("latency.")]

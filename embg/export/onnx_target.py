@@ -173,7 +173,8 @@ class OnnxTarget(ExportTarget):
             if job.grids:
                 from embg.quantize.onnx_backend import verify_grids
 
-                quant["qat_grid"] = verify_grids(model, job.grids)
+                # only weights the plan kept on their grid (--web-compatible stores the embedding as int8 rows)
+                quant["qat_grid"] = verify_grids(model, {w: g for w, g in job.grids.items() if w in plan.carried})
             quant["notes"] = plan.notes
             quantized_bytes = model_nbytes(model)
             if quantized_bytes >= fp32_bytes:

@@ -45,6 +45,7 @@ class OnnxQuantPlan:
     nodes: dict[str, tuple[str, GroupRule]] = field(default_factory=dict)  # node name -> (group, rule)
     expected_ops: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    carried: set[str] = field(default_factory=set)  # weights stored on their exact grid (QAT or calibrated)
 
     @property
     def per_row(self) -> bool:
@@ -88,6 +89,8 @@ def plan_quantization(model: onnx.ModelProto, recipe: QuantRecipe, web_compatibl
         if op_type == "Gather" and rule.bits == 4 and rule.granularity != "block":
             raise ExportError("an int4 embedding needs granularity block on ONNX (GatherBlockQuantized)")
         plan.nodes[node_name] = (group, rule)
+        if rule.carries_grid:
+            plan.carried.add(weight)
         if op_type == "Gather":
             plan.expected_ops["GatherBlockQuantized" if rule.bits == 4 or rule.granularity == "block" else "Gather+Mul"] += 1
         else:
