@@ -1,10 +1,12 @@
 """fp16 on a checkpoint: intermediate magnitudes per layer, and parity of the fp16-safe graph in fp16.
 
     flock /tmp/embg-heavy.lock python -m bench.fp16_headroom --model DIR --out DIR [--parts ...]
+        [--max-tokens N] [--every K] [--plain-stop N] [--skip-rope16]
 
 Texts: the validator's built-in texts (``embg.textdata.sets.builtin_texts()``), each with its
-task prompt, truncated to 2048 tokens; "alone" = one text per call, "batches" = the validator's
-padded batches (grouped by task and length, <= 8 rows, <= 8192 tokens). Reference:
+task prompt, truncated to 2048 tokens (``--max-tokens``; ``--every K`` keeps every K-th text, a
+fixed subset for slow hosts); "alone" = one text per call, "batches" = up to 8 texts
+with the same task prompt, in input order, padded to the longest. Reference:
 sentence-transformers on the checkpoint, each text alone, on the same token ids.
 
 Parts (default: all):
@@ -13,8 +15,9 @@ Parts (default: all):
                 the fp16-safe graph, both in float32, and the fp32 cosine between them (torch);
 * ``torch``     torch on CPU in fp16: the plain graph (NaN/inf count) and the fp16-safe graph
                 (alone, batches), plus the fp16-safe graph with rope angles in fp16 too (what a GPU
-                running a float32 .tflite in fp16 precision computes);
+                running a float32 .tflite in fp16 precision computes; ``--skip-rope16`` leaves it out);
                 slow on x86: torch's fp16 matmuls run ~30x slower than float32 there (docs/fp16.md);
+                ``--plain-stop N`` stops the plain graph after N texts when every one of them is NaN/inf;
 * ``onnx``      the ``--bits 16`` ONNX bundle in onnxruntime (CPU), alone and in batches;
 * ``fp32``      fp32 bundles of the plain and the fp16-safe graph, ONNX and TFLite: cosine between
                 them (the fp32 function must not change) and against sentence-transformers;
@@ -50,20 +53,27 @@ def say(message: str) -> None:
     print(f"[fp16] {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
-def alone_rows(model, texts) -> list[tuple[np.ndarray, np.ndarray]]:
+def alone_rows(model, texts, max_tokens: int = MAX_TOKENS) -> list[tuple[np.ndarray, np.ndarray]]:
     rows = []
     for text in texts:
         task = text.task if text.task in model.tokenizer.prompts else None
-        encoded = model.tokenizer.encode([text.text], prompt=task, max_length=MAX_TOKENS)
+        encoded = model.tokenizer.encode([text.text], prompt=task, max_length=max_tokens)
         rows.append((encoded.input_ids, encoded.attention_mask))
     return rows
 
 
-def embed_alone(embed: Embed, rows) -> np.ndarray:
-    return np.concatenate([np.asarray(embed(ids, mask), dtype=np.float32) for ids, mask in rows])
+def embed_alone(embed: Embed, rows, stop_if_all_nonfinite: int = 0) -> np.ndarray:
+    """One row per text; with ``stop_if_all_nonfinite`` = N > 0, stop after N texts if all N are NaN/inf."""
+    out: list[np.ndarray] = []
+    for ids, mask in rows:
+        out.append(np.asarray(embed(ids, mask), dtype=np.float32))
+        if len(out) == stop_if_all_nonfinite and all(not np.isfinite(o).all() for o in out):
+            say(f"  stopped: the first {len(out)} texts are all NaN/inf")
+            break
+    return np.concatenate(out)
 
 
-def embed_batches(embed: Embed, model, texts, batch: int = 8) -> np.ndarray:
+def embed_batches(embed: Embed, model, texts, batch: int = 8, max_tokens: int = MAX_TOKENS) -> np.ndarray:
     """Texts in batches of ``batch`` with the same task prompt (padded to the longest), in input order."""
     out: list[np.ndarray | None] = [None] * len(texts)
     for task in dict.fromkeys(t.task for t in texts):
@@ -71,17 +81,21 @@ def embed_batches(embed: Embed, model, texts, batch: int = 8) -> np.ndarray:
         prompt = task if task in model.tokenizer.prompts else None
         for start in range(0, len(index), batch):
             chosen = index[start:start + batch]
-            encoded = model.tokenizer.encode([texts[i].text for i in chosen], prompt=prompt, max_length=MAX_TOKENS)
+            encoded = model.tokenizer.encode([texts[i].text for i in chosen], prompt=prompt, max_length=max_tokens)
             rows = np.asarray(embed(encoded.input_ids, encoded.attention_mask), dtype=np.float32)
             for i, row in zip(chosen, rows):
                 out[i] = row
     return np.stack(out)
 
 
-def compare(ours: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+def compare(ours: np.ndarray, ref: np.ndarray, started: float | None = None) -> dict[str, Any]:
+    """Drift of ``ours`` against the first ``len(ours)`` reference rows; with ``started``, the seconds since."""
     from embg.parity.path import drift
 
-    return drift(ours, ref)[0]
+    found = drift(ours, ref[:len(ours)])[0]
+    if started is not None:
+        found["seconds"] = round(time.perf_counter() - started, 1)
+    return found
 
 
 def torch_embed(graph: torch.nn.Module) -> Embed:
@@ -136,7 +150,7 @@ def rope_in_fp16(graph) -> None:
     def rope(positions, layer_type, dtype):
         freqs = positions.half()[:, None] * getattr(graph, f"inv_freq_{layer_type}").half()[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos()[None, None].to(dtype), emb.sin()[None, None].to(dtype)
+        return emb.cos()[None, :, None].to(dtype), emb.sin()[None, :, None].to(dtype)  # [1, S, 1, D] as graph._rope
     graph._rope = rope
 
 
@@ -174,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--scale", type=float, default=None, help="residual_scale (default: the fp16 preset's)")
     parser.add_argument("--repeats", type=int, default=7, help="latency repetitions (int8 part)")
+    parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="truncate every text to this many tokens")
+    parser.add_argument("--every", type=int, default=1, help="keep every K-th built-in text (1: all)")
+    parser.add_argument("--plain-stop", type=int, default=0,
+                        help="torch part: stop the plain graph after N texts if all are NaN/inf (0: never)")
+    parser.add_argument("--skip-rope16", action="store_true", help="torch part: leave out the rope-in-fp16 variant")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
     unknown = set(parts) - set(PARTS)
@@ -194,9 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     scale = args.scale or load_recipe("fp16").fp16_safe["residual_scale"]
     results.update(model=args.model, residual_scale=scale, limit=FP16_LIMIT)
     model = load_model(args.model)
-    texts = builtin_texts()
-    rows = alone_rows(model, texts)
-    results["texts"] = {"count": len(rows), "tokens_max": int(max(m.sum() for _, m in rows))}
+    texts = builtin_texts()[::args.every]
+    rows = alone_rows(model, texts, args.max_tokens)
+    results["texts"] = {"count": len(rows), "every": args.every, "max_tokens": args.max_tokens,
+                        "tokens_max": int(max(m.sum() for _, m in rows)),
+                        "tokens_total": int(sum(m.sum() for _, m in rows))}
     say(f"{len(rows)} texts, longest {results['texts']['tokens_max']} tokens; reference: sentence-transformers alone")
     reference = SentenceTransformersReference(model.spec.directory, threads=1)
     ref = embed_alone(reference.embed, rows)
@@ -222,16 +243,26 @@ def main(argv: list[str] | None = None) -> int:
     if "torch" in parts:
         say("torch fp16: plain graph")
         plain_half = to_half(copy.deepcopy(plain), require_safe=False)
-        results["torch_fp16_plain_alone"] = compare(embed_alone(torch_embed(plain_half), rows), ref)
+        started = time.perf_counter()
+        results["torch_fp16_plain_alone"] = compare(embed_alone(torch_embed(plain_half), rows, args.plain_stop),
+                                                    ref, started)
+        save()
         del plain_half
         safe_half = to_half(copy.deepcopy(safe))
         say("torch fp16: fp16-safe graph, alone")
-        results["torch_fp16_safe_alone"] = compare(embed_alone(torch_embed(safe_half), rows), ref)
+        started = time.perf_counter()
+        results["torch_fp16_safe_alone"] = compare(embed_alone(torch_embed(safe_half), rows), ref, started)
+        save()
         say("torch fp16: fp16-safe graph, batches")
-        results["torch_fp16_safe_batches"] = compare(embed_batches(torch_embed(safe_half), model, texts), ref)
-        say("torch fp16: fp16-safe graph with rope angles in fp16, alone")
-        rope_in_fp16(safe_half)
-        results["torch_fp16_safe_rope16_alone"] = compare(embed_alone(torch_embed(safe_half), rows), ref)
+        started = time.perf_counter()
+        results["torch_fp16_safe_batches"] = compare(embed_batches(torch_embed(safe_half), model, texts,
+                                                                   max_tokens=args.max_tokens), ref, started)
+        save()
+        if not args.skip_rope16:
+            say("torch fp16: fp16-safe graph with rope angles in fp16, alone")
+            rope_in_fp16(safe_half)
+            started = time.perf_counter()
+            results["torch_fp16_safe_rope16_alone"] = compare(embed_alone(torch_embed(safe_half), rows), ref, started)
         del safe_half
         save()
     bundles = args.out / "bundles"
@@ -239,8 +270,12 @@ def main(argv: list[str] | None = None) -> int:
         bundle = export(args.model, "onnx", load_recipe("fp16"), bundles / "onnx-fp16")
         embed, runtime = runtime_embed(bundle)
         say("onnxruntime fp16: alone, batches")
-        results["onnx_fp16"] = {"alone": compare(embed_alone(embed, rows), ref),
-                                "batches": compare(embed_batches(embed, model, texts), ref),
+        started = time.perf_counter()
+        alone = compare(embed_alone(embed, rows), ref, started)
+        started = time.perf_counter()
+        results["onnx_fp16"] = {"alone": alone,
+                                "batches": compare(embed_batches(embed, model, texts, max_tokens=args.max_tokens),
+                                                   ref, started),
                                 "size_mb": round(sum(p.stat().st_size for p in bundle.iterdir()) / 1e6, 1)}
         save()
     if "fp32" in parts:
