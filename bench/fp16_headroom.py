@@ -1,6 +1,6 @@
 """fp16 on a checkpoint: intermediate magnitudes per layer, and parity of the fp16-safe graph in fp16.
 
-    flock /tmp/embg-heavy.lock python -m bench.fp16_headroom --model DIR --out DIR [--parts ...]
+    python -m bench.fp16_headroom --model DIR --out DIR [--parts ...]
         [--max-tokens N] [--every K] [--plain-stop N] [--skip-rope16]
 
 Texts: the validator's built-in texts (``embg.textdata.sets.builtin_texts()``), each with its
