@@ -71,7 +71,8 @@ def test_bits4_cosine_floors_on_builtin_texts(target, root, tmp_path):
     assert drift["cosine_mean"] >= COSINE_MEAN and drift["cosine_min"] >= COSINE_MIN
 
 
-@pytest.mark.parametrize("target", [pytest.param(t, marks=TOP10_NOT_REACHED) for t in ("tflite", "onnx")])
+# ONNX's agreement on the real pairs was not measured yet: its assertion stays strict
+@pytest.mark.parametrize("target", [pytest.param("tflite", marks=TOP10_NOT_REACHED), "onnx"])
 def test_bits4_retrieval_agreement(target, root, tmp_path):
     retrieval = validate(bundle(target, root), "retrieval", tmp_path)["retrieval"]
     print(f"\n{target} --bits 4 top-10 agreement {retrieval['top10_overlap_mean']:.4f}")
