@@ -16,6 +16,8 @@ import pytest
 from embg.devices import DeviceError, open_device
 from embg.devices import browser
 from embg.bundle import Artifact
+from embg.bundle.integrity import record_hashes
+from embg.bundle.names import HASHES_FIELD
 from embg.runtimes import load_all, load_runtime
 from embg.textdata.builtin import parity_texts
 from embg.parity.path import cosine_rows
@@ -92,7 +94,9 @@ def test_onnx_external_data(bundles, tmp_path, tiny_model):
     data = artifact.manifest["model_file"] + ".data"
     onnx.save_model(onnx.load(str(artifact.model_path)), str(artifact.model_path), save_as_external_data=True,
                     all_tensors_to_one_file=True, location=data, size_threshold=1024)
-    manifest = dict(artifact.manifest, files=[*artifact.manifest["files"], data])
+    # the rewritten model and its new side file get fresh hashes, as the exporter writes them
+    hashes = record_hashes(moved, [*artifact.manifest[HASHES_FIELD], data])
+    manifest = dict(artifact.manifest, files=[*artifact.manifest["files"], data], **{HASHES_FIELD: hashes})
     (moved / "manifest.json").write_text(json.dumps(manifest))
     load_all()
     host = load_runtime("onnxruntime", Artifact.load(bundles["onnx-fp32"]), threads=1)
