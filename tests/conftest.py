@@ -142,3 +142,10 @@ def with_unsupported_op(bundle: Path) -> Path:
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(model, str(path))
     return reseal(bundle)
+
+
+def float_head_bytes(model) -> int:
+    """fp32 bytes of the Dense head, which the int8 preset keeps float."""
+    from embg.quantize.groups import part_of
+
+    return 4 * sum(p.numel() for name, p in model.graph().named_parameters() if part_of(name) == "head")

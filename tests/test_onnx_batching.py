@@ -148,6 +148,7 @@ def test_verify_fails_when_a_weight_was_skipped(bundles):
 
 
 def test_plan_counts_every_per_row_matmul(outliers_dir, tmp_path):
+    from embg.quantize.groups import part_of
     from embg.export.onnx_target import export_fp32
     from embg.checkpoint.load import load_model
 
@@ -156,10 +157,15 @@ def test_plan_counts_every_per_row_matmul(outliers_dir, tmp_path):
     from embg.export.onnx_target import restore_weight_names
 
     restore_weight_names(fp32, model.graph())
-    weighted = sum(n.op_type == "MatMul" and n.input[1] in {i.name for i in fp32.graph.initializer}
-                   for n in fp32.graph.node)
-    for name in ("int8", "int4-minmax"):  # min-max rules: every weighted MatMul reads per-row int8 rows
-        plan = plan_quantization(fp32, load_recipe(name), web_compatible=False)
-        assert plan.per_row and plan.expected_ops["MatMulIntegerToFloat"] == weighted
-    plan = plan_quantization(fp32, recipe_for_bits(4), web_compatible=False)  # calibrated blocks: MatMulNBits
-    assert plan.per_row and plan.expected_ops["MatMulIntegerToFloat"] + plan.expected_ops["MatMulNBits"] == weighted
+    weights = {i.name for i in fp32.graph.initializer}
+    weighted = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    head = sum(part_of(n.input[1]) == "head" for n in weighted)
+    assert head == 2
+    # int8: every weighted MatMul but the float head reads per-row int8 rows
+    plan = plan_quantization(fp32, load_recipe("int8"), web_compatible=False)
+    assert plan.per_row and plan.expected_ops["MatMulIntegerToFloat"] == len(weighted) - head
+    # int4: min-max rules read per-row int8 rows, calibrated blocks and the weight-only int8 head are MatMulNBits
+    for recipe in (load_recipe("int4-minmax"), recipe_for_bits(4)):
+        plan = plan_quantization(fp32, recipe, web_compatible=False)
+        assert plan.per_row and plan.expected_ops["MatMulNBits"] >= head
+        assert plan.expected_ops["MatMulIntegerToFloat"] + plan.expected_ops["MatMulNBits"] == len(weighted)
