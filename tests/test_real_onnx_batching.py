@@ -149,8 +149,14 @@ def test_real_embedding_does_not_depend_on_its_batch(measured, bits):
     assert min(independence.values()) >= INDEPENDENCE_FLOOR, independence
 
 
-@NOT_REACHED
-def test_real_int8_floors_in_every_batching(measured):
+def test_real_int8_min_floor_in_every_batching(measured):
     for name in BATCHINGS:
-        low, mean = measured[8][f"{name} vs reference"]
-        assert low >= INT8_MIN_FLOOR and mean >= INT8_MEAN_FLOOR, (name, low, mean)
+        low, _ = measured[8][f"{name} vs reference"]
+        assert low >= INT8_MIN_FLOOR, (name, low)
+
+
+@NOT_REACHED
+def test_real_int8_mean_floor_in_every_batching(measured):
+    for name in BATCHINGS:
+        _, mean = measured[8][f"{name} vs reference"]
+        assert mean >= INT8_MEAN_FLOOR, (name, mean)
