@@ -151,7 +151,8 @@ def float_head_bytes(model) -> int:
     return 4 * sum(p.numel() for name, p in model.graph().named_parameters() if part_of(name) == "head")
 
 
-# The tflite bundle the device-plumbing tests (adb, AI Hub stand-ins) push: fp32. On the random-weight fixture the int8 bundle's
-# retrieval rank correlation over the 10 --quick texts hangs on near-tied similarities (one swap: 0.971 <
-# the gate's 0.98), which says nothing about a device; int8 quality is tested on the host and the real checkpoint.
+# The tflite bundle the device-plumbing tests (adb, AI Hub stand-ins) push: fp32. On the random-weight
+# fixture the int8 bundle's retrieval rank correlation over the 10 --quick texts hangs on near-tied
+# similarities (one swap: 0.971 < the gate's 0.98), which says nothing about a device; int8 quality is
+# tested on the host and on the real checkpoint.
 STAND_IN_TFLITE = ("tflite", 32)

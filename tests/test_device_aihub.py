@@ -11,14 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import reseal, run_cli
-from tests.conftest import STAND_IN_TFLITE
+from tests.conftest import STAND_IN_TFLITE, reseal, run_cli
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 PHONE = "Samsung Galaxy S25 (Family)"
 OTHER_PHONE = "Samsung Galaxy S24 (Family)"
 TOKEN = "tok-3f9a-do-not-print"
-
 
 
 def _client_ini(path: Path, body: str | None = None) -> Path:
