@@ -18,6 +18,7 @@ from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.onnx_backend import (PER_TENSOR_OPS, ROW_QUANT_TAG, OnnxQuantPlan, plan_quantization,
                                         verify_per_row, verify_quantized)
+from embg.quantize.groups import part_of
 from embg.quantize.recipe import PER_ROW, load_recipe, recipe_for_bits
 from embg.runtimes import load_all, load_runtime
 from embg.textdata.builtin import parity_texts
@@ -92,8 +93,11 @@ def _optimized_ops(path, tmp_path) -> list[str]:
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_no_per_tensor_activation_quantization(bundles, recipe, tmp_path):
     artifact = Artifact.load(bundles[recipe])
-    assert all(rule["activations"] == PER_ROW for rule in artifact.manifest["recipe"]["rules"].values()
-               if rule["bits"] != 32 and rule.get("algorithm") != "qat-grid")
+    rules = artifact.manifest["recipe"]["rules"]
+    # every integer rule quantizes activations per row, except the head: float (int8) or weight-only (int4)
+    assert all(rule["activations"] == PER_ROW for group, rule in rules.items()
+               if rule["bits"] != 32 and rule.get("algorithm") != "qat-grid" and group != "head")
+    assert rules["head"]["bits"] == 32 or rules["head"]["activations"] == "fp32"
     model = onnx.load(str(artifact.model_path))
     written = [node.op_type for node in model.graph.node]
     run = _optimized_ops(artifact.model_path, tmp_path)
@@ -103,11 +107,15 @@ def test_no_per_tensor_activation_quantization(bundles, recipe, tmp_path):
         assert ops.count("MatMulIntegerToFloat") == ops_planned.get("MatMulIntegerToFloat", 0)
     assert "MatMul" in written  # activation x activation (attention) stays float
     verify_per_row(model)
-    # calibrated int4 blocks run in MatMulNBits; accuracy_level 4 quantizes activations per row and block
+    # calibrated int4 blocks run in MatMulNBits; accuracy_level 4 quantizes activations per row and block.
+    # The weight-only int8 head's two Dense layers are MatMulNBits with accuracy_level 0 (float activations).
     nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
     assert len(nbits) == ops_planned.get("MatMulNBits", 0) and (recipe != "int4" or nbits)
+    weight_only = {n.name for n in nbits if part_of(n.name.split("/")[0]) == "head"}
+    assert len(weight_only) == (2 if rules["head"]["bits"] == 8 else 0)
     for node in nbits:
-        assert {a.name: a.i for a in node.attribute}.get("accuracy_level") == 4, node.name
+        level = {a.name: a.i for a in node.attribute}.get("accuracy_level", 0)  # absent: 0, the default
+        assert level == (0 if node.name in weight_only else 4), node.name
     if recipe == "int4-minmax":  # min-max int4 weights stay int4 in the file; onnxruntime widens them at load
         assert "Cast" in written and not any(n.op_type == "Cast" and ROW_QUANT_TAG in n.name
                                              for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
@@ -148,7 +156,6 @@ def test_verify_fails_when_a_weight_was_skipped(bundles):
 
 
 def test_plan_counts_every_per_row_matmul(outliers_dir, tmp_path):
-    from embg.quantize.groups import part_of
     from embg.export.onnx_target import export_fp32
     from embg.checkpoint.load import load_model
 
