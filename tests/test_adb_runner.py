@@ -15,6 +15,7 @@ from embg.devices.adb.client import AdbRunner
 from embg.devices.adb.protocol import AdbError, DeviceInfo
 from embg.parity.path import cosine_rows
 from embg.textdata.sets import builtin_texts
+from tests.conftest import STAND_IN_TFLITE
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 SERIAL = "emulator-5554"
@@ -22,7 +23,7 @@ SERIAL = "emulator-5554"
 
 @pytest.fixture(scope="module")
 def bundle(tiny_bundle):
-    return tiny_bundle("tflite", 8)
+    return tiny_bundle(*STAND_IN_TFLITE)
 
 
 @pytest.fixture

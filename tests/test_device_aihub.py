@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import reseal, run_cli
+from tests.conftest import STAND_IN_TFLITE, reseal, run_cli
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 PHONE = "Samsung Galaxy S25 (Family)"
@@ -65,7 +65,7 @@ def test_without_credentials_exit_2_with_one_line(tiny_bundle, farm, tmp_path, m
     if ini is not None:
         _client_ini(path, ini)  # no [api] header (the parser would quote the token line), or no token
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(path))
-    code, out, err, report = _validate(tiny_bundle("tflite", 8), tmp_path)
+    code, out, err, report = _validate(tiny_bundle(*STAND_IN_TFLITE), tmp_path)
     assert code == 2 and report is None
     lines = [line for line in err.splitlines() if not line.startswith("[embg]")]
     assert len(lines) == 1 and "qai-hub configure --api_token" in lines[0] and str(path) in lines[0]
@@ -76,7 +76,7 @@ def test_without_credentials_exit_2_with_one_line(tiny_bundle, farm, tmp_path, m
 
 def test_missing_client_gives_an_install_hint(tiny_bundle, farm, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "qai_hub", None)  # import qai_hub now raises ImportError
-    code, out, err, report = _validate(tiny_bundle("tflite", 8), tmp_path)
+    code, out, err, report = _validate(tiny_bundle(*STAND_IN_TFLITE), tmp_path)
     assert code == 2 and report is None
     assert "pip install 'embg-export[aihub]'" in err and "loading the reference" not in err
 
@@ -88,7 +88,7 @@ def test_missing_client_gives_an_install_hint(tiny_bundle, farm, tmp_path, monke
     (("compute_unit",), "expected KEY=VALUE"),
 ])
 def test_bad_options_are_bad_input(tiny_bundle, farm, tmp_path, args, message):
-    code, out, err, _ = _validate(tiny_bundle("tflite", 8), tmp_path, *args)
+    code, out, err, _ = _validate(tiny_bundle(*STAND_IN_TFLITE), tmp_path, *args)
     assert code == 2 and message in err
     assert not any(job["op"] == "upload" for job in _jobs(farm))
 
@@ -104,7 +104,7 @@ def test_device_name_is_required(farm):
 
 def test_bundle_files_are_checked_before_upload(tiny_bundle, farm, tmp_path):
     bundle = tmp_path / "tampered"
-    shutil.copytree(tiny_bundle("tflite", 8), bundle)
+    shutil.copytree(tiny_bundle(*STAND_IN_TFLITE), bundle)
     (bundle / "tokenizer_config.json").write_text("{}", encoding="utf-8")
     code, out, err, _ = _validate(bundle, tmp_path)
     assert code == 2 and "tokenizer_config.json: sha256" in err and "differs from the manifest" in err
@@ -114,7 +114,7 @@ def test_bundle_files_are_checked_before_upload(tiny_bundle, farm, tmp_path):
 # -- runs on the stand-in --------------------------------------------------------------------------
 
 def test_tflite_bundle_on_the_stand_in_says_no_device(tiny_bundle, farm, tmp_path):
-    code, out, err, report = _validate(tiny_bundle("tflite", 8), tmp_path, "compute_unit=gpu")
+    code, out, err, report = _validate(tiny_bundle(*STAND_IN_TFLITE), tmp_path, "compute_unit=gpu")
     assert code == 0, out + err
     assert f"aihub:{PHONE}: NO DEVICE USED" in out  # in the printed summary, not only in the JSON
     (device,) = report["devices"]
@@ -141,7 +141,7 @@ def test_tflite_bundle_on_the_stand_in_says_no_device(tiny_bundle, farm, tmp_pat
 ])
 def test_outputs_are_compared_on_the_host(tiny_bundle, farm, tmp_path, monkeypatch, fault, value, failure):
     monkeypatch.setenv(f"EMBG_FAKE_AIHUB_{fault}", value)
-    code, out, err, report = _validate(tiny_bundle("tflite", 8), tmp_path)
+    code, out, err, report = _validate(tiny_bundle(*STAND_IN_TFLITE), tmp_path)
     assert code == 1, out + err
     (entry,) = report["bundles"]
     assert entry["status"] == "ok" and entry["passed"] is False
@@ -197,7 +197,7 @@ def test_job_failure_mid_run_ends_the_row(tiny_bundle, farm, tmp_path, monkeypat
 def test_devices_toml_runs_farm_phones_concurrently(tiny_bundle, farm, tmp_path, monkeypatch):
     from embg.cli.validate import main as validate_main
 
-    tflite, onnx = tiny_bundle("tflite", 8), tiny_bundle("onnx", 32)
+    tflite, onnx = tiny_bundle(*STAND_IN_TFLITE), tiny_bundle("onnx", 32)
     # the first inference job of each worker waits until two workers are inside one: run one by one, it fails
     monkeypatch.setenv("EMBG_FAKE_AIHUB_BARRIER", "2")
     monkeypatch.setenv("EMBG_FAKE_AIHUB_REFUSE_COMPILE", "npu")

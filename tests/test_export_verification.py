@@ -13,12 +13,13 @@ import torch
 
 from embg.errors import ExportError
 from embg.export.pipeline import ExportRequest, export_bundle
-from embg.quantize.recipe import recipe_for_bits
+from embg.quantize.recipe import QuantRecipe, load_recipe, parse_recipe, recipe_for_bits
 
 
-def _export(tiny_dir: Path, out: Path, target: str = "onnx", bits: int = 8, parity: bool = False) -> Path:
-    return export_bundle(ExportRequest(model=str(tiny_dir), target=target, recipe=recipe_for_bits(bits), out=out,
-                                       seq_lens=(32,) if target == "tflite" else (), parity=parity))
+def _export(tiny_dir: Path, out: Path, target: str = "onnx", bits: int = 8, parity: bool = False,
+            recipe: QuantRecipe | None = None) -> Path:
+    return export_bundle(ExportRequest(model=str(tiny_dir), target=target, recipe=recipe or recipe_for_bits(bits),
+                                       out=out, seq_lens=(32,) if target == "tflite" else (), parity=parity))
 
 
 def _nothing_written(out: Path) -> None:
@@ -44,8 +45,12 @@ def test_a_gemm_head_left_in_float_fails_the_export(tiny_dir, tmp_path, monkeypa
     fp32 = _export(tiny_dir, tmp_path / "fp32", bits=32)  # control: the head really is a Gemm now
     assert "Gemm" in {node.op_type for node in onnx.load(str(next(fp32.glob("*.onnx")))).graph.node}
     out = tmp_path / "int8"
+    # the int8 preset keeps the head float on purpose; this recipe asks for it in int8
+    data = load_recipe("int8").to_dict()
+    data["rules"]["head"] = {"bits": 8, "granularity": "channel"}
+    head_int8 = parse_recipe({**data, "name": "int8-head"})
     with pytest.raises(ExportError, match=r"still float32 in the file: head\.0\.weight \(head\), head\.1\.weight"):
-        _export(tiny_dir, out)
+        _export(tiny_dir, out, recipe=head_int8)
     _nothing_written(out)
 
 

@@ -207,8 +207,9 @@ def test_fp16_safe_composes_with_integer_recipes():
 def bundles(outliers, tmp_path_factory, tiny_bundle):
     root = tmp_path_factory.mktemp("fp16")
     made = {("tflite", "fp32"): tiny_bundle("tflite", 32, BUCKETS)}  # tiny: same architecture, plain graph
+    # smoothing (no longer in the int8 preset) asked for explicitly: the two rewrites must compose
     int8_safe = parse_recipe({**load_recipe("int8").to_dict(), "name": "int8-fp16safe",
-                              "fp16_safe": {"residual_scale": SCALE}})
+                              "smoothing": {"alpha": 0.8}, "fp16_safe": {"residual_scale": SCALE}})
     for target, name, recipe in (("onnx", "fp16", recipe_for_bits(16)), ("tflite", "fp16", recipe_for_bits(16)),
                                  ("onnx", "int8-safe", int8_safe)):
         made[target, name] = export_bundle(ExportRequest(

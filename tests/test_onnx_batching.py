@@ -18,6 +18,7 @@ from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.onnx_backend import (PER_TENSOR_OPS, ROW_QUANT_TAG, OnnxQuantPlan, plan_quantization,
                                         verify_per_row, verify_quantized)
+from embg.quantize.groups import part_of
 from embg.quantize.recipe import PER_ROW, load_recipe, recipe_for_bits
 from embg.runtimes import load_all, load_runtime
 from embg.textdata.builtin import parity_texts
@@ -92,8 +93,11 @@ def _optimized_ops(path, tmp_path) -> list[str]:
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_no_per_tensor_activation_quantization(bundles, recipe, tmp_path):
     artifact = Artifact.load(bundles[recipe])
-    assert all(rule["activations"] == PER_ROW for rule in artifact.manifest["recipe"]["rules"].values()
-               if rule["bits"] != 32 and rule.get("algorithm") != "qat-grid")
+    rules = artifact.manifest["recipe"]["rules"]
+    # every integer rule quantizes activations per row, except the head: float (int8) or weight-only (int4)
+    assert all(rule["activations"] == PER_ROW for group, rule in rules.items()
+               if rule["bits"] != 32 and rule.get("algorithm") != "qat-grid" and group != "head")
+    assert rules["head"]["bits"] == 32 or rules["head"]["activations"] == "fp32"
     model = onnx.load(str(artifact.model_path))
     written = [node.op_type for node in model.graph.node]
     run = _optimized_ops(artifact.model_path, tmp_path)
@@ -103,11 +107,15 @@ def test_no_per_tensor_activation_quantization(bundles, recipe, tmp_path):
         assert ops.count("MatMulIntegerToFloat") == ops_planned.get("MatMulIntegerToFloat", 0)
     assert "MatMul" in written  # activation x activation (attention) stays float
     verify_per_row(model)
-    # calibrated int4 blocks run in MatMulNBits; accuracy_level 4 quantizes activations per row and block
+    # calibrated int4 blocks run in MatMulNBits; accuracy_level 4 quantizes activations per row and block.
+    # The weight-only int8 head's two Dense layers are MatMulNBits with accuracy_level 0 (float activations).
     nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
     assert len(nbits) == ops_planned.get("MatMulNBits", 0) and (recipe != "int4" or nbits)
+    weight_only = {n.name for n in nbits if part_of(n.name.split("/")[0]) == "head"}
+    assert len(weight_only) == (2 if rules["head"]["bits"] == 8 else 0)
     for node in nbits:
-        assert {a.name: a.i for a in node.attribute}.get("accuracy_level") == 4, node.name
+        level = {a.name: a.i for a in node.attribute}.get("accuracy_level", 0)  # absent: 0, the default
+        assert level == (0 if node.name in weight_only else 4), node.name
     if recipe == "int4-minmax":  # min-max int4 weights stay int4 in the file; onnxruntime widens them at load
         assert "Cast" in written and not any(n.op_type == "Cast" and ROW_QUANT_TAG in n.name
                                              for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
@@ -156,10 +164,15 @@ def test_plan_counts_every_per_row_matmul(outliers_dir, tmp_path):
     from embg.export.onnx_target import restore_weight_names
 
     restore_weight_names(fp32, model.graph())
-    weighted = sum(n.op_type == "MatMul" and n.input[1] in {i.name for i in fp32.graph.initializer}
-                   for n in fp32.graph.node)
-    for name in ("int8", "int4-minmax"):  # min-max rules: every weighted MatMul reads per-row int8 rows
-        plan = plan_quantization(fp32, load_recipe(name), web_compatible=False)
-        assert plan.per_row and plan.expected_ops["MatMulIntegerToFloat"] == weighted
-    plan = plan_quantization(fp32, recipe_for_bits(4), web_compatible=False)  # calibrated blocks: MatMulNBits
-    assert plan.per_row and plan.expected_ops["MatMulIntegerToFloat"] + plan.expected_ops["MatMulNBits"] == weighted
+    weights = {i.name for i in fp32.graph.initializer}
+    weighted = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    head = sum(part_of(n.input[1]) == "head" for n in weighted)
+    assert head == 2
+    # int8: every weighted MatMul but the float head reads per-row int8 rows
+    plan = plan_quantization(fp32, load_recipe("int8"), web_compatible=False)
+    assert plan.per_row and plan.expected_ops["MatMulIntegerToFloat"] == len(weighted) - head
+    # int4: min-max rules read per-row int8 rows, calibrated blocks and the weight-only int8 head are MatMulNBits
+    for recipe in (load_recipe("int4-minmax"), recipe_for_bits(4)):
+        plan = plan_quantization(fp32, recipe, web_compatible=False)
+        assert plan.per_row and plan.expected_ops["MatMulNBits"] >= head
+        assert plan.expected_ops["MatMulIntegerToFloat"] + plan.expected_ops["MatMulNBits"] == len(weighted)

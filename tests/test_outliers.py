@@ -52,7 +52,8 @@ def per_tensor_int8() -> dict:
     data.pop("smoothing", None)
     data["activations"] = "dynamic_int8"
     for rule in data["rules"].values():
-        rule["activations"] = "dynamic_int8"
+        if rule["bits"] < 16:  # a float rule (the preset's head) has no activations to quantize
+            rule["activations"] = "dynamic_int8"
     data["name"] = "int8-per-tensor"
     return data
 
