@@ -98,6 +98,17 @@ def make_plan(quick: bool, threads: tuple[int, ...], only: tuple[str, ...] = (),
                 repeats or default_repeats, threads, excluded)
 
 
+def real_plan(model: str, only: tuple[str, ...], repeats: int | None = None) -> Plan:
+    """Variants of a real checkpoint directory (no QAT pairs: those need a QAT checkpoint), 1 thread."""
+    variants = tuple(v for v in _variants(model, "") if not v.qat)
+    unknown = sorted(set(only) - {v.name for v in variants})
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {[v.name for v in variants]}")
+    chosen = tuple(v for v in variants if v.name in only)
+    return Plan("real", model, "", chosen, (), None, repeats or 3, (1,),
+                tuple(v.name for v in variants if v.name not in only))
+
+
 def model_flops(config: dict[str, Any], seq_len: int, head: tuple[int, ...] = (), banded: bool = True) -> dict[str, float]:
     """Multiply-add FLOPs (2 per MAC) of one forward pass at ``seq_len`` tokens, batch 1.
 

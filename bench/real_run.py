@@ -1,12 +1,14 @@
 """One interleaved run on a real checkpoint: PyTorch eager vs bundles exported from it (1 thread).
 
     python bench/real_run.py --model DIR BUNDLE... [--tokens 256,2048] [--repeats 3] [--json out.json]
+    python bench/run.py --model DIR [--variants onnx-int8,tflite-int8] [--tokens 256,512,1024,2048]
 
-``bench/run.py`` measures fixtures (random weights); this times bundles of a real checkpoint
-(e.g. google/embeddinggemma-300m in a local directory) in the same loop (bench/loop.py) against
-sentence-transformers on that checkpoint, and gives each bundle's drift on the built-in texts
-(each text alone, its task prompt, up to 2048 tokens). Nothing here is written into the repo:
-real weights and their results stay with whoever runs it.
+``bench/run.py`` without ``--model`` measures fixtures (random weights); this times bundles of a real
+checkpoint (e.g. google/embeddinggemma-300m in a local directory) in the same loop (bench/loop.py)
+against sentence-transformers on that checkpoint, and gives each bundle's drift on the built-in texts
+(each text alone, its task prompt, up to 2048 tokens). Given bundles are timed as they are;
+``bench/run.py --model DIR`` exports the chosen variants first (cached, bench/exports.py). The weights
+stay out of the repo; only figures are written.
 """
 
 from __future__ import annotations
@@ -33,13 +35,20 @@ from bench.plan import BASELINE, Plan, Shape, Variant  # noqa: E402
 MAX_TOKENS = 2048
 
 
-def subjects_for(model: Path, bundles: list[Path], threads: tuple[int, ...]) -> list[Any]:
+# What `bench/run.py --model DIR` exports and times unless --variants says otherwise: what users get
+# from `--bits 8` and `--bits 4` on both targets.
+REAL_DEFAULT_VARIANTS = ("onnx-int8", "tflite-int8", "onnx-int4", "tflite-int4")
+REAL_DEFAULT_TOKENS = "256,512,1024,2048"
+
+
+def subjects_for(model: Path, bundles: dict[str, Path], threads: tuple[int, ...]) -> list[Any]:
+    """Eager first, then one subject per named bundle."""
     from bench.subjects import BundleSubject, EagerSubject
 
     subjects: list[Any] = [EagerSubject(model, threads)]
-    for bundle in bundles:
+    for name, bundle in bundles.items():
         manifest = json.loads((bundle / "manifest.json").read_text())
-        variant = Variant(bundle.name, str(model), manifest["target"], manifest["recipe"]["name"])
+        variant = Variant(name, str(model), manifest["target"], manifest["recipe"]["name"])
         subjects.append(BundleSubject(variant, bundle, threads))
     return subjects
 
@@ -79,6 +88,40 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def measure(model: Path, bundles: dict[str, Path], tokens: str, repeats: int, with_drift: bool = True
+            ) -> dict[str, Any]:
+    """Time eager and every bundle in one interleaved loop (1 thread); drift on the built-in texts."""
+    from bench.loop import run_loop
+    from bench.machine import describe
+
+    started = time.time()
+
+    def progress(message: str) -> None:
+        print(f"[{time.time() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    shapes = tuple(Shape(f"s{n}", int(n)) for n in tokens.split(","))
+    config = json.loads((model / "config.json").read_text())
+    subjects = subjects_for(model, bundles, (1,))
+    plan = Plan("real", str(model), "", tuple(s.variant for s in subjects[1:]), shapes, None, repeats, (1,))
+    load_start = os.getloadavg()[0]
+    latency, _ = run_loop(plan, subjects, int(config["vocab_size"]), config, progress)
+    result = {"model": str(model), "machine": describe(), "load_average_at_start": load_start,
+              "load_average_at_end": os.getloadavg()[0], "repeats": repeats, "threads": 1,
+              "shapes": [{"key": s.key, "tokens": s.tokens} for s in shapes], "latency": latency, "drift": {}}
+    if with_drift:
+        progress("drift on the built-in texts")
+        result["drift"] = drift(subjects, next(iter(bundles.values())))
+    return result
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically: a reader never sees half a results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/real_run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="the checkpoint directory the bundles came from")
@@ -88,28 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-drift", action="store_true", help="timing only")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
-    from bench.loop import run_loop
-    from bench.machine import describe
-
-    started = time.time()
-
-    def progress(message: str) -> None:
-        print(f"[{time.time() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-    shapes = tuple(Shape(f"s{n}", int(n)) for n in args.tokens.split(","))
-    config = json.loads((args.model / "config.json").read_text())
-    subjects = subjects_for(args.model, args.bundles, (1,))
-    plan = Plan("real", str(args.model), "", tuple(s.variant for s in subjects[1:]), shapes, None, args.repeats, (1,))
-    load_start = os.getloadavg()[0]
-    latency, _ = run_loop(plan, subjects, int(config["vocab_size"]), config, progress)
-    result = {"model": str(args.model), "machine": describe(), "load_average_at_start": load_start,
-              "load_average_at_end": os.getloadavg()[0], "repeats": args.repeats, "threads": 1,
-              "shapes": [{"key": s.key, "tokens": s.tokens} for s in shapes], "latency": latency, "drift": {}}
-    if not args.no_drift:
-        progress("drift on the built-in texts")
-        result["drift"] = drift(subjects, args.bundles[0])
+    result = measure(args.model, {b.name: b for b in args.bundles}, args.tokens, args.repeats, not args.no_drift)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
     print(render(result))
     return 0
 

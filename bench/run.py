@@ -2,6 +2,8 @@
 
     python bench/run.py [--quick] [--out bench/results] [--threads 1,2] [--variants a,b] [--repeats N]
     python bench/run.py --write-readme      # copy bench/results/table.md's marked block into README.md
+    python bench/run.py --model DIR [--variants onnx-int8,tflite-int4] [--tokens 256,512,1024,2048]
+                                            # a real checkpoint: export, then time against eager (1 thread)
 
 Steps: fixtures and exports (each in a child process: wall time, peak RSS); machine limits
 (matmul throughput); one interleaved latency loop with the eager baseline and drift; cold load
@@ -50,6 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--write-readme", action="store_true",
                         help="replace the text between the bench markers in README.md with --out/table.md's block, "
                              "then exit (no benchmark run)")
+    parser.add_argument("--model", type=Path,
+                        help="a real checkpoint directory (e.g. google/embeddinggemma-300m downloaded): export its "
+                             "variants (default: int8 and int4 on both targets) and time them against PyTorch eager on "
+                             "it, 1 thread; writes real_run.json and real_table.md under --out")
+    parser.add_argument("--tokens", help="with --model: lengths to time (default 256,512,1024,2048)")
     parser.add_argument("--readme", type=Path, default=REPO / "README.md", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return write_readme(args.out / "table.md", args.readme)
     threads = tuple(int(t) for t in args.threads.split(",") if t.strip())
     only = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    if args.model:
+        return run_real_checkpoint(args, only)
     plan = make_plan(args.quick, threads, only, args.repeats)
     cache = args.cache or default_cache(args.quick)
     out = args.out
@@ -88,6 +97,43 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = write_outputs(results, out)
     progress("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def run_real_checkpoint(args: argparse.Namespace, only: tuple[str, ...]) -> int:
+    """Export the chosen variants of a real checkpoint (cached), then one interleaved run against eager."""
+    from bench.exports import export_variant
+    from bench.plan import real_plan
+    from bench.real_run import REAL_DEFAULT_TOKENS, REAL_DEFAULT_VARIANTS, measure, render, write_json
+
+    model = args.model.expanduser().resolve()
+    if not (model / "config.json").is_file() or not (model / "model.safetensors").is_file():
+        raise SystemExit(f"--model {args.model}: not a checkpoint directory (config.json and model.safetensors); "
+                         "python ../shared/tools/real-embeddinggemma.py prints where the real one is")
+    plan = real_plan(str(model), only or REAL_DEFAULT_VARIANTS, args.repeats)
+    from embg.checkpoint.resolve import fixture_cache_dir
+
+    cache = args.cache or fixture_cache_dir().parent / "bench" / "real" / model.name
+    started = time.time()
+
+    def progress(message: str) -> None:
+        print(f"[{time.time() - started:7.1f}s] {message}", flush=True)
+
+    progress(f"real checkpoint {model}: {[v.name for v in plan.variants]}, bundles cached in {cache}")
+    records = {v.name: export_variant(v, plan, cache, {"directory": str(model)}, args.reexport, progress)
+               for v in plan.variants}
+    if args.export_only:
+        print(json.dumps(records, indent=2))
+        return 0
+    result = measure(model, {name: Path(r["bundle"]) for name, r in records.items()},
+                     args.tokens or REAL_DEFAULT_TOKENS, plan.repeats)
+    result["exports"] = records
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "real_run.json", result)
+    table = render(result)
+    (args.out / "real_table.md").write_text(table + "\n")
+    print(table)
+    progress(f"wrote {args.out / 'real_run.json'}, {args.out / 'real_table.md'}")
     return 0
 
 

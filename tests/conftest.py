@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,8 +12,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Calibrated grids are cached per session, not in the user's cache: each run exercises calibration once.
-os.environ.setdefault("EMBG_CALIBRATION_CACHE", tempfile.mkdtemp(prefix="embg-calibration-"))
+# Calibrated grids are cached per session, not in the user's cache: each run exercises calibration once,
+# and the folder goes when the session ends.
+if "EMBG_CALIBRATION_CACHE" not in os.environ:
+    os.environ["EMBG_CALIBRATION_CACHE"] = tempfile.mkdtemp(prefix="embg-calibration-")
+    atexit.register(shutil.rmtree, os.environ["EMBG_CALIBRATION_CACHE"], True)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ Faults for tests (environment variables):
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import resource
@@ -134,6 +135,7 @@ def upload_model(model: str | Path, name: str | None = None) -> Model:
     with _lock:
         if "store" not in _barrier:
             _barrier["store"] = Path(tempfile.mkdtemp(prefix="qai-hub-stand-in-"))
+            atexit.register(shutil.rmtree, _barrier["store"], True)  # the "farm" forgets uploads at exit
     stored = _barrier["store"] / model_id
     stored.mkdir()
     for f in files:
