@@ -37,6 +37,7 @@ def resolve_recipe(name: str):
     if name == "int8-per-tensor":
         data = load_recipe("int8").to_dict()
         data.pop("smoothing", None)
+        data.pop("float_channels", None)  # they split per-token rows; per-tensor activations have none
         for rule in data["rules"].values():  # the presets quantize activations per token now
             rule["activations"] = "dynamic_int8"
         data.update(name="int8-per-tensor", activations="dynamic_int8",

@@ -137,7 +137,7 @@ def render(result: dict[str, Any]) -> str:
         cats = sorted({k for b in names for k in result["bundles"][b][str(n)]["categories_ms"]},
                       key=lambda k: -result["bundles"][names[0]][str(n)]["categories_ms"].get(k, 0.0))
         lines += [f"{n} tokens, ms (median of {result['repeats']}; share of the kernel time)", "",
-                  "| category | " + " | ".join(Path(b).name for b in names) + " |",
+                  "| category | " + " | ".join(_label(b) for b in names) + " |",
                   "|---|" + "---:|" * len(names)]
         for cat in cats:
             cells = []
@@ -150,6 +150,12 @@ def render(result: dict[str, Any]) -> str:
             f"**{result['bundles'][b][str(n)]['kernel_ms_median']:.0f}**" for b in names) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _label(bundle: str) -> str:
+    """The bundle's folder name; for `bench/run.py`'s cache (<variant>/bundle), the variant's."""
+    path = Path(bundle)
+    return path.parent.name if path.name == "bundle" else path.name
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,9 +111,13 @@ def test_calibrated_grids_reach_onnx_exactly(outliers_dir, root, grids):
     weights = read_back_weights(model)
     for name, (q, scales) in grids.items():
         assert np.array_equal(weights[name], dequantize(torch.from_numpy(q), torch.from_numpy(scales)).numpy()), name
-    # one stored scale tensor per calibrated grid ("{weight}_scales"); the weight-only int8 head has its own
-    stored = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer
-              if i.name.endswith("_scales") and i.name.removesuffix("_scales") in grids}
+    # one stored scale tensor per calibrated grid: "{weight}_scales" (the embedding's GatherBlockQuantized) or
+    # "{weight}_block_scales" (a block weight stored int4, widened to int8 at load); the weight-only head has its own
+    stored = {}
+    for init in model.graph.initializer:
+        weight = init.name.removesuffix("_block_scales").removesuffix("_scales")
+        if weight != init.name and weight in grids:
+            stored[weight] = onnx.numpy_helper.to_array(init)
     assert len(stored) == len(grids) and all(is_storable(torch.from_numpy(s.copy())) for s in stored.values())
 
 

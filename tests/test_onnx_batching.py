@@ -39,7 +39,8 @@ def outliers_dir(fixture_root):
 @pytest.fixture(scope="module")
 def bundles(outliers_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("batching")
-    # --bits 8, --bits 4 (calibrated: MatMulNBits) and the min-max int4 mix (int4 widened per column)
+    # --bits 8 (16 float channels per activation), --bits 4 (calibrated) and the min-max int4 mix; int4
+    # blocks are stored int4 and widened to int8 per column at load
     return {name: export_bundle(ExportRequest(model=str(outliers_dir), target="onnx", recipe=load_recipe(name),
                                               out=root / f"onnx-{name}"))
             for name in RECIPES}
@@ -107,15 +108,19 @@ def test_no_per_tensor_activation_quantization(bundles, recipe, tmp_path):
         assert ops.count("MatMulIntegerToFloat") == ops_planned.get("MatMulIntegerToFloat", 0)
     assert "MatMul" in written  # activation x activation (attention) stays float
     verify_per_row(model)
-    # calibrated int4 blocks run in MatMulNBits; accuracy_level 4 quantizes activations per row and block.
-    # The weight-only int8 head's two Dense layers are MatMulNBits with accuracy_level 0 (float activations).
+    # Every decoder weight, calibrated int4 blocks too, runs on per-row int8 rows (MatMulIntegerToFloat); the
+    # only MatMulNBits are the weight-only int8 head's two Dense layers, with float activations (level 0).
     nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
-    assert len(nbits) == ops_planned.get("MatMulNBits", 0) and (recipe != "int4" or nbits)
-    weight_only = {n.name for n in nbits if part_of(n.name.split("/")[0]) == "head"}
-    assert len(weight_only) == (2 if rules["head"]["bits"] == 8 else 0)
+    assert len(nbits) == ops_planned.get("MatMulNBits", 0)
+    assert {part_of(n.name.split("/")[0]) for n in nbits} <= {"head"}
+    assert len(nbits) == (2 if rules["head"]["bits"] == 8 else 0)
     for node in nbits:
-        level = {a.name: a.i for a in node.attribute}.get("accuracy_level", 0)  # absent: 0, the default
-        assert level == (0 if node.name in weight_only else 4), node.name
+        assert {a.name: a.i for a in node.attribute}.get("accuracy_level", 0) == 0, node.name  # absent: 0
+    # float_channels: one split per activation the products read (q/k/v, o, gate/up and down per layer)
+    products = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"]
+    layers = {n.name.split(".")[1] for n in products}
+    splits = [n for n in model.graph.node if n.name.endswith("float_channels/float")]
+    assert len(splits) == (4 * len(layers) if artifact.manifest["recipe"].get("float_channels") else 0)
     if recipe == "int4-minmax":  # min-max int4 weights stay int4 in the file; onnxruntime widens them at load
         assert "Cast" in written and not any(n.op_type == "Cast" and ROW_QUANT_TAG in n.name
                                              for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
@@ -171,8 +176,8 @@ def test_plan_counts_every_per_row_matmul(outliers_dir, tmp_path):
     # int8: every weighted MatMul but the float head reads per-row int8 rows
     plan = plan_quantization(fp32, load_recipe("int8"), web_compatible=False)
     assert plan.per_row and plan.expected_ops["MatMulIntegerToFloat"] == len(weighted) - head
-    # int4: min-max rules read per-row int8 rows, calibrated blocks and the weight-only int8 head are MatMulNBits
+    # int4: min-max and calibrated blocks read per-row int8 rows; the weight-only int8 head is MatMulNBits
     for recipe in (load_recipe("int4-minmax"), recipe_for_bits(4)):
         plan = plan_quantization(fp32, recipe, web_compatible=False)
-        assert plan.per_row and plan.expected_ops["MatMulNBits"] >= head
-        assert plan.expected_ops["MatMulIntegerToFloat"] + plan.expected_ops["MatMulNBits"] == len(weighted)
+        assert plan.per_row and plan.expected_ops["MatMulNBits"] == head
+        assert plan.expected_ops["MatMulIntegerToFloat"] == len(weighted) - head

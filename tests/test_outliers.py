@@ -50,6 +50,7 @@ def per_tensor_int8() -> dict:
     """The int8 preset without smoothing and with per-tensor activations: quantize_dynamic's MatMulInteger."""
     data = load_recipe("int8").to_dict()
     data.pop("smoothing", None)
+    data.pop("float_channels", None)  # they split per-token rows; per-tensor activations have none
     data["activations"] = "dynamic_int8"
     for rule in data["rules"].values():
         if rule["bits"] < 16:  # a float rule (the preset's head) has no activations to quantize

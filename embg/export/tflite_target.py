@@ -134,6 +134,9 @@ class TfliteTarget(ExportTarget):
             if job.recipe.attention_products != "fp32":
                 quant["notes"]["attention_products"] = ("kept fp32: LiteRT has no dynamic int8 product of two "
                                                         "activations (scores, weighted values)")
+            if job.recipe.float_channels:
+                quant["notes"]["float_channels"] = ("not split: XNNPACK quantizes every channel of an activation "
+                                                    "(per row, asymmetric); float_channels applies to ONNX")
             for group, note in quant["notes"].items():
                 job.progress(f"note: {group}: {note}")
             if job.grids:

@@ -36,6 +36,7 @@ MS_DOMAIN = "com.microsoft"
 # Nodes of the per-row activation quantizer carry this in their name (verify_per_row finds them by it).
 ROW_QUANT_TAG = "RowQuantize"
 PER_TENSOR_OPS = ("DynamicQuantizeLinear", "DynamicQuantizeMatMul")
+BLOCK_SCALES_SUFFIX = "_block_scales"  # a block weight widened to int8 at load: its scales (read_back_weights)
 
 
 @dataclass
@@ -100,7 +101,7 @@ def plan_quantization(model: onnx.ModelProto, recipe: QuantRecipe, web_compatibl
 
 def matmul_op(rule: GroupRule) -> str:
     """The onnxruntime op a quantized MatMul becomes under ``rule``."""
-    if rule.activations == PER_ROW and rule.algorithm == "min-max":
+    if rule.activations == PER_ROW:
         return "MatMulIntegerToFloat"
     return "MatMulNBits" if rule.granularity == "block" else "MatMulInteger"
 
@@ -203,47 +204,96 @@ class RowQuantizer:
     DynamicQuantizeMatMul take only a scalar A scale, so the row scale is applied by a Mul after the
     integer product (which runs on MLAS's u8s8 GEMM, VNNI where the CPU has it). No onnxruntime
     fusion matches this pattern (tests/test_onnx_batching.py checks the optimized graph).
+
+    With the recipe's ``float_channels`` n, an activation's n channels with the largest calibrated peaks
+    (embg/quantize/channel_peaks.py) leave the int8 rows: m is taken over the other channels, and
+    y adds x[..., kept] @ W[kept, :] in float. A token's outliers then no longer set the step of its
+    other channels. (An asymmetric row grid, as XNNPACK's, measured better without the split but
+    costs ten more ops per activation and two per product; with the split the symmetric grid meets the
+    floors: docs/onnx-int8.md.)
     """
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, channel_peaks: dict[str, np.ndarray] | None = None,
+                 float_channels: int = 0) -> None:
         self.model = model
-        self.done: dict[str, tuple[str, str]] = {}  # activation -> (uint8 tensor, row scale tensor)
+        self.done: dict[str, tuple[str, str]] = {}  # activation -> (uint8 rows, row scale)
+        self.peaks = channel_peaks or {}
+        self.float_channels = float_channels
+        self.split: dict[str, tuple[np.ndarray, str, str]] = {}  # activation -> (kept channels, float part, the rest)
+        self.pending: list[onnx.NodeProto] = []  # split nodes not yet placed in the graph
         consts = {"axes": np.array([-1], np.int64), "tiny": np.array(1e-30, np.float32),
                   "c127": np.array(127.0, np.float32), "one": np.array(1.0, np.float32),
                   "zero_point": np.array(128, np.uint8)}
         self.const = {key: f"{ROW_QUANT_TAG}_{key}" for key in consts}
         model.graph.initializer.extend(numpy_helper.from_array(v, self.const[k]) for k, v in consts.items())
 
+    def channels_kept_float(self, x: str, weight: str) -> np.ndarray | None:
+        """The input channels of activation ``x`` kept float (decided by its first reader's calibrated
+        peaks; the readers of one activation share them), or None when nothing is split."""
+        if x in self.split:
+            return self.split[x][0]
+        if not self.float_channels or weight not in self.peaks or x in self.done:
+            return None
+        from embg.quantize.channel_peaks import largest_channels
+
+        kept = largest_channels(self.peaks[weight], self.float_channels)
+        base = f"{x}/{ROW_QUANT_TAG}/float_channels"
+        mask = np.ones(self.peaks[weight].size, np.float32)
+        mask[kept] = 0.0
+        inits = [numpy_helper.from_array(kept, f"{base}/index"), numpy_helper.from_array(mask, f"{base}/mask")]
+        self.model.graph.initializer.extend(inits)
+        self.pending = [
+            helper.make_node("Gather", [x, inits[0].name], [f"{base}/float"], name=f"{base}/float", axis=-1),
+            helper.make_node("Mul", [x, inits[1].name], [f"{base}/rest"], name=f"{base}/rest"),
+        ]
+        self.split[x] = (kept, f"{base}/float", f"{base}/rest")
+        return kept
+
     def quantize(self, x: str) -> tuple[list[onnx.NodeProto], str, str]:
-        """(nodes to insert before the first reader, uint8 rows, row scales) for activation ``x``."""
+        """(nodes to insert before the first reader, uint8 rows, row scales) for activation ``x``; when
+        ``x`` is split, the rows hold its channels that are not kept float."""
         if x in self.done:
             return [], *self.done[x]
+        prologue, self.pending = self.pending if x in self.split else [], []
+        source = self.split[x][2] if x in self.split else x
         c, base = self.const, f"{x}/{ROW_QUANT_TAG}"
         node = lambda op, ins, out, **kw: helper.make_node(op, ins, [f"{base}/{out}"], name=f"{base}/{out}", **kw)  # noqa: E731
-        nodes = [
-            node("Abs", [x], "abs"),
+        nodes = prologue + [
+            node("Abs", [source], "abs"),
             node("ReduceMax", [f"{base}/abs", c["axes"]], "absmax", keepdims=1),
             node("Max", [f"{base}/absmax", c["tiny"]], "max"),  # an all-zero row stays zero, not NaN
             node("Div", [f"{base}/max", c["c127"]], "row_scale"),
             node("Div", [c["c127"], f"{base}/max"], "inverse"),
-            node("Mul", [x, f"{base}/inverse"], "scaled"),
+            node("Mul", [source, f"{base}/inverse"], "scaled"),
             node("QuantizeLinear", [f"{base}/scaled", c["one"], c["zero_point"]], "uint8"),
         ]
         self.done[x] = (f"{base}/uint8", f"{base}/row_scale")
         return nodes, *self.done[x]
 
-    def matmul(self, node: onnx.NodeProto, weight: "Int8Weight") -> None:
-        """Replace MatMul ``node`` by the per-row integer product with ``weight`` (int8 [K, N], column scales)."""
-        prologue, rows, row_scale = self.quantize(node.input[0])
-        product = f"{weight.name}/{ROW_QUANT_TAG}/product"
+    def matmul(self, node: onnx.NodeProto, weight: "Int8Weight", float_rows: np.ndarray | None = None) -> None:
+        """Replace MatMul ``node`` by the per-row integer product with ``weight`` (int8 [K, N], column scales).
+        When its input is split (``channels_kept_float``), ``float_rows`` [kept, N] are the weight rows of
+        the float channels, added as a float product (the int8 rows there meet zeros)."""
+        x = node.input[0]
+        prologue, rows, row_scale = self.quantize(x)
+        base = f"{weight.name}/{ROW_QUANT_TAG}"
+        integer_out = f"{base}/integer" if float_rows is not None else node.output[0]
         nodes = prologue + weight.nodes + [
             helper.make_node("MatMulIntegerToFloat", [rows, weight.int8, self.const["one"], weight.scale,
-                                                      self.const["zero_point"]], [product],
-                             name=product, domain=MS_DOMAIN),
-            helper.make_node("Mul", [product, row_scale], list(node.output),
-                             name=f"{weight.name}/{ROW_QUANT_TAG}/rescale"),
+                                                      self.const["zero_point"]], [f"{base}/product"],
+                             name=f"{base}/product", domain=MS_DOMAIN),
+            helper.make_node("Mul", [f"{base}/product", row_scale], [integer_out], name=f"{base}/rescale"),
         ]
-        _replace_node(self.model, node, nodes, weight.inits, weight.name)
+        inits = list(weight.inits)
+        if float_rows is not None:
+            rows_init = numpy_helper.from_array(float_rows.astype(np.float32), f"{weight.name}_float_rows")
+            inits.append(rows_init)
+            nodes += [
+                helper.make_node("MatMul", [self.split[x][1], rows_init.name], [f"{base}/float_product"],
+                                 name=f"{base}/float_product"),
+                helper.make_node("Add", [integer_out, f"{base}/float_product"], list(node.output), name=f"{base}/sum"),
+            ]
+        _replace_node(self.model, node, nodes, inits, weight.name)
 
 
 @dataclass
@@ -281,6 +331,12 @@ def block_symmetric(weight: np.ndarray, bits: int, block: int) -> tuple[np.ndarr
     return q.reshape(k, n).astype(np.int8), scales
 
 
+def dequantize_blocks(q: np.ndarray, scales: np.ndarray, block: int) -> np.ndarray:
+    """integers [K, N] x block scales [K/block, N] -> float [K, N]."""
+    k, n = q.shape
+    return (q.reshape(k // block, block, n).astype(np.float32) * scales[:, None, :].astype(np.float32)).reshape(k, n)
+
+
 def block_weight_as_int8(name: str, q: np.ndarray, scales: np.ndarray, bits: int, block: int) -> Int8Weight:
     """A block-quantized weight (integers q [K, N], scales [K/block, N]) stored at its own width (int4 packed
     two per byte) and widened to int8 per column by constant expressions that onnxruntime folds when the
@@ -295,7 +351,7 @@ def block_weight_as_int8(name: str, q: np.ndarray, scales: np.ndarray, bits: int
         data = helper.make_tensor(f"{name}_q4", TensorProto.INT4, list(blocks.shape), _pack_int4(blocks), raw=True)
     else:
         data = numpy_helper.from_array(blocks.astype(np.int8), f"{name}_q{bits}")
-    inits = [data, numpy_helper.from_array(scales[:, None, :].astype(np.float32), f"{name}_block_scales"),
+    inits = [data, numpy_helper.from_array(scales[:, None, :].astype(np.float32), f"{name}{BLOCK_SCALES_SUFFIX}"),
              numpy_helper.from_array(np.array([k, n], np.int64), f"{name}_shape"),
              numpy_helper.from_array((1.0 / col_scale).astype(np.float32), f"{name}_col_inverse"),
              numpy_helper.from_array(col_scale, f"{name}_col_scale")]
@@ -312,8 +368,10 @@ def block_weight_as_int8(name: str, q: np.ndarray, scales: np.ndarray, bits: int
 
 
 def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict[str, Any] | None = None,
-                        web_compatible: bool = False) -> tuple[onnx.ModelProto, OnnxQuantPlan]:
-    """Return the quantized model and its plan. ``grids`` maps weight name -> (q, scales) for qat-grid rules."""
+                        web_compatible: bool = False, channel_peaks: dict[str, np.ndarray] | None = None
+                        ) -> tuple[onnx.ModelProto, OnnxQuantPlan]:
+    """Return the quantized model and its plan. ``grids`` maps weight name -> (q, scales) for qat-grid rules;
+    ``channel_peaks`` weight name -> calibrated max |input| per channel, for the recipe's float_channels."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
@@ -334,6 +392,8 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
             q, scales = grids[weight]  # torch layout: [out, in] and [out, in/32]
             if op_type == "Gather":
                 _embedding_gbq(model, node, q, scales, rule.bits, rule.block_size)
+            elif rule.activations == PER_ROW:
+                continue  # step 3: stored on its grid, run on the int8 GEMM
             else:
                 _matmul_nbits(model, node, q.T, scales.T, rule.bits, rule.block_size, _accuracy_level(rule))
         elif op_type == "Gather" and rule.bits == 8:
@@ -343,7 +403,7 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
     passes: dict[tuple, list[str]] = {}
     for node_name, (group, rule) in plan.nodes.items():
         op_type = nodes[node_name][1]
-        if op_type == "MatMul" and rule.activations == PER_ROW and rule.algorithm == "min-max":
+        if op_type == "MatMul" and rule.activations == PER_ROW:
             continue  # step 3
         if rule.algorithm == "min-max" and (rule.granularity == "block" or rule.bits == 4):
             if op_type == "Gather" and rule.bits != 4:
@@ -363,18 +423,30 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
     # 3. min-max MatMuls with per-row dynamic activations, in graph order (the row quantizer goes in
     # front of the first MatMul reading each activation).
     per_row = [n for n in model.graph.node if n.name in plan.nodes and n.op_type == "MatMul"
-               and plan.nodes[n.name][1].activations == PER_ROW and plan.nodes[n.name][1].algorithm == "min-max"]
+               and plan.nodes[n.name][1].activations == PER_ROW]
     if per_row:
-        rows = RowQuantizer(model)
+        rows = RowQuantizer(model, channel_peaks, recipe.float_channels)
         inits = _initializer_map(model)
         for node in per_row:
             rule, weight = plan.nodes[node.name][1], node.input[1]
+            kept = rows.channels_kept_float(node.input[0], weight)
+            if rule.carries_grid:  # calibrated or QAT integers, kept exactly in the file (read back afterwards)
+                q, scales = (np.ascontiguousarray(a.T) for a in grids[weight])  # torch [out, in] -> [K, N]
+                stored = block_weight_as_int8(weight, q.astype(np.int8), scales.astype(np.float32), rule.bits,
+                                              rule.block_size)
+                float_rows = None if kept is None else dequantize_blocks(q, scales, rule.block_size)[kept]
+                rows.matmul(node, stored, float_rows)  # the float channels' int8 rows meet zeros: no effect
+                continue
             dense = _float_view(inits[weight])
+            float_rows = None
+            if kept is not None:  # those rows go into the float product; the int8 weight gets zeros there
+                float_rows, dense = dense[kept], dense.copy()
+                dense[kept] = 0.0
             if rule.granularity == "channel":
-                rows.matmul(node, int8_channel_weight(weight, dense))
+                rows.matmul(node, int8_channel_weight(weight, dense), float_rows)
             else:
                 q, scales = block_symmetric(dense, rule.bits, rule.block_size)
-                rows.matmul(node, block_weight_as_int8(weight, q, scales, rule.bits, rule.block_size))
+                rows.matmul(node, block_weight_as_int8(weight, q, scales, rule.bits, rule.block_size), float_rows)
 
     # 4. quantize_dynamic (per-tensor activations) where a recipe asks dynamic_int8 for per-channel int8.
     dynamic = [name for name, (group, rule) in plan.nodes.items()
@@ -459,6 +531,20 @@ def read_back_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
             else:
                 q = numpy_helper.to_array(data).astype(np.float32).reshape(-1) - 128
             weights[node.name.rsplit("/", 1)[0]] = q.reshape(shape) * np.repeat(scales, block, axis=1)[:, : shape[1]]
+    for name, init in inits.items():  # block weights stored at their width and widened to int8 at load
+        if not name.endswith(BLOCK_SCALES_SUFFIX):
+            continue
+        weight = name[: -len(BLOCK_SCALES_SUFFIX)]
+        data = inits.get(f"{weight}_q4", inits.get(f"{weight}_q8"))
+        if data is None:
+            continue
+        blocks, scales = list(data.dims), numpy_helper.to_array(init)  # [K/b, b, N], [K/b, 1, N]
+        if data.data_type == TensorProto.INT4:
+            u = _unpack_uint4(data.raw_data, int(np.prod(blocks))).astype(np.int16)
+            q = np.where(u >= 8, u - 16, u).astype(np.float32).reshape(blocks)
+        else:
+            q = numpy_helper.to_array(data).astype(np.float32)
+        weights[weight] = (q * scales).reshape(blocks[0] * blocks[1], blocks[2]).T
     return weights
 
 

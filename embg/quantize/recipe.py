@@ -39,6 +39,12 @@ activation products of every layer (scores, weighted values) in int8 with per-ro
 (embg/quantize/onnx_attention.py). ONNX only; LiteRT notes it and keeps them float. It conflicts
 with bits 16 (an fp16 graph keeps its products in fp16).
 
+Optional top-level ``"float_channels": n`` (default 0): ONNX keeps the n input channels of each
+per-row int8 activation with the largest calibrated magnitude in float (a small float product beside
+the int8 one; embg/quantize/channel_peaks.py), so a token's few outlier channels no longer set the
+int8 step of all its others. Needs ``dynamic_int8_per_row`` activations; LiteRT notes it and
+quantizes every channel.
+
 Optional top-level ``"fp16_safe": {"residual_scale": a}`` (a power of two <= 1): the fp16-safe
 rewrite of the graph (embg/model/fp16_safe.py: residual scaled by a, RMSNorm restated); the fp32
 function is unchanged and the manifest marks the bundle safe for fp16 activations (a GPU's or an
@@ -72,7 +78,9 @@ ACTIVATION_TEXT = {"fp32": "float activations", PER_ROW: "dynamic int8 activatio
                    "dynamic_int8": "dynamic int8 activations per tensor"}
 BITS_TO_PRESET = {32: "fp32", 16: "fp16", 8: "int8", 4: "int4"}
 RULE_FIELDS = {"bits", "granularity", "block_size", "algorithm", "activations"}
-RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing", "attention_products", "fp16_safe"}
+RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing", "attention_products", "fp16_safe",
+                 "float_channels"}
+MAX_FLOAT_CHANNELS = 128
 ATTENTION_PRODUCTS = ("fp32", "int8")
 SMOOTHING_FIELDS = {"alpha"}
 FP16_SAFE_FIELDS = {"residual_scale"}
@@ -134,6 +142,7 @@ class QuantRecipe:
     smoothing: dict[str, float] | None = None  # {"alpha": a}: SmoothQuant scales folded before export
     attention_products: str = "fp32"  # "int8": scores and weighted values in int8 (ONNX)
     fp16_safe: dict[str, float] | None = None  # {"residual_scale": a}: the fp16-safe graph rewrite
+    float_channels: int = 0  # ONNX: input channels of each per-row int8 activation kept float (largest calibrated)
 
     def rule_key(self, part: str) -> str:
         """The key of the rule that governs ``part`` (a part such as ``v_proj``, or a group name):
@@ -175,6 +184,8 @@ class QuantRecipe:
             data["attention_products"] = self.attention_products
         if self.fp16_safe:
             data["fp16_safe"] = dict(self.fp16_safe)
+        if self.float_channels:
+            data["float_channels"] = self.float_channels
         return data
 
     def summary(self) -> str:
@@ -187,6 +198,9 @@ class QuantRecipe:
         if self.fp16_safe:
             lines.append(f"  fp16_safe     residual x {self.fp16_safe['residual_scale']:g} folded into norms, RMSNorm "
                          "restated: safe for fp16 activations")
+        if self.float_channels:
+            lines.append(f"  float_channels {self.float_channels} largest input channels of each int8 activation kept "
+                         "float (ONNX)")
         return "\n".join(lines)
 
 
@@ -256,8 +270,15 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
     if products != "fp32" and any(rule.bits == 16 for rule in rules.values()):
         raise EmbgError(f"{where}: attention_products {products} conflicts with bits 16 "
                         "(an fp16 graph keeps its attention products in fp16)")
+    float_channels = data.get("float_channels", 0)
+    if not isinstance(float_channels, int) or isinstance(float_channels, bool) \
+            or not 0 <= float_channels <= MAX_FLOAT_CHANNELS:
+        raise EmbgError(f"{where}: float_channels must be an integer from 0 to {MAX_FLOAT_CHANNELS}, "
+                        f"got {float_channels!r}")
+    if float_channels and not any(rule.activations == PER_ROW for rule in rules.values()):
+        raise EmbgError(f"{where}: float_channels splits {PER_ROW} activations, and no rule has them")
     return QuantRecipe(name, str(data.get("description", "")), rules, smoothing,
-                       attention_products=products, fp16_safe=fp16_safe)
+                       attention_products=products, fp16_safe=fp16_safe, float_channels=float_channels)
 
 
 def _rule_keys(rules_raw: dict[str, Any], where: str) -> list[str]:

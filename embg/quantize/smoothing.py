@@ -25,7 +25,7 @@ from embg.model.graph import EmbeddingGemmaGraph
 MIN_SCALE, MAX_SCALE = 1e-3, 1e3  # keep folded weights in a sane range whatever the calibration says
 
 
-def _input_maxima(graph: EmbeddingGemmaGraph, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def input_maxima(graph: EmbeddingGemmaGraph, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Per-channel max |input| of every linear layer in the decoder, over real (unpadded) tokens."""
     maxima: dict[str, torch.Tensor] = {}
     current_mask: list[torch.Tensor] = []
@@ -66,7 +66,7 @@ def _scales(act_max: torch.Tensor, weights: list[torch.Tensor], alpha: float) ->
 def smooth_graph(graph: EmbeddingGemmaGraph, batches: list[tuple[torch.Tensor, torch.Tensor]],
                  alpha: float) -> dict[str, Any]:
     """Fold SmoothQuant scales into ``graph`` in place; returns a summary for the manifest."""
-    maxima = _input_maxima(graph, batches)
+    maxima = input_maxima(graph, batches)
     before, after = [], []
     with torch.no_grad():
         for i, layer in enumerate(graph.layers):

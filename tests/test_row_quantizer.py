@@ -1,0 +1,122 @@
+"""The ONNX per-row activation quantizer on one MatMul, against a numpy model of what it must compute.
+
+Each row (token) gets its own symmetric int8 scale; with the recipe's float_channels the channels with
+the largest calibrated peaks leave the int8 rows and are multiplied in float.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from embg.quantize.onnx_backend import RowQuantizer, int8_channel_weight
+
+K, N = 64, 48
+
+
+def _quantized_session(weight: np.ndarray) -> ort.InferenceSession:
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", N])],
+        [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    rows = RowQuantizer(model)
+    rows.matmul(model.graph.node[0], int8_channel_weight("w", weight))
+    onnx.checker.check_model(model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _expected(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    scale_w = np.abs(weight).max(axis=0) / 127.0
+    w8 = np.clip(np.round(weight / scale_w), -127, 127)
+    s = np.maximum(np.abs(x).max(axis=1, keepdims=True), 1e-30) / 127.0
+    return (np.round(x / s) @ w8) * s * scale_w
+
+
+def test_rows_are_quantized_one_scale_each():
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(K, N)).astype(np.float32)
+    x = rng.normal(size=(6, K)).astype(np.float32)
+    x[1] *= 1000  # an outlier row must not coarsen its neighbours
+    x[2] = 0  # an all-zero row stays zero
+    got = _quantized_session(weight).run(None, {"x": x})[0]
+    want = _expected(x, weight)
+    # equal up to fp32 rounding, relative to each row's magnitude
+    assert np.all(np.abs(got - want) <= 1e-4 * (np.abs(want).max(axis=1, keepdims=True) + 1e-12))
+    assert np.all(got[2] == 0)
+
+
+def test_a_row_gives_the_same_result_in_any_batch():
+    rng = np.random.default_rng(1)
+    weight = rng.normal(size=(K, N)).astype(np.float32)
+    x = rng.normal(size=(5, K)).astype(np.float32)
+    x[3] *= 500
+    session = _quantized_session(weight)
+    whole = session.run(None, {"x": x})[0]
+    for i in range(len(x)):
+        np.testing.assert_array_equal(session.run(None, {"x": x[i:i + 1]})[0][0], whole[i])
+
+
+def _split_session(weight: np.ndarray, peaks: np.ndarray, kept: int) -> tuple[ort.InferenceSession, onnx.ModelProto]:
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", N])],
+        [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    rows = RowQuantizer(model, {"w": peaks}, kept)
+    node = model.graph.node[0]
+    channels = rows.channels_kept_float("x", "w")
+    rest = weight.copy()
+    rest[channels] = 0.0
+    rows.matmul(node, int8_channel_weight("w", rest), weight[channels])
+    onnx.checker.check_model(model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]), model
+
+
+def test_outlier_channels_kept_float_stop_setting_the_row_step():
+    """A token whose channels 5 and 40 are 1000x the rest: with them float, the others keep their resolution."""
+    rng = np.random.default_rng(2)
+    weight = rng.normal(size=(K, N)).astype(np.float32)
+    x = rng.normal(size=(8, K)).astype(np.float32)
+    x[:, [5, 40]] *= 1000
+    peaks = np.abs(x).max(axis=0)
+    split, model = _split_session(weight, peaks, 2)
+    exact = x @ weight
+    got_split = split.run(None, {"x": x})[0]
+    got_plain = _quantized_session(weight).run(None, {"x": x})[0]
+    err = lambda y: float(np.abs(y - exact).max())  # noqa: E731
+    assert err(got_split) < 0.1 * err(got_plain)
+    index = next(i for i in model.graph.initializer if i.name.endswith("float_channels/index"))
+    assert numpy_helper.to_array(index).tolist() == [5, 40]
+    # still one integer product, fed by per-row quantized rows (what verify_per_row checks)
+    assert [n.op_type for n in model.graph.node].count("MatMulIntegerToFloat") == 1
+
+
+def test_recipe_float_channels_field():
+    from embg.errors import EmbgError
+    from embg.quantize.recipe import load_recipe, parse_recipe
+
+    data = load_recipe("int8").to_dict()
+    assert parse_recipe({**data, "float_channels": 16}).float_channels == 16
+    for bad in (-1, 1.5, True, 10_000):
+        try:
+            parse_recipe({**data, "float_channels": bad})
+        except EmbgError as exc:
+            assert "float_channels" in str(exc)
+        else:
+            raise AssertionError(f"float_channels {bad!r} accepted")
+    fp32 = load_recipe("fp32").to_dict()
+    try:
+        parse_recipe({**fp32, "float_channels": 4})
+    except EmbgError as exc:
+        assert "dynamic_int8_per_row" in str(exc)
+    else:
+        raise AssertionError("float_channels without per-row activations accepted")
