@@ -16,13 +16,18 @@ from embg.quantize.onnx_backend import RowQuantizer, int8_channel_weight
 K, N = 64, 48
 
 
-def _quantized_session(weight: np.ndarray) -> ort.InferenceSession:
+def _matmul_model(weight: np.ndarray) -> onnx.ModelProto:
+    """y = x @ w with x [rows, K]: one float MatMul for the quantizer to replace."""
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", K])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", N])],
         [numpy_helper.from_array(weight, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+
+
+def _quantized_session(weight: np.ndarray) -> ort.InferenceSession:
+    model = _matmul_model(weight)
     rows = RowQuantizer(model)
     rows.matmul(model.graph.node[0], int8_channel_weight("w", weight))
     onnx.checker.check_model(model)
@@ -63,12 +68,7 @@ def test_a_row_gives_the_same_result_in_any_batch():
 
 
 def _split_session(weight: np.ndarray, peaks: np.ndarray, kept: int) -> tuple[ort.InferenceSession, onnx.ModelProto]:
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", K])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", N])],
-        [numpy_helper.from_array(weight, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    model = _matmul_model(weight)
     rows = RowQuantizer(model, {"w": peaks}, kept)
     node = model.graph.node[0]
     channels = rows.channels_kept_float("x", "w")
