@@ -71,6 +71,30 @@ def test_runtime_picks_smallest_bucket_and_batches(tflite_bundles, tiny_model, t
     assert cosine_rows(short, ref).min() >= 0.99999
 
 
+
+def test_each_row_runs_in_its_own_bucket_whatever_the_batch(tflite_bundles, tiny_model):
+    """A query batched with a long document, or padded wide, gives bit for bit its embedding alone:
+    a wider signature rounds XNNPACK's float kernels differently, which int8 activations amplify."""
+    _, runtime = runtime_for(tflite_bundles[8])
+    long_doc = tiny_model.tokenizer.encode(["word " * 150], prompt="document", max_length=256)
+    query = tiny_model.tokenizer.encode([QUERIES[0]], prompt="query", max_length=64)
+    alone = runtime.embed(query.input_ids, query.attention_mask)
+    assert runtime.last_bucket == 64
+    width = long_doc.input_ids.shape[1]
+    assert width > 64  # the batch's width needs the 256 bucket
+    ids, mask = np.zeros((2, width), np.int64), np.zeros((2, width), np.int64)
+    ids[0], mask[0] = long_doc.input_ids[0], long_doc.attention_mask[0]
+    n = int(query.attention_mask[0].sum())
+    ids[1, :n], mask[1, :n] = query.input_ids[0, :n], 1
+    ran, run_one = [], runtime._run_one
+    runtime._run_one = lambda name, *inputs: ran.append(name) or run_one(name, *inputs)
+    batched = runtime.embed(ids, mask)
+    assert ran == ["seq256", "seq64"]  # the document in its bucket, the query in its own
+    np.testing.assert_array_equal(batched[1:], alone)
+    padded_wide = runtime.embed(*_pad(query, 0, 256))
+    assert ran[2:] == ["seq64"]
+    np.testing.assert_array_equal(padded_wide, alone)
+
 def test_long_text_is_truncated_with_warning_not_crash(tflite_bundles, tiny_model, caplog):
     _, runtime = runtime_for(tflite_bundles[32])
     batch = tiny_model.tokenizer.encode(["word " * 2000], prompt="document")

@@ -21,6 +21,27 @@ def choose_bucket(buckets: list[int], length: int) -> int:
     return buckets[-1]
 
 
+
+def row_widths(attention_mask: np.ndarray) -> list[int]:
+    """Each row's columns up to and including its last unmasked one (at least 1): trailing padding only."""
+    widths = []
+    for row in np.asarray(attention_mask):
+        kept = np.flatnonzero(row > 0)
+        widths.append(int(kept[-1]) + 1 if len(kept) else 1)
+    return widths
+
+
+def rows_by_bucket(buckets: list[int], attention_mask: np.ndarray) -> dict[int, list[int]]:
+    """Row indices grouped by the smallest bucket that holds each row's own tokens, not the batch's width.
+
+    A wider signature rounds the runtime's float kernels differently, and int8 activations turn that
+    into a different embedding (docs/onnx-int8.md): a text's bucket must not depend on its neighbours.
+    """
+    groups: dict[int, list[int]] = {}
+    for row, width in enumerate(row_widths(attention_mask)):
+        groups.setdefault(choose_bucket(buckets, width), []).append(row)
+    return groups
+
 def fit_to(input_ids: np.ndarray, attention_mask: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad or cut (only padding is cut: callers truncate real tokens first) to ``width`` columns."""
     batch, seq = input_ids.shape

@@ -19,7 +19,7 @@ from embg.errors import EmbgError
 from embg.bundle import Artifact
 from embg.registry import Registry
 from embg.runtimes.base import Runtime, truncate_to
-from embg.bundle import choose_bucket, fit_to
+from embg.bundle import fit_to, rows_by_bucket
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +101,18 @@ class RemoteRuntime(Runtime):
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         ids, mask = truncate_to(np.asarray(input_ids), np.asarray(attention_mask), self._max)
-        signature = None
-        if self.buckets:  # as the LiteRT runtime: the smallest bucket at least as wide as the input
-            bucket = choose_bucket(self.buckets, int(ids.shape[1]))
-            ids, mask = fit_to(ids, mask, bucket)
-            signature = self.signatures[bucket]
+        if not self.buckets or not len(ids):
+            return self._embed_remote(ids, mask, None)
+        # as the LiteRT runtime: each row in the smallest bucket that holds its own tokens
+        groups = rows_by_bucket(self.buckets, mask)
+        parts = {bucket: self._embed_remote(*fit_to(ids[rows], mask[rows], bucket), self.signatures[bucket])
+                 for bucket, rows in groups.items()}
+        out = np.zeros((len(ids), next(iter(parts.values())).shape[1]), np.float32)
+        for bucket, rows in groups.items():
+            out[rows] = parts[bucket]
+        return out
+
+    def _embed_remote(self, ids: np.ndarray, mask: np.ndarray, signature: str | None) -> np.ndarray:
         ids = np.ascontiguousarray(ids, dtype=np.int32)
         mask = np.ascontiguousarray(mask, dtype=np.int32)
         reply = self.session.request({"op": "embed", "signature": signature, "shape": list(ids.shape),

@@ -9,9 +9,10 @@ each of these modes and each mode is compared with the reference:
 * ``alone``       one text per call, at its own length (LiteRT: the smallest bucket that fits it);
 * ``batched``     batches of up to ``BATCH_ROWS`` mixed-length texts (the longest left with the shortest
                   left, at most ``BATCH_TOKENS`` padded tokens) padded to the batch's longest text
-                  (LiteRT runs rows one by one in the bucket chosen for that longest text);
-* ``padded_512``  the same batches padded to at least ``PAD_WIDTH`` tokens (LiteRT: the smallest
-                  bucket of at least 512, present only when the file has such a bucket).
+                  (LiteRT runs each row in the smallest bucket that holds its own tokens, so there
+                  the modes agree by construction: embg/runtimes/litert_rt.py);
+* ``padded_512``  the same batches padded to at least ``PAD_WIDTH`` tokens (present for LiteRT only
+                  when the file has a bucket of at least 512).
 
 The headline figures are the worst over the modes; ``batch_consistency`` is the cosine between each
 text alone and the same text inside a batch. One NaN rule everywhere: a row holding NaN/inf, or a

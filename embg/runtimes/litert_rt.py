@@ -1,5 +1,5 @@
 """LiteRT: ai-edge-litert's CompiledModel API (default) or its Interpreter (XNNPACK on CPU), or the
-older tflite-runtime package on boards that only have that. Picks the smallest bucket per batch.
+older tflite-runtime package on boards that only have that. Picks the smallest bucket per text.
 
 Memory: XNNPACK packs a bundle's weights once per signature subgraph, so a seven-bucket int4 file
 costs ~7 x 73 MB of packed weights (measured: 561 MB anonymous RSS). The CompiledModel API takes an
@@ -7,8 +7,12 @@ XNNPACK weight-cache file instead: one packed copy shared by every signature, mm
 anonymous, same outputs and latency). One entry per model file, checked before use and pruned:
 embg/runtimes/weight_cache.py. The Interpreter API has no such option.
 
-The bucket for a batch is the smallest signature at least as wide as the batch's input columns, so
-a caller that pads (the parity path's padded modes) chooses a wider bucket; rows run one by one.
+Rows run one by one, each in the smallest signature that holds its own tokens (up to its last
+unmasked column), not the batch's width: a short query batched with a 2048-token document runs in
+the 32 bucket, as it does alone. That is faster, and it keeps an embedding independent of its batch:
+XNNPACK's float kernels round differently in a wider signature (cosine 1 - 6e-13 in fp32), and the
+int8 activation rounding turns that into a different quantization noise (alone vs batched 0.9977
+on the real checkpoint's int4 file before this rule; docs/onnx-int8.md).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from embg.errors import EmbgError
-from embg.bundle import OUTPUT_NAME, Artifact, choose_bucket, fit_to
+from embg.bundle import OUTPUT_NAME, Artifact, fit_to, rows_by_bucket
 from embg.quiet import quiet_native
 from embg.runtimes import weight_cache
 from embg.runtimes.base import RUNTIMES, Runtime, truncate_to
@@ -210,12 +214,18 @@ class LiteRtRuntime(Runtime):
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         input_ids, attention_mask = truncate_to(input_ids, attention_mask, self.max_length)
-        bucket = choose_bucket(self.buckets, int(np.asarray(input_ids).shape[1]))
-        self.last_bucket = bucket
-        ids, mask = fit_to(np.asarray(input_ids, dtype=np.int32), np.asarray(attention_mask, dtype=np.int32), bucket)
-        name = self.signatures[bucket]
-        rows = [self._run_one(name, ids[i:i + 1], mask[i:i + 1]) for i in range(len(ids))]
-        return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
+        input_ids = np.asarray(input_ids, dtype=np.int32)
+        attention_mask = np.asarray(attention_mask, dtype=np.int32)
+        if not len(input_ids):
+            return np.zeros((0, 0), np.float32)
+        out = np.zeros((len(input_ids), self.dim), np.float32)
+        groups = rows_by_bucket(self.buckets, attention_mask)
+        for bucket, rows in groups.items():
+            ids, mask = fit_to(input_ids[rows], attention_mask[rows], bucket)
+            for i, row in enumerate(rows):
+                out[row] = self._run_one(self.signatures[bucket], ids[i:i + 1], mask[i:i + 1])[0]
+        self.last_bucket = max(groups)
+        return out
 
     def close(self) -> None:
         """Release the model (LiteRT logs as it destroys its accelerators: kept quiet like the load)."""
