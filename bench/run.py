@@ -109,7 +109,7 @@ def run_real_checkpoint(args: argparse.Namespace, only: tuple[str, ...]) -> int:
     model = args.model.expanduser().resolve()
     if not (model / "config.json").is_file() or not (model / "model.safetensors").is_file():
         raise SystemExit(f"--model {args.model}: not a checkpoint directory (config.json and model.safetensors); "
-                         "python ../shared/tools/real-embeddinggemma.py prints where the real one is")
+                         "pass a local google/embeddinggemma-300m directory (huggingface-cli download google/embeddinggemma-300m)")
     plan = real_plan(str(model), only or REAL_DEFAULT_VARIANTS, args.repeats)
     from embg.checkpoint.resolve import fixture_cache_dir
 
