@@ -91,6 +91,7 @@ def test_bits4_does_not_depend_on_its_batch(target, root):
     print(f"\n{target} --bits 4 alone vs batched: cosine min {consistency['cosine_min']:.5f}")
     assert consistency["cosine_min"] >= INDEPENDENCE
 
+
 @pytest.mark.parametrize("target", [pytest.param("tflite", marks=TOP10_NOT_REACHED),
                                     pytest.param("onnx", marks=TOP10_NOT_REACHED)])
 def test_bits4_retrieval_agreement(target, root, tmp_path):

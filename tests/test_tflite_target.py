@@ -71,7 +71,6 @@ def test_runtime_picks_smallest_bucket_and_batches(tflite_bundles, tiny_model, t
     assert cosine_rows(short, ref).min() >= 0.99999
 
 
-
 def test_each_row_runs_in_its_own_bucket_whatever_the_batch(tflite_bundles, tiny_model):
     """A query batched with a long document, or padded wide, gives bit for bit its embedding alone:
     a wider signature rounds XNNPACK's float kernels differently, which int8 activations amplify."""
@@ -94,6 +93,7 @@ def test_each_row_runs_in_its_own_bucket_whatever_the_batch(tflite_bundles, tiny
     padded_wide = runtime.embed(*_pad(query, 0, 256))
     assert ran[2:] == ["seq64"]
     np.testing.assert_array_equal(padded_wide, alone)
+
 
 def test_long_text_is_truncated_with_warning_not_crash(tflite_bundles, tiny_model, caplog):
     _, runtime = runtime_for(tflite_bundles[32])

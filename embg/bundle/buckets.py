@@ -21,14 +21,11 @@ def choose_bucket(buckets: list[int], length: int) -> int:
     return buckets[-1]
 
 
-
 def row_widths(attention_mask: np.ndarray) -> list[int]:
     """Each row's columns up to and including its last unmasked one (at least 1): trailing padding only."""
-    widths = []
-    for row in np.asarray(attention_mask):
-        kept = np.flatnonzero(row > 0)
-        widths.append(int(kept[-1]) + 1 if len(kept) else 1)
-    return widths
+    kept = np.asarray(attention_mask) > 0
+    last = kept.shape[1] - np.argmax(kept[:, ::-1], axis=1)  # one past the last kept column
+    return [int(w) for w in np.where(kept.any(axis=1), last, 1)]
 
 
 def rows_by_bucket(buckets: list[int], attention_mask: np.ndarray) -> dict[int, list[int]]:
@@ -41,6 +38,7 @@ def rows_by_bucket(buckets: list[int], attention_mask: np.ndarray) -> dict[int, 
     for row, width in enumerate(row_widths(attention_mask)):
         groups.setdefault(choose_bucket(buckets, width), []).append(row)
     return groups
+
 
 def fit_to(input_ids: np.ndarray, attention_mask: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad or cut (only padding is cut: callers truncate real tokens first) to ``width`` columns."""

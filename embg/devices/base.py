@@ -104,12 +104,12 @@ class RemoteRuntime(Runtime):
         if not self.buckets or not len(ids):
             return self._embed_remote(ids, mask, None)
         # as the LiteRT runtime: each row in the smallest bucket that holds its own tokens
-        groups = rows_by_bucket(self.buckets, mask)
-        parts = {bucket: self._embed_remote(*fit_to(ids[rows], mask[rows], bucket), self.signatures[bucket])
-                 for bucket, rows in groups.items()}
-        out = np.zeros((len(ids), next(iter(parts.values())).shape[1]), np.float32)
-        for bucket, rows in groups.items():
-            out[rows] = parts[bucket]
+        out: np.ndarray | None = None
+        for bucket, rows in rows_by_bucket(self.buckets, mask).items():
+            part = self._embed_remote(*fit_to(ids[rows], mask[rows], bucket), self.signatures[bucket])
+            if out is None:
+                out = np.zeros((len(ids), part.shape[1]), np.float32)
+            out[rows] = part
         return out
 
     def _embed_remote(self, ids: np.ndarray, mask: np.ndarray, signature: str | None) -> np.ndarray:
