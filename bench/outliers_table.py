@@ -38,8 +38,10 @@ def resolve_recipe(name: str):
         data = load_recipe("int8").to_dict()
         data.pop("smoothing", None)
         data.pop("float_channels", None)  # they split per-token rows; per-tensor activations have none
+        data.pop("residual_pass", None)  # likewise
         for rule in data["rules"].values():  # the presets quantize activations per token now
-            rule["activations"] = "dynamic_int8"
+            if rule["bits"] < 16:  # a float rule (the preset's head) has no activations to quantize
+                rule["activations"] = "dynamic_int8"
         data.update(name="int8-per-tensor", activations="dynamic_int8",
                     description="int8 preset without smoothing: ONNX MatMulInteger, one activation scale per tensor")
         return parse_recipe(data)

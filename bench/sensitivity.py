@@ -45,9 +45,10 @@ MAX_TOKENS = 2048
 ROWS_PER_BATCH = 8
 
 
-def eval_batches(tokenizer) -> tuple[list[Batch], list[int], list[str]]:
-    """The built-in texts as length-sorted batches; returns (batches, text index per row, kinds)."""
-    texts = builtin_texts()
+def eval_batches(tokenizer, texts=None) -> tuple[list[Batch], list[int], list[str]]:
+    """``texts`` (default: the built-in texts) as length-sorted batches; returns (batches, text index per
+    row, kinds)."""
+    texts = builtin_texts() if texts is None else texts
     encoded = []
     for i, item in enumerate(texts):
         prompt = item.task if item.task in tokenizer.prompts else None

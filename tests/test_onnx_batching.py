@@ -121,6 +121,10 @@ def test_no_per_tensor_activation_quantization(bundles, recipe, tmp_path):
     layers = {n.name.split(".")[1] for n in products}
     splits = [n for n in model.graph.node if n.name.endswith("float_channels/float")]
     assert len(splits) == (4 * len(layers) if artifact.manifest["recipe"].get("float_channels") else 0)
+    # residual_pass: a second integer product per layer for each named part, fed by its residual's rows
+    second = [n for n in products if "/residual/" in n.input[0]]
+    assert len(second) == len(layers) * len(artifact.manifest["recipe"].get("residual_pass", []))
+    assert {part_of(n.name.split("/")[0]) for n in second} <= set(artifact.manifest["recipe"].get("residual_pass", []))
     if recipe == "int4-minmax":  # min-max int4 weights stay int4 in the file; onnxruntime widens them at load
         assert "Cast" in written and not any(n.op_type == "Cast" and ROW_QUANT_TAG in n.name
                                              for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
@@ -173,9 +177,12 @@ def test_plan_counts_every_per_row_matmul(outliers_dir, tmp_path):
     weighted = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
     head = sum(part_of(n.input[1]) == "head" for n in weighted)
     assert head == 2
-    # int8: every weighted MatMul but the float head reads per-row int8 rows
+    # int8: every weighted MatMul but the float head reads per-row int8 rows; down_proj reads two
+    # (its rows and their rounding residual, the preset's residual_pass)
+    down = sum(part_of(n.input[1]) == "down_proj" for n in weighted)
     plan = plan_quantization(fp32, load_recipe("int8"), web_compatible=False)
-    assert plan.per_row and plan.expected_ops["MatMulIntegerToFloat"] == len(weighted) - head
+    assert load_recipe("int8").residual_pass == ("down_proj",)
+    assert plan.per_row and plan.expected_ops["MatMulIntegerToFloat"] == len(weighted) - head + down
     # int4: min-max and calibrated blocks read per-row int8 rows; the weight-only int8 head is MatMulNBits
     for recipe in (load_recipe("int4-minmax"), recipe_for_bits(4)):
         plan = plan_quantization(fp32, recipe, web_compatible=False)

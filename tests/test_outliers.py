@@ -51,6 +51,7 @@ def per_tensor_int8() -> dict:
     data = load_recipe("int8").to_dict()
     data.pop("smoothing", None)
     data.pop("float_channels", None)  # they split per-token rows; per-tensor activations have none
+    data.pop("residual_pass", None)  # likewise: a second pass over per-token rows
     data["activations"] = "dynamic_int8"
     for rule in data["rules"].values():
         if rule["bits"] < 16:  # a float rule (the preset's head) has no activations to quantize

@@ -26,6 +26,7 @@ BATCH = 8
 BATCHINGS = ("alone", "batch8-longest", f"batch8-pad{PAD_TO}")
 INDEPENDENCE_FLOOR = 0.999  # the issue's target: alone vs inside a padded batch, every int8/int4 bundle
 INT8_MIN_FLOOR, INT8_MEAN_FLOOR = 0.998, 0.999  # the issue's target: --bits 8 vs sentence-transformers
+INT8_TOP10_FLOOR = 0.98  # the issue's target: top-10 agreement on the real query/document pairs
 # What the presets reach (per-token activations with 16 float channels each, docs/onnx-int8.md): --bits 8 vs
 # ST min 0.9987 / mean 0.9994, alone vs batched 0.9991; calibrated --bits 4 alone vs batched 0.9993. The
 # regression floors sit under those figures with room for another CPU's float rounding (CI runs them); per-
@@ -109,12 +110,18 @@ class Measured(dict):
         self.rows = token_rows(model_dir)
         self.reference = reference_rows(model_dir, self.rows)
 
-    def __missing__(self, bits: int) -> dict[str, tuple[float, float]]:
+    def bundle(self, bits: int) -> Path:
         from embg.export.pipeline import ExportRequest, export_bundle
         from embg.quantize.recipe import recipe_for_bits
 
-        bundle = export_bundle(ExportRequest(model=str(self.model_dir), target="onnx", recipe=recipe_for_bits(bits),
-                                             out=self.root / f"onnx-int{bits}", parity=False))
+        out = self.root / f"onnx-int{bits}"
+        if not (out / "manifest.json").exists():
+            export_bundle(ExportRequest(model=str(self.model_dir), target="onnx", recipe=recipe_for_bits(bits),
+                                        out=out, parity=False))
+        return out
+
+    def __missing__(self, bits: int) -> dict[str, tuple[float, float]]:
+        bundle = self.bundle(bits)
         self[bits] = figures = measure(bundle, self.rows, self.reference)
         print(f"ONNX --bits {bits}: {figures}")
         return figures
@@ -157,3 +164,24 @@ def test_real_int8_mean_floor_in_every_batching(measured):
     for name in BATCHINGS:
         _, mean = measured[8][f"{name} vs reference"]
         assert mean >= INT8_MEAN_FLOOR, (name, mean)
+
+
+def test_real_int8_retrieval_floors(measured, tmp_path):
+    """embg-validate on the 477 real query/document pairs (954 texts alone and in padded batches): top-10
+    agreement 0.9753 and alone vs batched 0.9989 before down_proj's residual pass, 0.9847 and 0.99954
+    with it (docs/onnx-int8.md). About 16 minutes on 2 cores."""
+    import json
+
+    from embg.cli.validate import main as validate_main
+
+    status = validate_main([str(measured.bundle(8)), "--model", str(measured.model_dir), "--texts", "retrieval",
+                            "--report", str(tmp_path), "--latency-repeats", "1", "--no-memory"])
+    entry, = json.loads((tmp_path / "report.json").read_text())["bundles"]
+    metrics = entry["metrics"]
+    print(f"\nONNX --bits 8 on the retrieval pairs: top-10 {metrics['retrieval']['top10_overlap_mean']:.4f}, "
+          f"cosine {metrics['drift']['cosine_min']:.5f} / {metrics['drift']['cosine_mean']:.5f}, "
+          f"alone vs batched {metrics['batch_consistency']['cosine_min']:.5f}")
+    assert status == 0
+    assert metrics["retrieval"]["top10_overlap_mean"] >= INT8_TOP10_FLOOR
+    assert metrics["drift"]["cosine_min"] >= INT8_MIN_FLOOR and metrics["drift"]["cosine_mean"] >= INT8_MEAN_FLOOR
+    assert metrics["batch_consistency"]["cosine_min"] >= INDEPENDENCE_FLOOR

@@ -26,10 +26,10 @@ def _matmul_model(weight: np.ndarray) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
 
 
-def _quantized_session(weight: np.ndarray) -> ort.InferenceSession:
+def _quantized_session(weight: np.ndarray, residual_pass: bool = False) -> ort.InferenceSession:
     model = _matmul_model(weight)
     rows = RowQuantizer(model)
-    rows.matmul(model.graph.node[0], int8_channel_weight("w", weight))
+    rows.matmul(model.graph.node[0], int8_channel_weight("w", weight), residual_pass=residual_pass)
     onnx.checker.check_model(model)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -120,3 +120,42 @@ def test_recipe_float_channels_field():
         assert "dynamic_int8_per_row" in str(exc)
     else:
         raise AssertionError("float_channels without per-row activations accepted")
+
+
+def test_residual_pass_leaves_only_the_weight_rounding():
+    """Two int8 passes (the rows, then their rounding residual) carry the activation to ~15 bits: the
+    product is then the int8 weight's exactly, up to 1/254 of one pass's activation error."""
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(K, N)).astype(np.float32)
+    x = rng.normal(size=(7, K)).astype(np.float32)
+    x[:, 9] *= 300  # an outlier channel coarsens every row's step
+    x[4] = 0
+    scale_w = np.abs(weight).max(axis=0) / 127.0
+    weight_only = x.astype(np.float64) @ (np.clip(np.round(weight / scale_w), -127, 127) * scale_w)
+    one = _quantized_session(weight).run(None, {"x": x})[0]
+    two = _quantized_session(weight, residual_pass=True).run(None, {"x": x})[0]
+    err = lambda y: float(np.abs(y - weight_only).max())  # noqa: E731
+    assert err(two) < err(one) / 50
+    assert np.all(two[4] == 0)
+    for i in range(len(x)):  # still one scale per row: a row alone gives the same result
+        np.testing.assert_array_equal(_quantized_session(weight, True).run(None, {"x": x[i:i + 1]})[0][0], two[i])
+
+
+def test_recipe_residual_pass_field():
+    from embg.errors import EmbgError
+    from embg.quantize.recipe import load_recipe, parse_recipe
+
+    data = load_recipe("int8").to_dict()
+    recipe = parse_recipe({**data, "residual_pass": ["down_proj", "down_proj"]})
+    assert recipe.residual_pass == ("down_proj",)
+    assert parse_recipe(recipe.to_dict()).residual_pass == ("down_proj",)  # survives the manifest round trip
+    assert "residual_pass down_proj" in recipe.summary()
+    for bad, says in (("down_proj", "list"), (["embedding"], "linear parts"), (["mlp"], "linear parts"),
+                      (["down_proj"], "dynamic_int8_per_row")):
+        source = load_recipe("fp32").to_dict() if says == "dynamic_int8_per_row" else data
+        try:
+            parse_recipe({**source, "residual_pass": bad})
+        except EmbgError as exc:
+            assert says in str(exc), str(exc)
+        else:
+            raise AssertionError(f"residual_pass {bad!r} accepted")

@@ -117,6 +117,9 @@ def test_int8_parity_size_and_tensor_types(tflite_bundles, tiny_model, tiny_refe
     kinds = Counter(use.type for use in uses)
     # every weight int8 but the head's two Dense layers, in each signature
     assert set(kinds) == {"INT8", "FLOAT32"} and kinds["FLOAT32"] == 2 * len(artifact.manifest["signatures"])
+    # the preset's ONNX-only knobs are said, not silently dropped
+    notes = artifact.manifest["quantization"]["notes"]
+    assert "applies to ONNX" in notes["float_channels"] and "applies to ONNX" in notes["residual_pass"]
 
 
 def test_int4_size_types_and_no_nan(tflite_bundles, tiny_model, tiny_reference):

@@ -137,6 +137,9 @@ class TfliteTarget(ExportTarget):
             if job.recipe.float_channels:
                 quant["notes"]["float_channels"] = ("not split: XNNPACK quantizes every channel of an activation "
                                                     "(per row, asymmetric); float_channels applies to ONNX")
+            if job.recipe.residual_pass:
+                quant["notes"]["residual_pass"] = ("one pass: XNNPACK quantizes each activation once (per row, "
+                                                   "asymmetric); residual_pass applies to ONNX")
             for group, note in quant["notes"].items():
                 job.progress(f"note: {group}: {note}")
             if job.grids:

@@ -94,8 +94,9 @@ def plan_quantization(model: onnx.ModelProto, recipe: QuantRecipe, web_compatibl
             plan.carried.add(weight)
         if op_type == "Gather":
             plan.expected_ops["GatherBlockQuantized" if rule.bits == 4 or rule.granularity == "block" else "Gather+Mul"] += 1
-        else:
-            plan.expected_ops[matmul_op(rule)] += 1
+        else:  # a residual pass is a second integer product on the same weight
+            passes = 2 if part in recipe.residual_pass and rule.activations == PER_ROW else 1
+            plan.expected_ops[matmul_op(rule)] += passes
     return plan
 
 
@@ -270,20 +271,46 @@ class RowQuantizer:
         self.done[x] = (f"{base}/uint8", f"{base}/row_scale")
         return nodes, *self.done[x]
 
-    def matmul(self, node: onnx.NodeProto, weight: "Int8Weight", float_rows: np.ndarray | None = None) -> None:
+    def residual(self, x: str) -> tuple[list[onnx.NodeProto], str, str]:
+        """(nodes, uint8 rows, row scales) of the rounding residual of ``x``'s int8 rows: what the first
+        pass lost (at most half a step per channel), quantized per row in turn. Call after ``quantize``."""
+        rows, row_scale = self.done[x]
+        source = self.split[x][2] if x in self.split else x
+        c, base = self.const, f"{x}/{ROW_QUANT_TAG}/residual"
+        nodes = [
+            helper.make_node("DequantizeLinear", [rows, c["one"], c["zero_point"]], [f"{base}/steps"],
+                             name=f"{base}/steps"),
+            helper.make_node("Mul", [f"{base}/steps", row_scale], [f"{base}/rounded"], name=f"{base}/rounded"),
+            helper.make_node("Sub", [source, f"{base}/rounded"], [base], name=base),
+        ]
+        more, residual_rows, residual_scale = self.quantize(base)
+        return nodes + more, residual_rows, residual_scale
+
+    def _product(self, rows: str, row_scale: str, weight: "Int8Weight", out: str) -> list[onnx.NodeProto]:
+        """out = (rows - 128) @ weight.int8 * column scales * row scales."""
+        return [
+            helper.make_node("MatMulIntegerToFloat", [rows, weight.int8, self.const["one"], weight.scale,
+                                                      self.const["zero_point"]], [f"{out}/product"],
+                             name=f"{out}/product", domain=MS_DOMAIN),
+            helper.make_node("Mul", [f"{out}/product", row_scale], [out], name=f"{out}/rescale"),
+        ]
+
+    def matmul(self, node: onnx.NodeProto, weight: "Int8Weight", float_rows: np.ndarray | None = None,
+               residual_pass: bool = False) -> None:
         """Replace MatMul ``node`` by the per-row integer product with ``weight`` (int8 [K, N], column scales).
         When its input is split (``channels_kept_float``), ``float_rows`` [kept, N] are the weight rows of
-        the float channels, added as a float product (the int8 rows there meet zeros)."""
+        the float channels, added as a float product (the int8 rows there meet zeros). With
+        ``residual_pass`` the rounding residual of the int8 rows is quantized too and its product added."""
         x = node.input[0]
         prologue, rows, row_scale = self.quantize(x)
         base = f"{weight.name}/{ROW_QUANT_TAG}"
         integer_out = f"{base}/integer" if float_rows is not None else node.output[0]
-        nodes = prologue + weight.nodes + [
-            helper.make_node("MatMulIntegerToFloat", [rows, weight.int8, self.const["one"], weight.scale,
-                                                      self.const["zero_point"]], [f"{base}/product"],
-                             name=f"{base}/product", domain=MS_DOMAIN),
-            helper.make_node("Mul", [f"{base}/product", row_scale], [integer_out], name=f"{base}/rescale"),
-        ]
+        first_out = f"{base}/first" if residual_pass else integer_out
+        nodes = prologue + weight.nodes + self._product(rows, row_scale, weight, first_out)
+        if residual_pass:
+            more, residual_rows, residual_scale = self.residual(x)
+            nodes += more + self._product(residual_rows, residual_scale, weight, f"{base}/second") + [
+                helper.make_node("Add", [first_out, f"{base}/second"], [integer_out], name=f"{base}/passes")]
         inits = list(weight.inits)
         if float_rows is not None:
             rows_init = numpy_helper.from_array(float_rows.astype(np.float32), f"{weight.name}_float_rows")
@@ -430,12 +457,13 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
         for node in per_row:
             rule, weight = plan.nodes[node.name][1], node.input[1]
             kept = rows.channels_kept_float(node.input[0], weight)
+            second = part_of(weight) in recipe.residual_pass
             if rule.carries_grid:  # calibrated or QAT integers, kept exactly in the file (read back afterwards)
                 q, scales = (np.ascontiguousarray(a.T) for a in grids[weight])  # torch [out, in] -> [K, N]
                 stored = block_weight_as_int8(weight, q.astype(np.int8), scales.astype(np.float32), rule.bits,
                                               rule.block_size)
                 float_rows = None if kept is None else dequantize_blocks(q, scales, rule.block_size)[kept]
-                rows.matmul(node, stored, float_rows)  # the float channels' int8 rows meet zeros: no effect
+                rows.matmul(node, stored, float_rows, second)  # the float channels' int8 rows meet zeros: no effect
                 continue
             dense = _float_view(inits[weight])
             float_rows = None
@@ -443,10 +471,11 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
                 float_rows, dense = dense[kept], dense.copy()
                 dense[kept] = 0.0
             if rule.granularity == "channel":
-                rows.matmul(node, int8_channel_weight(weight, dense), float_rows)
+                rows.matmul(node, int8_channel_weight(weight, dense), float_rows, second)
             else:
                 q, scales = block_symmetric(dense, rule.bits, rule.block_size)
-                rows.matmul(node, block_weight_as_int8(weight, q, scales, rule.bits, rule.block_size), float_rows)
+                rows.matmul(node, block_weight_as_int8(weight, q, scales, rule.bits, rule.block_size), float_rows,
+                           second)
 
     # 4. quantize_dynamic (per-tensor activations) where a recipe asks dynamic_int8 for per-channel int8.
     dynamic = [name for name, (group, rule) in plan.nodes.items()

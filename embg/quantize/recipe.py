@@ -45,6 +45,12 @@ the int8 one; embg/quantize/channel_peaks.py), so a token's few outlier channels
 int8 step of all its others. Needs ``dynamic_int8_per_row`` activations; LiteRT notes it and
 quantizes every channel.
 
+Optional top-level ``"residual_pass": [part, ...]`` (default none): ONNX quantizes those parts'
+per-row int8 activations twice, the second time the rounding residual of the first, and adds the two
+int8 products (about 15 bits of activation precision for one more int8 GEMM). For the input of
+``down_proj``, whose per-row int8 rounding was most of the int8 preset's retrieval drift on the real
+checkpoint (docs/onnx-int8.md). Each part needs ``dynamic_int8_per_row`` activations; LiteRT notes it.
+
 Optional top-level ``"fp16_safe": {"residual_scale": a}`` (a power of two <= 1): the fp16-safe
 rewrite of the graph (embg/model/fp16_safe.py: residual scaled by a, RMSNorm restated); the fp32
 function is unchanged and the manifest marks the bundle safe for fp16 activations (a GPU's or an
@@ -79,7 +85,7 @@ ACTIVATION_TEXT = {"fp32": "float activations", PER_ROW: "dynamic int8 activatio
 BITS_TO_PRESET = {32: "fp32", 16: "fp16", 8: "int8", 4: "int4"}
 RULE_FIELDS = {"bits", "granularity", "block_size", "algorithm", "activations"}
 RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing", "attention_products", "fp16_safe",
-                 "float_channels"}
+                 "float_channels", "residual_pass"}
 MAX_FLOAT_CHANNELS = 128
 ATTENTION_PRODUCTS = ("fp32", "int8")
 SMOOTHING_FIELDS = {"alpha"}
@@ -143,6 +149,7 @@ class QuantRecipe:
     attention_products: str = "fp32"  # "int8": scores and weighted values in int8 (ONNX)
     fp16_safe: dict[str, float] | None = None  # {"residual_scale": a}: the fp16-safe graph rewrite
     float_channels: int = 0  # ONNX: input channels of each per-row int8 activation kept float (largest calibrated)
+    residual_pass: tuple[str, ...] = ()  # ONNX: parts whose int8 activations get a second pass on the residual
 
     def rule_key(self, part: str) -> str:
         """The key of the rule that governs ``part`` (a part such as ``v_proj``, or a group name):
@@ -186,6 +193,8 @@ class QuantRecipe:
             data["fp16_safe"] = dict(self.fp16_safe)
         if self.float_channels:
             data["float_channels"] = self.float_channels
+        if self.residual_pass:
+            data["residual_pass"] = list(self.residual_pass)
         return data
 
     def summary(self) -> str:
@@ -201,6 +210,9 @@ class QuantRecipe:
         if self.float_channels:
             lines.append(f"  float_channels {self.float_channels} largest input channels of each int8 activation kept "
                          "float (ONNX)")
+        if self.residual_pass:
+            lines.append(f"  residual_pass {', '.join(self.residual_pass)}: int8 activations quantized twice, the second "
+                         "time their rounding residual (ONNX)")
         return "\n".join(lines)
 
 
@@ -277,8 +289,24 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
                         f"got {float_channels!r}")
     if float_channels and not any(rule.activations == PER_ROW for rule in rules.values()):
         raise EmbgError(f"{where}: float_channels splits {PER_ROW} activations, and no rule has them")
+    residual_pass = _parse_residual_pass(data.get("residual_pass", []), rules, where)
     return QuantRecipe(name, str(data.get("description", "")), rules, smoothing,
-                       attention_products=products, fp16_safe=fp16_safe, float_channels=float_channels)
+                       attention_products=products, fp16_safe=fp16_safe, float_channels=float_channels,
+                       residual_pass=residual_pass)
+
+
+def _parse_residual_pass(raw: Any, rules: dict[str, GroupRule], where: str) -> tuple[str, ...]:
+    """The parts named by ``residual_pass``: linear parts whose rule has per-row int8 activations."""
+    if not isinstance(raw, list) or not all(isinstance(part, str) for part in raw):
+        raise EmbgError(f"{where}: residual_pass must be a list of parts, e.g. [\"down_proj\"]")
+    linear = sorted(set(GROUP_OF_PART) - set(GROUPS))  # q_proj ... down_proj
+    for part in raw:
+        if part not in linear:
+            raise EmbgError(f"{where}: residual_pass names {part!r}; it takes linear parts: {', '.join(linear)}")
+        key = part if part in rules else GROUP_OF_PART[part]
+        if rules[key].activations != PER_ROW:
+            raise EmbgError(f"{where}: residual_pass {part!r} needs {PER_ROW} activations in its rule ({key})")
+    return tuple(dict.fromkeys(raw))
 
 
 def _rule_keys(rules_raw: dict[str, Any], where: str) -> list[str]:

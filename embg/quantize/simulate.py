@@ -73,3 +73,57 @@ def recipe_weights(graph: torch.nn.Module, recipe, grids: dict) -> dict[str, Cal
         else:
             replacements[name] = int8_channel
     return replacements
+
+
+# Dynamic int8 activations, simulated on a linear layer's input (bench/activation_sensitivity.py).
+
+def int8_rows(x: torch.Tensor) -> torch.Tensor:
+    """Symmetric int8 per row (token), one scale max|x| / 127: the ONNX presets' grid."""
+    scale = (x.abs().amax(-1, keepdim=True) / 127).clamp(min=1e-30)
+    return torch.round(x / scale).clamp(-127, 127) * scale
+
+
+def int8_rows_asymmetric(x: torch.Tensor) -> torch.Tensor:
+    """Asymmetric int8 per row over [min(x, 0), max(x, 0)]: XNNPACK's dynamic-range grid (LiteRT)."""
+    low, high = x.amin(-1, keepdim=True).clamp(max=0), x.amax(-1, keepdim=True).clamp(min=0)
+    scale = ((high - low) / 255).clamp(min=1e-30)
+    zero = torch.round(-low / scale)
+    return (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+
+
+def int8_rows_two_pass(x: torch.Tensor) -> torch.Tensor:
+    """The rows, then their rounding residual, each symmetric int8 per row (the recipe's residual_pass)."""
+    first = int8_rows(x)
+    return first + int8_rows(x - first)
+
+
+def with_float_channels(quantize: Callable[[torch.Tensor], torch.Tensor], kept) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``quantize`` on every channel but ``kept`` (indices), which pass through in float (float_channels)."""
+    if kept is None or len(kept) == 0:
+        return quantize
+    index = torch.as_tensor(kept, dtype=torch.long)
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        rest = x.clone()
+        rest[..., index] = 0
+        out = quantize(rest)
+        out[..., index] = x[..., index]
+        return out
+    return split
+
+
+def outputs_with_activations(graph: torch.nn.Module, batches: list[Batch],
+                             activation_of: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+                             weight_of: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> torch.Tensor:
+    """``outputs_with`` where the input of each linear module named in ``activation_of`` (by its weight's
+    name) is replaced by ``activation_of[name](input)``."""
+    hooks = []
+    try:
+        for name, module in graph.named_modules():
+            replace = activation_of.get(f"{name}.weight")
+            if isinstance(module, torch.nn.Linear) and replace is not None:
+                hooks.append(module.register_forward_pre_hook(lambda _m, args, f=replace: (f(args[0]),)))
+        return outputs_with(graph, batches, weight_of)
+    finally:
+        for hook in hooks:
+            hook.remove()

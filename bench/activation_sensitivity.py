@@ -1,0 +1,130 @@
+"""Where dynamic int8 activations cost retrieval agreement, on a real checkpoint (torch simulation).
+
+    python -m bench.activation_sensitivity --model DIR [--texts retrieval] [--parts] [--out FILE.json]
+
+Every row runs the graph in torch with the `int8` preset's weights (per-channel int8, float head) and
+some linear inputs rounded as a target rounds them at run time (embg/quantize/simulate.py), and
+compares it with the float graph: cosine min / mean over the texts and, on the retrieval pairs,
+top-10 agreement (embg.parity.metrics.retrieval, as embg-validate computes it):
+
+* weights only: activations float (what int8 weights alone cost);
+* ONNX grid: symmetric int8 per row with the 16 calibrated float channels (the ONNX `int8` preset
+  before residual_pass), then with down_proj's input in two passes (the preset now);
+* LiteRT grid: XNNPACK's asymmetric int8 per row, every channel; and with down_proj exact;
+* ``--parts``: one part's input at a time on the ONNX grid (which activation costs the most).
+
+The simulation tracks the exported files: ONNX grid 0.9757 here against 0.9753 measured on the real
+ONNX bundle with embg-validate. One pass over the 954 retrieval texts takes ~2.5 minutes on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embg.checkpoint.load import load_model
+from embg.parity.metrics import retrieval
+from embg.quantize.calibration_texts import batches_for, calibration_split
+from embg.quantize.channel_peaks import largest_channels, linear_input_peaks
+from embg.quantize.groups import part_of
+from embg.quantize.recipe import load_recipe
+from embg.quantize.simulate import (int8_rows, int8_rows_asymmetric, int8_rows_two_pass, outputs_with_activations,
+                                    recipe_weights, with_float_channels)
+from embg.textdata.sets import TEXT_SETS
+
+FLOAT_CHANNELS = 16
+
+
+def linear_weights(graph: torch.nn.Module) -> list[str]:
+    """The decoder's linear weights whose inputs the presets quantize (not the head's)."""
+    return [f"{name}.weight" for name, module in graph.named_modules()
+            if isinstance(module, torch.nn.Linear) and part_of(f"{name}.weight") not in (None, "head")]
+
+
+class ActivationBench:
+    def __init__(self, model_dir: str, texts: str) -> None:
+        from bench.sensitivity import eval_batches
+
+        model = load_model(model_dir)
+        self.graph = model.graph()
+        rows = TEXT_SETS.get(texts)()
+        self.batches, order, _ = eval_batches(model.tokenizer, rows)
+        self.inverse = np.argsort(order)
+        self.queries = sum(1 for row in rows if row.is_query) if texts == "retrieval" else 0
+        self.weights = recipe_weights(self.graph, load_recipe("int8"), {})
+        self.peaks = linear_input_peaks(self.graph, batches_for(model.tokenizer, calibration_split()[0]))
+        self.linear = linear_weights(self.graph)
+        started = time.perf_counter()
+        self.reference = self.embed({}, weights=False)
+        self.pass_seconds = time.perf_counter() - started
+        self.rows: list[dict] = []
+
+    def embed(self, activation_of: dict, weights: bool = True) -> np.ndarray:
+        out = outputs_with_activations(self.graph, self.batches, activation_of, self.weights if weights else None)
+        out = out.double().numpy()[self.inverse]
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def grid(self, rounding, float_channels: int = 0, parts=None, exact=()) -> dict:
+        """activation_of for every linear input (or those of ``parts``), ``exact`` parts left float."""
+        chosen = {}
+        for name in self.linear:
+            part = part_of(name)
+            if part in exact or (parts is not None and part not in parts):
+                continue
+            kept = largest_channels(self.peaks[name], float_channels) if float_channels else None
+            chosen[name] = with_float_channels(rounding(part), kept)
+        return chosen
+
+    def measure(self, label: str, activation_of: dict) -> dict:
+        started = time.perf_counter()
+        ours = self.embed(activation_of)
+        cosine = (ours * self.reference).sum(axis=1)
+        row = {"config": label, "cosine_min": round(float(cosine.min()), 5), "cosine_mean": round(float(cosine.mean()), 5)}
+        if self.queries:
+            q = self.queries
+            agreement = retrieval(ours[:q], ours[q:], self.reference[:q], self.reference[q:])
+            row["top10_agreement"] = agreement["top10_overlap_mean"]
+        self.rows.append(row)
+        top10 = f" top-10 {row['top10_agreement']:.4f}" if "top10_agreement" in row else ""
+        print(f"{label:<58} cos min {row['cosine_min']:.5f} mean {row['cosine_mean']:.5f}{top10} "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
+        return row
+
+
+def onnx_rounding(two_pass: tuple[str, ...] = ()):
+    return lambda part: int8_rows_two_pass if part in two_pass else int8_rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.activation_sensitivity", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="checkpoint directory (the real embeddinggemma-300m)")
+    parser.add_argument("--texts", default="retrieval", help="named text set (retrieval gives top-10 agreement)")
+    parser.add_argument("--parts", action="store_true", help="also each part's input alone on the ONNX grid")
+    parser.add_argument("--out", type=Path, help="write the rows as JSON")
+    args = parser.parse_args(argv)
+    bench = ActivationBench(args.model, args.texts)
+    print(f"{len(bench.reference)} texts; one pass takes {bench.pass_seconds:.0f} s", flush=True)
+    bench.measure("int8 weights, float activations", {})
+    bench.measure("ONNX grid: per row, 16 float channels", bench.grid(onnx_rounding(), FLOAT_CHANNELS))
+    bench.measure("ONNX grid, down_proj in two passes (residual_pass)",
+                  bench.grid(onnx_rounding(("down_proj",)), FLOAT_CHANNELS))
+    bench.measure("ONNX grid, down_proj input float", bench.grid(onnx_rounding(), FLOAT_CHANNELS, exact=("down_proj",)))
+    bench.measure("LiteRT grid: asymmetric per row", bench.grid(lambda part: int8_rows_asymmetric))
+    bench.measure("LiteRT grid, down_proj input float", bench.grid(lambda part: int8_rows_asymmetric, exact=("down_proj",)))
+    if args.parts:
+        for part in sorted({part_of(name) for name in bench.linear}):
+            bench.measure(f"only {part} input int8 (ONNX grid, no float channels)", bench.grid(onnx_rounding(), 0, {part}))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"model": Path(args.model).name, "texts": args.texts, "rows": bench.rows},
+                                       indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
