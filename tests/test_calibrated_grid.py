@@ -137,6 +137,10 @@ def test_minmax_preset_is_the_calibrated_mix_without_calibration():
     calibrated, minmax = load_recipe("int4"), load_recipe("int4-minmax")
     assert calibrated.is_calibrated and not minmax.is_calibrated
     assert minmax_counterpart(calibrated).rules == minmax.rules  # same bits and blocks: the same file size
+    # and the same run-time activations: float channels and residual passes carried over, not dropped
+    counterpart = minmax_counterpart(calibrated)
+    assert counterpart.float_channels == minmax.float_channels == 16
+    assert counterpart.residual_pass == minmax.residual_pass == ("down_proj",)
 
 
 def test_storable_grid_survives_numpy_float16():

@@ -92,12 +92,31 @@ def test_bits4_does_not_depend_on_its_batch(target, root):
     assert consistency["cosine_min"] >= INDEPENDENCE
 
 
+_RETRIEVAL: dict[str, dict] = {}
+
+
+def retrieval_metrics(target: str, root) -> dict:
+    """embg-validate's metrics on the 477 real query/document pairs (954 texts), once per target."""
+    if target not in _RETRIEVAL:
+        _RETRIEVAL[target] = validate(bundle(target, root), "retrieval", root / f"{target}-retrieval-report")
+    return _RETRIEVAL[target]
+
+
 @pytest.mark.parametrize("target", [pytest.param("tflite", marks=TOP10_NOT_REACHED),
                                     pytest.param("onnx", marks=TOP10_NOT_REACHED)])
-def test_bits4_retrieval_agreement(target, root, tmp_path):
-    retrieval = validate(bundle(target, root), "retrieval", tmp_path)["retrieval"]
+def test_bits4_retrieval_agreement(target, root):
+    retrieval = retrieval_metrics(target, root)["retrieval"]
     print(f"\n{target} --bits 4 top-10 agreement {retrieval['top10_overlap_mean']:.4f}")
     assert retrieval["top10_overlap_mean"] >= TOP10
+
+
+@pytest.mark.parametrize("target", ["tflite", "onnx"])
+def test_bits4_retrieval_texts_do_not_depend_on_their_batch(target, root):
+    """The 954 retrieval texts alone vs in padded batches: ONNX measured 0.99864 until down_proj's input
+    got its second int8 pass (residual_pass), 0.99963 with it; LiteRT 1.0 (each row in its own bucket)."""
+    consistency = retrieval_metrics(target, root)["batch_consistency"]
+    print(f"\n{target} --bits 4 alone vs batched on the retrieval texts: cosine min {consistency['cosine_min']:.5f}")
+    assert consistency["cosine_min"] >= INDEPENDENCE
 
 
 def test_bits4_tflite_size(root):

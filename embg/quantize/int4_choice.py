@@ -23,9 +23,9 @@ def minmax_counterpart(recipe: QuantRecipe) -> QuantRecipe:
     """``recipe`` with every calibrated rule turned into min-max (same bits, same blocks, same size)."""
     rules = {key: replace(rule, algorithm="min-max") if rule.algorithm in CALIBRATED_ALGORITHMS else rule
              for key, rule in recipe.rules.items()}
-    return QuantRecipe(f"{recipe.name}-minmax", f"{recipe.description} (min-max scales, no calibration)",
-                       rules, smoothing=recipe.smoothing, attention_products=recipe.attention_products,
-                       fp16_safe=recipe.fp16_safe)
+    # every other field (float channels, residual passes, ...) carried over: only the scales differ
+    return replace(recipe, name=f"{recipe.name}-minmax",
+                   description=f"{recipe.description} (min-max scales, no calibration)", rules=rules)
 
 
 @dataclass(frozen=True)
