@@ -159,3 +159,25 @@ def test_recipe_residual_pass_field():
             assert says in str(exc), str(exc)
         else:
             raise AssertionError(f"residual_pass {bad!r} accepted")
+
+
+def test_products_sharing_an_activation_share_its_residual():
+    """q, k and v read one activation: its rows and its residual are quantized once, for all three."""
+    rng = np.random.default_rng(4)
+    weights = [rng.normal(size=(K, N)).astype(np.float32) for _ in range(2)]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", f"w{i}"], [f"y{i}"], name=f"mm{i}") for i in range(2)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", K])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, ["rows", N]) for i in range(2)],
+        [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    rows = RowQuantizer(model)
+    for i, node in enumerate(list(model.graph.node)):
+        rows.matmul(node, int8_channel_weight(f"w{i}", weights[i]), residual_pass=True)
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") == 2 and ops.count("MatMulIntegerToFloat") == 4
+    x = rng.normal(size=(3, K)).astype(np.float32)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    alone = _quantized_session(weights[1], residual_pass=True).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got[1], alone, rtol=1e-6, atol=1e-6)

@@ -273,10 +273,13 @@ class RowQuantizer:
 
     def residual(self, x: str) -> tuple[list[onnx.NodeProto], str, str]:
         """(nodes, uint8 rows, row scales) of the rounding residual of ``x``'s int8 rows: what the first
-        pass lost (at most half a step per channel), quantized per row in turn. Call after ``quantize``."""
+        pass lost (at most half a step per channel), quantized per row in turn, once per activation (the
+        products reading ``x`` share it, like its rows). Call after ``quantize``."""
         rows, row_scale = self.done[x]
         source = self.split[x][2] if x in self.split else x
         c, base = self.const, f"{x}/{ROW_QUANT_TAG}/residual"
+        if base in self.done:
+            return [], *self.done[base]
         nodes = [
             helper.make_node("DequantizeLinear", [rows, c["one"], c["zero_point"]], [f"{base}/steps"],
                              name=f"{base}/steps"),
