@@ -8,9 +8,11 @@ compares it with the float graph: cosine min / mean over the texts and, on the r
 top-10 agreement (embg.parity.metrics.retrieval, as embg-validate computes it):
 
 * weights only: activations float (what int8 weights alone cost);
-* ONNX grid: symmetric int8 per row with the 16 calibrated float channels (the ONNX `int8` preset
-  before residual_pass), then with down_proj's input in two passes (the preset now);
-* LiteRT grid: XNNPACK's asymmetric int8 per row, every channel; and with down_proj exact;
+* ONNX grid: symmetric int8 per row with the preset's calibrated float channels (the ONNX `int8`
+  preset before residual_pass), then with its residual_pass parts in two passes (the preset now),
+  with down_proj's input float, and with 128 float channels for down_proj;
+* LiteRT grid: XNNPACK's asymmetric int8 per row, every channel; with down_proj in two passes, and
+  with down_proj's input float;
 * ``--parts``: one part's input at a time on the ONNX grid (which activation costs the most).
 
 The simulation tracks the exported files: ONNX grid 0.9757 here against 0.9753 measured on the real
@@ -36,9 +38,6 @@ from embg.quantize.recipe import load_recipe
 from embg.quantize.simulate import (int8_rows, int8_rows_asymmetric, int8_rows_two_pass, outputs_with_activations,
                                     recipe_weights, with_float_channels)
 from embg.textdata.sets import TEXT_SETS
-
-FLOAT_CHANNELS = 16
-
 
 def linear_weights(graph: torch.nn.Module) -> list[str]:
     """The decoder's linear weights whose inputs the presets quantize (not the head's)."""
@@ -69,14 +68,16 @@ class ActivationBench:
         out = out.double().numpy()[self.inverse]
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
-    def grid(self, rounding, float_channels: int = 0, parts=None, exact=()) -> dict:
-        """activation_of for every linear input (or those of ``parts``), ``exact`` parts left float."""
+    def grid(self, rounding, float_channels: int = 0, parts=None, exact=(), wider: dict | None = None) -> dict:
+        """activation_of for every linear input (or those of ``parts``), ``exact`` parts left float;
+        ``wider`` part -> float channels for that part instead of ``float_channels``."""
         chosen = {}
         for name in self.linear:
             part = part_of(name)
             if part in exact or (parts is not None and part not in parts):
                 continue
-            kept = largest_channels(self.peaks[name], float_channels) if float_channels else None
+            count = (wider or {}).get(part, float_channels)
+            kept = largest_channels(self.peaks[name], count) if count else None
             chosen[name] = with_float_channels(rounding(part), kept)
         return chosen
 
@@ -96,8 +97,9 @@ class ActivationBench:
         return row
 
 
-def onnx_rounding(two_pass: tuple[str, ...] = ()):
-    return lambda part: int8_rows_two_pass if part in two_pass else int8_rows
+def two_pass_on(parts: tuple[str, ...], rounding=int8_rows):
+    """Per part: two symmetric passes for ``parts``, ``rounding`` for the others."""
+    return lambda part: int8_rows_two_pass if part in parts else rounding
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,16 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bench = ActivationBench(args.model, args.texts)
     print(f"{len(bench.reference)} texts; one pass takes {bench.pass_seconds:.0f} s", flush=True)
+    preset = load_recipe("int8")  # its float channels and residual passes, whatever they are now
+    kept, passes = preset.float_channels, preset.residual_pass
+    onnx, litert = two_pass_on(()), two_pass_on((), int8_rows_asymmetric)
     bench.measure("int8 weights, float activations", {})
-    bench.measure("ONNX grid: per row, 16 float channels", bench.grid(onnx_rounding(), FLOAT_CHANNELS))
-    bench.measure("ONNX grid, down_proj in two passes (residual_pass)",
-                  bench.grid(onnx_rounding(("down_proj",)), FLOAT_CHANNELS))
-    bench.measure("ONNX grid, down_proj input float", bench.grid(onnx_rounding(), FLOAT_CHANNELS, exact=("down_proj",)))
-    bench.measure("LiteRT grid: asymmetric per row", bench.grid(lambda part: int8_rows_asymmetric))
-    bench.measure("LiteRT grid, down_proj input float", bench.grid(lambda part: int8_rows_asymmetric, exact=("down_proj",)))
+    bench.measure(f"ONNX grid: per row, {kept} float channels", bench.grid(onnx, kept))
+    bench.measure(f"ONNX grid, {'+'.join(passes)} in two passes (the preset)", bench.grid(two_pass_on(passes), kept))
+    bench.measure("ONNX grid, down_proj input float", bench.grid(onnx, kept, exact=("down_proj",)))
+    bench.measure("ONNX grid, 128 float channels for down_proj", bench.grid(onnx, kept, wider={"down_proj": 128}))
+    bench.measure("LiteRT grid: asymmetric per row", bench.grid(litert))
+    bench.measure("LiteRT grid, down_proj in two passes",
+                  bench.grid(two_pass_on(("down_proj",), int8_rows_asymmetric)))
+    bench.measure("LiteRT grid, down_proj input float", bench.grid(litert, exact=("down_proj",)))
     if args.parts:
         for part in sorted({part_of(name) for name in bench.linear}):
-            bench.measure(f"only {part} input int8 (ONNX grid, no float channels)", bench.grid(onnx_rounding(), 0, {part}))
+            bench.measure(f"only {part} input int8 (ONNX grid, no float channels)", bench.grid(onnx, 0, {part}))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"model": Path(args.model).name, "texts": args.texts, "rows": bench.rows},
