@@ -11,8 +11,9 @@ top-10 agreement (embg.parity.metrics.retrieval, as embg-validate computes it):
 * ONNX grid: symmetric int8 per row with the preset's calibrated float channels (the ONNX `int8`
   preset before residual_pass), then with its residual_pass parts in two passes (the preset now),
   with down_proj's input float, and with 128 float channels for down_proj;
-* LiteRT grid: XNNPACK's asymmetric int8 per row, every channel; with down_proj in two passes, and
-  with down_proj's input float;
+* LiteRT grid: XNNPACK's asymmetric int8 per row (its own formula), every channel (the LiteRT preset
+  before float channels); with the preset's float channels; and with its residual_pass parts in two
+  passes on XNNPACK's grid (the preset now);
 * ``--parts``: one part's input at a time on the ONNX grid (which activation costs the most).
 
 The simulation tracks the exported files: ONNX grid 0.9757 here against 0.9753 measured on the real
@@ -35,8 +36,8 @@ from embg.quantize.calibration_texts import batches_for, calibration_split
 from embg.quantize.channel_peaks import largest_channels, linear_input_peaks
 from embg.quantize.groups import part_of
 from embg.quantize.recipe import load_recipe
-from embg.quantize.simulate import (int8_rows, int8_rows_asymmetric, int8_rows_two_pass, outputs_with_activations,
-                                    recipe_weights, with_float_channels)
+from embg.quantize.simulate import (int8_rows, int8_rows_asymmetric, int8_rows_asymmetric_two_pass, int8_rows_two_pass,
+                                    outputs_with_activations, recipe_weights, with_float_channels)
 from embg.textdata.sets import TEXT_SETS
 
 def linear_weights(graph: torch.nn.Module) -> list[str]:
@@ -97,9 +98,9 @@ class ActivationBench:
         return row
 
 
-def two_pass_on(parts: tuple[str, ...], rounding=int8_rows):
-    """Per part: two symmetric passes for ``parts``, ``rounding`` for the others."""
-    return lambda part: int8_rows_two_pass if part in parts else rounding
+def two_pass_on(parts: tuple[str, ...], rounding=int8_rows, two_pass=int8_rows_two_pass):
+    """Per part: ``two_pass`` for ``parts``, ``rounding`` for the others."""
+    return lambda part: two_pass if part in parts else rounding
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,17 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     bench = ActivationBench(args.model, args.texts)
     print(f"{len(bench.reference)} texts; one pass takes {bench.pass_seconds:.0f} s", flush=True)
     preset = load_recipe("int8")  # its float channels and residual passes, whatever they are now
-    kept, passes = preset.float_channels, preset.residual_pass
+    kept, passes = preset.float_channels_on("onnx"), preset.residual_pass
+    litert_kept = preset.float_channels_on("tflite")
     onnx, litert = two_pass_on(()), two_pass_on((), int8_rows_asymmetric)
+    litert_passes = two_pass_on(passes, int8_rows_asymmetric, int8_rows_asymmetric_two_pass)
     bench.measure("int8 weights, float activations", {})
     bench.measure(f"ONNX grid: per row, {kept} float channels", bench.grid(onnx, kept))
     bench.measure(f"ONNX grid, {'+'.join(passes)} in two passes (the preset)", bench.grid(two_pass_on(passes), kept))
     bench.measure("ONNX grid, down_proj input float", bench.grid(onnx, kept, exact=("down_proj",)))
     bench.measure("ONNX grid, 128 float channels for down_proj", bench.grid(onnx, kept, wider={"down_proj": 128}))
-    bench.measure("LiteRT grid: asymmetric per row", bench.grid(litert))
-    bench.measure("LiteRT grid, down_proj in two passes",
-                  bench.grid(two_pass_on(("down_proj",), int8_rows_asymmetric)))
-    bench.measure("LiteRT grid, down_proj input float", bench.grid(litert, exact=("down_proj",)))
+    bench.measure("LiteRT grid: asymmetric per row, every channel", bench.grid(litert))
+    bench.measure(f"LiteRT grid, {litert_kept} float channels", bench.grid(litert, litert_kept))
+    bench.measure(f"LiteRT grid, {'+'.join(passes)} in two passes (the preset)", bench.grid(litert_passes, litert_kept))
     if args.parts:
         for part in sorted({part_of(name) for name in bench.linear}):
             bench.measure(f"only {part} input int8 (ONNX grid, no float channels)", bench.grid(onnx, 0, {part}))

@@ -139,7 +139,7 @@ def test_minmax_preset_is_the_calibrated_mix_without_calibration():
     assert minmax_counterpart(calibrated).rules == minmax.rules  # same bits and blocks: the same file size
     # and the same run-time activations: float channels and residual passes carried over, not dropped
     counterpart = minmax_counterpart(calibrated)
-    assert counterpart.float_channels == minmax.float_channels == 16
+    assert counterpart.float_channels == minmax.float_channels == {"onnx": 16}
     assert counterpart.residual_pass == minmax.residual_pass == ("down_proj",)
 
 

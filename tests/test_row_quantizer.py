@@ -105,7 +105,7 @@ def test_recipe_float_channels_field():
     from embg.quantize.recipe import load_recipe, parse_recipe
 
     data = load_recipe("int8").to_dict()
-    assert parse_recipe({**data, "float_channels": 16}).float_channels == 16
+    assert parse_recipe({**data, "float_channels": 16}).float_channels_on("onnx") == 16
     for bad in (-1, 1.5, True, 10_000):
         try:
             parse_recipe({**data, "float_channels": bad})

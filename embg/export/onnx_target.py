@@ -137,19 +137,6 @@ def files_size(directory: Path, names: list[str]) -> int:
     return sum(os.path.getsize(directory / n) for n in names)
 
 
-def float_channel_peaks(job: ExportJob) -> dict[str, Any] | None:
-    """Calibrated per-channel input peaks of every linear layer, when the recipe keeps channels float."""
-    if not job.recipe.float_channels:
-        return None
-    from embg.quantize.calibration_texts import batches_for, calibration_split
-    from embg.quantize.channel_peaks import linear_input_peaks
-
-    calibration, _ = calibration_split()
-    job.progress(f"finding each int8 activation's {job.recipe.float_channels} largest channels (kept float) on "
-                 f"{len(calibration)} built-in calibration texts")
-    return linear_input_peaks(job.graph, batches_for(job.model.tokenizer, calibration))
-
-
 @register_target
 class OnnxTarget(ExportTarget):
     name = "onnx"
@@ -178,14 +165,16 @@ class OnnxTarget(ExportTarget):
 
             quant["fp16"] = check_fp16_compute(model)
         elif any(not rule.is_float for rule in job.recipe.rules.values()):
-            peaks = float_channel_peaks(job)
+            from embg.quantize.channel_peaks import float_channel_peaks
+
+            peaks = float_channel_peaks(job, job.recipe.float_channels_on(self.name))
             job.progress(f"quantizing with recipe {job.recipe.name}")
             web = job.options.web_compatible
             with captured_native_output("onnxruntime quantization"):  # its log lines go to the root logger
                 model, plan = quantize_onnx_model(model, job.recipe, job.grids, web_compatible=web, channel_peaks=peaks)
             quant["ops"] = verify_quantized(model, plan)
             if peaks:
-                quant["float_channels"] = {"per_activation": job.recipe.float_channels,
+                quant["float_channels"] = {"per_activation": job.recipe.float_channels_on(self.name),
                                            "calibration_texts": "built-in calibration set"}
             if job.grids:
                 from embg.quantize.onnx_backend import verify_grids

@@ -112,6 +112,31 @@ class TfliteTarget(ExportTarget):
                          f"({folded['correction_bytes'] / 1e6:.2f} MB) so the grid stays exact")
         return folded["weights"]
 
+    def _split_activations(self, job: ExportJob) -> dict[str, Any] | None:
+        """The recipe's float channels and residual passes as graph ops around XNNPACK's int8 products
+        (in place; the float function is unchanged): embg/quantize/litert_split.py."""
+        recipe = job.recipe
+        count = recipe.float_channels_on(self.name)
+        if recipe.is_float or recipe.is_fp16 or not (count or recipe.residual_pass):
+            return None
+        from embg.quantize.channel_peaks import float_channel_peaks
+        from embg.quantize.groups import GROUP_OF_PART
+        from embg.quantize.litert_split import split_activations
+
+        peaks = float_channel_peaks(job, count)
+        quantized = {part for part in GROUP_OF_PART if recipe.rule(part).is_integer}
+        split = split_activations(job.graph, peaks, count, recipe.residual_pass, quantized, job.grids)
+        said = []
+        if count:
+            said.append(f"{split['layers_with_float_channels']} layers keep {count} input channels float "
+                        f"({split['float_channel_bytes'] / 1e6:.1f} MB)")
+        if recipe.residual_pass:
+            said.append(f"{split['layers_with_residual_pass']} quantize their input twice "
+                        f"({', '.join(recipe.residual_pass)})")
+        job.progress(f"activations split around XNNPACK's int8 rows: {'; '.join(said)}")
+        return {"float_channels_per_activation": count, "calibration_texts": "built-in calibration set",
+                "residual_pass": list(recipe.residual_pass), **split}
+
     def export(self, job: ExportJob, bundle: Path) -> TargetResult:
         from embg.quantize.tflite_backend import quantize_tflite, verify_quantized
 
@@ -119,6 +144,7 @@ class TfliteTarget(ExportTarget):
         path = bundle / f"{job.stem}{self.extension}"
         float_path = bundle / f".{job.stem}.float.tflite"
         folded = self._fold_negative_scales(job)
+        split = self._split_activations(job)
         job.progress(f"converting with litert-torch: {len(seq_lens)} signature(s) {list(seq_lens)}")
         convert_float(job.graph, seq_lens, float_path)
         float_bytes = float_path.stat().st_size  # as converted, names included: the honest baseline
@@ -134,12 +160,8 @@ class TfliteTarget(ExportTarget):
             if job.recipe.attention_products != "fp32":
                 quant["notes"]["attention_products"] = ("kept fp32: LiteRT has no dynamic int8 product of two "
                                                         "activations (scores, weighted values)")
-            if job.recipe.float_channels:
-                quant["notes"]["float_channels"] = ("not split: XNNPACK quantizes every channel of an activation "
-                                                    "(per row, asymmetric); float_channels applies to ONNX")
-            if job.recipe.residual_pass:
-                quant["notes"]["residual_pass"] = ("one pass: XNNPACK quantizes each activation once (per row, "
-                                                   "asymmetric); residual_pass applies to ONNX")
+            if split:
+                quant["activation_split"] = split
             for group, note in quant["notes"].items():
                 job.progress(f"note: {group}: {note}")
             if job.grids:

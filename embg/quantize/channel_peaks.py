@@ -4,8 +4,8 @@ EmbeddingGemma's activations carry a few huge channels (~1e2-1e5 on some tokens)
 per token, those few channels set the step for all the token's others, which then round coarsely. The
 channels are the same ones from text to text, so they are found once, on the built-in calibration
 texts (not the validator's): per linear layer, the largest |input| of each channel over real tokens.
-The ONNX backend keeps the largest ``float_channels`` of them in a small float product
-(embg/quantize/onnx_backend.py) and quantizes the rest per row.
+Both targets keep the largest ``float_channels`` of them in a small float product (ONNX:
+embg/quantize/onnx_backend.py, LiteRT: embg/quantize/litert_split.py) and quantize the rest per row.
 """
 
 from __future__ import annotations
@@ -31,6 +31,19 @@ def linear_input_peaks(graph: EmbeddingGemmaGraph, batches: list) -> dict[str, n
         for reader in READERS[recorded]:
             peaks[f"layers.{layer}.{reader}.weight"] = value.float().numpy()
     return peaks
+
+
+def float_channel_peaks(job, count: int) -> dict[str, np.ndarray] | None:
+    """``linear_input_peaks`` of an export job on the built-in calibration texts (not the validator's),
+    when its target keeps ``count`` > 0 channels float; else None."""
+    if not count:
+        return None
+    from embg.quantize.calibration_texts import batches_for, calibration_split
+
+    calibration, _ = calibration_split()
+    job.progress(f"finding each int8 activation's {count} largest channels (kept float) on "
+                 f"{len(calibration)} built-in calibration texts")
+    return linear_input_peaks(job.graph, batches_for(job.model.tokenizer, calibration))
 
 
 def largest_channels(peaks: np.ndarray, count: int) -> np.ndarray:

@@ -35,9 +35,11 @@ GROUP_PARTS: dict[str, tuple[str, ...]] = {
 }
 GROUP_OF_PART: dict[str, str] = {part: group for group, parts in GROUP_PARTS.items() for part in parts}
 
-# Float terms the export adds to carry a grid exactly (negative_scales.py): never a recipe's to quantize.
+# Float terms the export adds: a grid's exact correction (negative_scales.py) and the weight columns of
+# the channels kept float on LiteRT (litert_split.py). Never a recipe's to quantize.
 CORRECTION = "block_sum_correction"
-NEVER_QUANTIZED = re.compile(rf"\.{CORRECTION}$")
+FLOAT_CHANNEL_WEIGHT = "float_channel_weight"
+NEVER_QUANTIZED = re.compile(rf"\.(?:{CORRECTION}|{FLOAT_CHANNEL_WEIGHT})$")
 
 
 def part_of(name: str) -> str | None:

@@ -455,7 +455,7 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
     per_row = [n for n in model.graph.node if n.name in plan.nodes and n.op_type == "MatMul"
                and plan.nodes[n.name][1].activations == PER_ROW]
     if per_row:
-        rows = RowQuantizer(model, channel_peaks, recipe.float_channels)
+        rows = RowQuantizer(model, channel_peaks, recipe.float_channels_on("onnx"))
         inits = _initializer_map(model)
         for node in per_row:
             rule, weight = plan.nodes[node.name][1], node.input[1]

@@ -39,17 +39,22 @@ activation products of every layer (scores, weighted values) in int8 with per-ro
 (embg/quantize/onnx_attention.py). ONNX only; LiteRT notes it and keeps them float. It conflicts
 with bits 16 (an fp16 graph keeps its products in fp16).
 
-Optional top-level ``"float_channels": n`` (default 0): ONNX keeps the n input channels of each
-per-row int8 activation with the largest calibrated magnitude in float (a small float product beside
-the int8 one; embg/quantize/channel_peaks.py), so a token's few outlier channels no longer set the
-int8 step of all its others. Needs ``dynamic_int8_per_row`` activations; LiteRT notes it and
-quantizes every channel.
+Optional top-level ``"float_channels": n`` (default 0): the n input channels of each per-row int8
+activation with the largest calibrated magnitude stay float (a small float product beside the int8 one;
+embg/quantize/channel_peaks.py), so a token's few outlier channels no longer set the int8 step of all
+its others. ``{"onnx": n, "tflite": m}`` gives each target its own count (a missing target: 0), as the
+float weight columns cost bytes (~8 MB at 16 on the real checkpoint). ONNX splits the activation in
+its quantized graph (embg/quantize/onnx_backend.py), LiteRT in the export graph before conversion
+(embg/quantize/litert_split.py). Needs ``dynamic_int8_per_row`` activations.
 
-Optional top-level ``"residual_pass": [part, ...]`` (default none): ONNX quantizes those parts'
-per-row int8 activations twice, the second time the rounding residual of the first, and adds the two
-int8 products (about 15 bits of activation precision for one more int8 GEMM). For the input of
-``down_proj``, whose per-row int8 rounding was most of the int8 preset's retrieval drift on the real
-checkpoint (docs/onnx-int8.md). Each part needs ``dynamic_int8_per_row`` activations; LiteRT notes it.
+Optional top-level ``"residual_pass": [part, ...]`` (default none): those parts' per-row int8
+activations are quantized twice, the second time the rounding residual of the first, and the two int8
+products on the same weight added (about 15 bits of activation precision for one more int8 GEMM, no
+extra bytes). For the input of ``down_proj``, whose per-row int8 rounding was most of the int8
+preset's retrieval drift on the real checkpoint (docs/onnx-int8.md). On LiteRT the graph computes
+XNNPACK's own row grid for the first pass (embg/quantize/litert_split.py). Each part needs integer
+weights with ``dynamic_int8_per_row`` activations, or fp32 ones: ONNX keeps those float (nothing to
+pass twice), LiteRT runs them as per-row int8 and gives them the pass (``int4-qat-exact``).
 
 Optional top-level ``"fp16_safe": {"residual_scale": a}`` (a power of two <= 1): the fp16-safe
 rewrite of the graph (embg/model/fp16_safe.py: residual scaled by a, RMSNorm restated); the fp32
@@ -90,6 +95,7 @@ MAX_FLOAT_CHANNELS = 128
 ATTENTION_PRODUCTS = ("fp32", "int8")
 SMOOTHING_FIELDS = {"alpha"}
 FP16_SAFE_FIELDS = {"residual_scale"}
+FLOAT_CHANNEL_TARGETS = ("onnx", "tflite")  # the targets that split activations (export target names)
 FP16_REASON = "fp16 activations overflow on this model (residual channels reach ~1e5 > fp16's 65504)"
 FP16_HINT = 'use the fp16 preset (--bits 16), or add "fp16_safe": {"residual_scale": 0.0625} and bits 16 on every group'
 
@@ -148,8 +154,13 @@ class QuantRecipe:
     smoothing: dict[str, float] | None = None  # {"alpha": a}: SmoothQuant scales folded before export
     attention_products: str = "fp32"  # "int8": scores and weighted values in int8 (ONNX)
     fp16_safe: dict[str, float] | None = None  # {"residual_scale": a}: the fp16-safe graph rewrite
-    float_channels: int = 0  # ONNX: input channels of each per-row int8 activation kept float (largest calibrated)
-    residual_pass: tuple[str, ...] = ()  # ONNX: parts whose int8 activations get a second pass on the residual
+    float_channels: dict[str, int] = field(default_factory=dict)  # target -> input channels of each per-row
+    # int8 activation kept float (largest calibrated); a target not named keeps none
+    residual_pass: tuple[str, ...] = ()  # parts whose int8 activations get a second pass on the residual
+
+    def float_channels_on(self, target: str) -> int:
+        """How many input channels of each per-row int8 activation ``target`` keeps float."""
+        return self.float_channels.get(target, 0)
 
     def rule_key(self, part: str) -> str:
         """The key of the rule that governs ``part`` (a part such as ``v_proj``, or a group name):
@@ -191,8 +202,10 @@ class QuantRecipe:
             data["attention_products"] = self.attention_products
         if self.fp16_safe:
             data["fp16_safe"] = dict(self.fp16_safe)
-        if self.float_channels:
-            data["float_channels"] = self.float_channels
+        counts = {t: self.float_channels_on(t) for t in FLOAT_CHANNEL_TARGETS}
+        if any(counts.values()):
+            same = len(set(counts.values())) == 1
+            data["float_channels"] = counts[FLOAT_CHANNEL_TARGETS[0]] if same else counts
         if self.residual_pass:
             data["residual_pass"] = list(self.residual_pass)
         return data
@@ -207,12 +220,12 @@ class QuantRecipe:
         if self.fp16_safe:
             lines.append(f"  fp16_safe     residual x {self.fp16_safe['residual_scale']:g} folded into norms, RMSNorm "
                          "restated: safe for fp16 activations")
-        if self.float_channels:
-            lines.append(f"  float_channels {self.float_channels} largest input channels of each int8 activation kept "
-                         "float (ONNX)")
+        if any(self.float_channels.values()):
+            per_target = ", ".join(f"{n} on {t}" for t, n in self.float_channels.items())
+            lines.append(f"  float_channels largest input channels of each int8 activation kept float: {per_target}")
         if self.residual_pass:
             lines.append(f"  residual_pass {', '.join(self.residual_pass)}: int8 activations quantized twice, the second "
-                         "time their rounding residual (ONNX)")
+                         "time their rounding residual")
         return "\n".join(lines)
 
 
@@ -282,21 +295,33 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
     if products != "fp32" and any(rule.bits == 16 for rule in rules.values()):
         raise EmbgError(f"{where}: attention_products {products} conflicts with bits 16 "
                         "(an fp16 graph keeps its attention products in fp16)")
-    float_channels = data.get("float_channels", 0)
-    if not isinstance(float_channels, int) or isinstance(float_channels, bool) \
-            or not 0 <= float_channels <= MAX_FLOAT_CHANNELS:
-        raise EmbgError(f"{where}: float_channels must be an integer from 0 to {MAX_FLOAT_CHANNELS}, "
-                        f"got {float_channels!r}")
-    if float_channels and not any(rule.activations == PER_ROW for rule in rules.values()):
-        raise EmbgError(f"{where}: float_channels splits {PER_ROW} activations, and no rule has them")
+    float_channels = _parse_float_channels(data.get("float_channels", 0), rules, where)
     residual_pass = _parse_residual_pass(data.get("residual_pass", []), rules, where)
     return QuantRecipe(name, str(data.get("description", "")), rules, smoothing,
                        attention_products=products, fp16_safe=fp16_safe, float_channels=float_channels,
                        residual_pass=residual_pass)
 
 
+def _parse_float_channels(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, int]:
+    """target -> channel count, from an integer (every target) or an object naming targets."""
+    counts = raw if isinstance(raw, dict) else dict.fromkeys(FLOAT_CHANNEL_TARGETS, raw)
+    unknown = set(counts) - set(FLOAT_CHANNEL_TARGETS)
+    if unknown:
+        raise EmbgError(f"{where}: float_channels names unknown target(s) {sorted(unknown)}; "
+                        f"targets: {list(FLOAT_CHANNEL_TARGETS)}")
+    for count in counts.values():
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_FLOAT_CHANNELS:
+            raise EmbgError(f"{where}: float_channels must be an integer from 0 to {MAX_FLOAT_CHANNELS} "
+                            f"(or an object of them per target), got {raw!r}")
+    if any(counts.values()) and not any(rule.activations == PER_ROW for rule in rules.values()):
+        raise EmbgError(f"{where}: float_channels splits {PER_ROW} activations, and no rule has them")
+    return {target: count for target, count in counts.items() if count}
+
+
 def _parse_residual_pass(raw: Any, rules: dict[str, GroupRule], where: str) -> tuple[str, ...]:
-    """The parts named by ``residual_pass``: linear parts whose rule has per-row int8 activations."""
+    """The parts named by ``residual_pass``: linear parts with integer weights and per-row int8 activations,
+    or float ones (ONNX keeps those float and needs no pass; LiteRT, which has no float-activation
+    integer product, runs them with per-row int8 rows and gives those the pass)."""
     if not isinstance(raw, list) or not all(isinstance(part, str) for part in raw):
         raise EmbgError(f"{where}: residual_pass must be a list of parts, e.g. [\"down_proj\"]")
     linear = sorted(set(GROUP_OF_PART) - set(GROUPS))  # q_proj ... down_proj
@@ -304,8 +329,10 @@ def _parse_residual_pass(raw: Any, rules: dict[str, GroupRule], where: str) -> t
         if part not in linear:
             raise EmbgError(f"{where}: residual_pass names {part!r}; it takes linear parts: {', '.join(linear)}")
         key = part if part in rules else GROUP_OF_PART[part]
-        if rules[key].activations != PER_ROW:
-            raise EmbgError(f"{where}: residual_pass {part!r} needs {PER_ROW} activations in its rule ({key})")
+        rule = rules[key]
+        if not rule.is_integer or rule.activations not in (PER_ROW, "fp32"):
+            raise EmbgError(f"{where}: residual_pass {part!r} needs integer weights with {PER_ROW} (or fp32) "
+                            f"activations in its rule ({key})")
     return tuple(dict.fromkeys(raw))
 
 

@@ -84,11 +84,17 @@ def int8_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def int8_rows_asymmetric(x: torch.Tensor) -> torch.Tensor:
-    """Asymmetric int8 per row over [min(x, 0), max(x, 0)]: XNNPACK's dynamic-range grid (LiteRT)."""
-    low, high = x.amin(-1, keepdim=True).clamp(max=0), x.amax(-1, keepdim=True).clamp(min=0)
-    scale = ((high - low) / 255).clamp(min=1e-30)
-    zero = torch.round(-low / scale)
-    return (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+    """Asymmetric int8 per row over [min(x, 0), max(x, 0)]: XNNPACK's dynamic-range grid (LiteRT), by the
+    same function the LiteRT export graph computes it with (embg/quantize/litert_split.py)."""
+    from embg.quantize.litert_split import xnnpack_int8_rows
+
+    return xnnpack_int8_rows(x)
+
+
+def int8_rows_asymmetric_two_pass(x: torch.Tensor) -> torch.Tensor:
+    """LiteRT's residual_pass: XNNPACK's rows, then their rounding residual on its grid in turn."""
+    first = int8_rows_asymmetric(x)
+    return first + int8_rows_asymmetric(x - first)
 
 
 def int8_rows_two_pass(x: torch.Tensor) -> torch.Tensor:
