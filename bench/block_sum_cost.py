@@ -1,13 +1,15 @@
-"""What the block-sum correction for negative Q4_0 scales costs on LiteRT, on full-size linear shapes.
+"""What exact Q4_0 costs on LiteRT, on full-size linear shapes: the block-sum correction for negative
+scales (`int4-qat`) and the residual pass on every input (`int4-qat-exact`).
 
     python -m bench.block_sum_cost [--layers 4] [--repeats 30] [--out DIR]
 
 Builds the linear layers of N decoder layers at the real model's shapes (q/k/v/o/gate/up/down),
-once as plain int4 block-32 layers and once with every layer carrying its float block-sum
-correction (half the blocks flipped, as Q4_0 gives), converts both with litert-torch, quantizes
-with the `int4-qat` recipe and times one 256-token input at 1 thread, interleaved. Prints sizes
-and median latencies; the ratio is what carries over (absolute ms on a shared box are noise).
-Attention, norms and the embedding are not in it, so the whole model's relative cost is lower.
+as plain int4 block-32 layers, with every layer carrying its float block-sum correction (half the
+blocks flipped, as Q4_0 gives), and with that plus each input in two dynamic int8 passes
+(embg/quantize/litert_split.py); converts each with litert-torch, quantizes with the `int4-qat`
+recipe and times one 256-token input at 1 thread, interleaved. Prints sizes and median latencies;
+the ratios are what carry over (absolute ms on a shared box are noise). Attention, norms and the
+embedding are not in it, so the whole model's relative cost is lower.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from embg.export.tflite_target import convert_float
+from embg.quantize.litert_split import split_activations
 from embg.quantize.negative_scales import BLOCK, BlockSumCorrectedLinear
 from embg.quantize.recipe import load_recipe
 from embg.quantize.tflite_backend import quantize_tflite
@@ -78,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     runners = {}
-    for corrected in (False, True):
-        graph = _Stack(args.layers, corrected).eval().requires_grad_(False)
-        label = "corrected" if corrected else "plain"
+    for label in ("plain", "corrected", "corrected+residual"):
+        graph = _Stack(args.layers, label != "plain").eval().requires_grad_(False)
+        if label == "corrected+residual":
+            split_activations(graph, None, 0, tuple(SHAPES), set(SHAPES))
         float_path, path = out / f"{label}.float.tflite", out / f"{label}.tflite"
         convert_float(graph, (TOKENS,), float_path)
         quantize_tflite(float_path, path, graph, load_recipe("int4-qat"))
@@ -97,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     medians = {label: statistics.median(values) * 1e3 for label, values in times.items()}
     for label, ms in medians.items():
         print(f"{label}: median {ms:.1f} ms ({args.repeats} runs, {TOKENS} tokens, 1 thread)")
-    print(f"corrected / plain: {medians['corrected'] / medians['plain']:.3f}")
+    print(f"corrected / plain: {medians['corrected'] / medians['plain']:.3f}; "
+          f"corrected+residual / corrected: {medians['corrected+residual'] / medians['corrected']:.3f}")
     return 0
 
 
