@@ -105,7 +105,7 @@ def measure(model: Path, bundles: dict[str, Path], tokens: str, repeats: int, wi
     plan = Plan("real", str(model), "", tuple(s.variant for s in subjects[1:]), shapes, None, repeats, (1,))
     load_start = os.getloadavg()[0]
     latency, _ = run_loop(plan, subjects, int(config["vocab_size"]), config, progress)
-    result = {"model": str(model), "machine": describe(), "load_average_at_start": load_start,
+    result = {"model": Path(model).name, "machine": describe(), "load_average_at_start": load_start,
               "load_average_at_end": os.getloadavg()[0], "repeats": repeats, "threads": 1,
               "shapes": [{"key": s.key, "tokens": s.tokens} for s in shapes], "latency": latency, "drift": {}}
     if with_drift:

@@ -127,7 +127,8 @@ def run_real_checkpoint(args: argparse.Namespace, only: tuple[str, ...]) -> int:
         return 0
     result = measure(model, {name: Path(r["bundle"]) for name, r in records.items()},
                      args.tokens or REAL_DEFAULT_TOKENS, plan.repeats)
-    result["exports"] = records
+    # the cache folder's name, not this machine's path, goes into the committed results
+    result["exports"] = {name: {**r, "bundle": f"{Path(r['bundle']).parent.name}/bundle"} for name, r in records.items()}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "real_run.json", result)
     table = render(result)

@@ -166,22 +166,27 @@ def test_real_int8_mean_floor_in_every_batching(measured):
         assert mean >= INT8_MEAN_FLOOR, (name, mean)
 
 
-def test_real_int8_retrieval_floors(measured, tmp_path):
-    """embg-validate on the 477 real query/document pairs (954 texts alone and in padded batches): top-10
-    agreement 0.9753 and alone vs batched 0.9989 before down_proj's residual pass, 0.9847 and 0.99954
-    with it (docs/onnx-int8.md). About 16 minutes on 2 cores."""
+def check_int8_retrieval_floors(label: str, bundle, model_dir, report_dir) -> None:
+    """embg-validate on the 477 real query/document pairs: the --bits 8 floors (shared with the LiteRT test)."""
     import json
 
     from embg.cli.validate import main as validate_main
 
-    status = validate_main([str(measured.bundle(8)), "--model", str(measured.model_dir), "--texts", "retrieval",
-                            "--report", str(tmp_path), "--latency-repeats", "1", "--no-memory"])
-    entry, = json.loads((tmp_path / "report.json").read_text())["bundles"]
+    status = validate_main([str(bundle), "--model", str(model_dir), "--texts", "retrieval",
+                            "--report", str(report_dir), "--latency-repeats", "1", "--no-memory"])
+    entry, = json.loads((report_dir / "report.json").read_text())["bundles"]
     metrics = entry["metrics"]
-    print(f"\nONNX --bits 8 on the retrieval pairs: top-10 {metrics['retrieval']['top10_overlap_mean']:.4f}, "
+    print(f"\n{label} --bits 8 on the retrieval pairs: top-10 {metrics['retrieval']['top10_overlap_mean']:.4f}, "
           f"cosine {metrics['drift']['cosine_min']:.5f} / {metrics['drift']['cosine_mean']:.5f}, "
           f"alone vs batched {metrics['batch_consistency']['cosine_min']:.5f}")
     assert status == 0
     assert metrics["retrieval"]["top10_overlap_mean"] >= INT8_TOP10_FLOOR
     assert metrics["drift"]["cosine_min"] >= INT8_MIN_FLOOR and metrics["drift"]["cosine_mean"] >= INT8_MEAN_FLOOR
     assert metrics["batch_consistency"]["cosine_min"] >= INDEPENDENCE_FLOOR
+
+
+def test_real_int8_retrieval_floors(measured, tmp_path):
+    """embg-validate on the 477 real query/document pairs (954 texts alone and in padded batches): top-10
+    agreement 0.9753 and alone vs batched 0.9989 before down_proj's residual pass, 0.9847 and 0.99954
+    with it (docs/onnx-int8.md). About 16 minutes on 2 cores."""
+    check_int8_retrieval_floors("ONNX", measured.bundle(8), measured.model_dir, tmp_path)
