@@ -19,7 +19,7 @@ from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize.onnx_backend import (PER_TENSOR_OPS, ROW_QUANT_TAG, OnnxQuantPlan, plan_quantization,
                                         verify_per_row, verify_quantized)
 from embg.quantize.groups import part_of
-from embg.quantize.recipe import PER_ROW, load_recipe, recipe_for_bits
+from embg.quantize.recipe import PER_ROW, load_recipe, parse_recipe, recipe_for_bits
 from embg.runtimes import load_all, load_runtime
 from embg.textdata.builtin import parity_texts
 from embg.parity.path import cosine_rows
@@ -120,7 +120,8 @@ def test_no_per_tensor_activation_quantization(bundles, recipe, tmp_path):
     products = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"]
     layers = {n.name.split(".")[1] for n in products}
     splits = [n for n in model.graph.node if n.name.endswith("float_channels/float")]
-    assert len(splits) == (4 * len(layers) if artifact.manifest["recipe"].get("float_channels") else 0)
+    kept = parse_recipe(artifact.manifest["recipe"]).float_channels_on("onnx")
+    assert len(splits) == (4 * len(layers) if kept else 0)
     # residual_pass: a second integer product per layer for each named part, fed by its residual's rows
     second = [n for n in products if "/residual/" in n.input[0]]
     assert len(second) == len(layers) * len(artifact.manifest["recipe"].get("residual_pass", []))

@@ -134,8 +134,9 @@ class TfliteTarget(ExportTarget):
             said.append(f"{split['layers_with_residual_pass']} quantize their input twice "
                         f"({', '.join(recipe.residual_pass)})")
         job.progress(f"activations split around XNNPACK's int8 rows: {'; '.join(said)}")
-        return {"float_channels_per_activation": count, "calibration_texts": "built-in calibration set",
-                "residual_pass": list(recipe.residual_pass), **split}
+        calibration = {"calibration_texts": "built-in calibration set"} if count else {}
+        return {"float_channels_per_activation": count, **calibration, "residual_pass": list(recipe.residual_pass),
+                **split}
 
     def export(self, job: ExportJob, bundle: Path) -> TargetResult:
         from embg.quantize.tflite_backend import quantize_tflite, verify_quantized

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embg.errors import ExportError
 from embg.quantize.groups import CORRECTION, FLOAT_CHANNEL_WEIGHT, part_of
 from embg.quantize.negative_scales import BlockSumCorrectedLinear, block_sums
 
@@ -104,13 +105,15 @@ def split_activations(graph: nn.Module, peaks: dict[str, np.ndarray] | None, flo
         weight_name = f"{name}.weight"
         linear = isinstance(module, (nn.Linear, BlockSumCorrectedLinear))
         part = part_of(weight_name) if linear else None
-        if part not in quantized_parts or part == "head" or getattr(module, "bias", None) is not None:
+        if part not in quantized_parts or part == "head":
             continue
         kept = (largest_channels(peaks[weight_name], float_channels)
                 if float_channels and peaks and weight_name in peaks else None)
         second = part in residual_parts
         if kept is None and not second:
             continue
+        if getattr(module, "bias", None) is not None:  # EmbeddingGemma's decoder has none; never drop one
+            raise ExportError(f"{weight_name}: a linear layer with a bias cannot be split for LiteRT's int8 rows")
         parent_path, _, child = name.rpartition(".")
         parent = graph.get_submodule(parent_path) if parent_path else graph
         correction = getattr(module, CORRECTION) if isinstance(module, BlockSumCorrectedLinear) else None
