@@ -36,13 +36,11 @@ def _weight() -> torch.Tensor:
     return torch.randn(OUT, IN) * 0.02
 
 
-def _run_in_litert(module: torch.nn.Module, x: torch.Tensor, tmp_path) -> np.ndarray:
-    """module converted by litert-torch, its large FULLY_CONNECTED weights int8 per channel with
-    dynamic-range activations (the small float columns stay float), run with XNNPACK."""
+def _quantized_file(module: torch.nn.Module, x: torch.Tensor, tmp_path, smallest: int = IN * OUT // 2):
+    """module converted by litert-torch, its FULLY_CONNECTED weights of at least ``smallest`` elements int8
+    per channel with dynamic-range activations (by default the small float columns stay float)."""
     import litert_torch
     from ai_edge_quantizer import quantizer
-
-    from embg.runtimes.litert_rt import make_interpreter
 
     float_path, path = tmp_path / "float.tflite", tmp_path / "int8.tflite"
     litert_torch.convert(module.eval(), (x,)).export(str(float_path))
@@ -50,8 +48,16 @@ def _run_in_litert(module: torch.nn.Module, x: torch.Tensor, tmp_path) -> np.nda
                "op_config": {"weight_tensor_config": {"num_bits": 8, "symmetric": True, "granularity": "CHANNELWISE",
                                                       "dtype": "INT"},
                              "compute_precision": "INTEGER", "explicit_dequantize": False, "skip_checks": False,
-                             "min_weight_elements": IN * OUT // 2}}]
+                             "min_weight_elements": smallest}}]
     path.write_bytes(bytes(quantizer.Quantizer(str(float_path), recipe).quantize().quantized_model))
+    return path
+
+
+def _run_in_litert(module: torch.nn.Module, x: torch.Tensor, tmp_path) -> np.ndarray:
+    """_quantized_file run with XNNPACK."""
+    from embg.runtimes.litert_rt import make_interpreter
+
+    path = _quantized_file(module, x, tmp_path)
     interpreter, _ = make_interpreter(path, threads=1)
     runner = interpreter.get_signature_runner()
     (name,) = runner.get_input_details()
@@ -151,3 +157,17 @@ def test_float_channels_per_target():
     for bad in ({"coreml": 4}, {"onnx": -1}, {"tflite": "16"}):
         with pytest.raises(EmbgError, match="float_channels"):
             parse_recipe({**data, "float_channels": bad})
+
+
+def test_export_refuses_a_file_whose_float_columns_were_quantized(tmp_path):
+    """check_float_terms_tflite (run on every LiteRT export): the kept channels' columns must be in the file
+    as float32; a quantizer that rounded them to int8 would silently undo the split."""
+    from embg.export.completeness import check_float_terms_tflite
+
+    x, weight = _layer_input(), _weight()
+    graph = torch.nn.Module()
+    graph.layer = SplitActivationLinear(weight, KEPT, residual_pass=True)
+    graph.forward = graph.layer.forward
+    assert check_float_terms_tflite(_quantized_file(graph.layer, x, tmp_path / "kept"), graph) == 1
+    with pytest.raises(EmbgError, match="float_channel_weight"):
+        check_float_terms_tflite(_quantized_file(graph.layer, x, tmp_path / "all", smallest=0), graph)

@@ -122,3 +122,27 @@ def check_tflite_file(path: Path, graph: torch.nn.Module, recipe: QuantRecipe,
     if in_float:
         _fail("are still float32 in the file", list(in_float), required, path.name)
     return {"weights": len(required)}
+
+
+def check_float_terms_tflite(path: Path, graph: torch.nn.Module) -> int:
+    """The float terms the export adds (NEVER_QUANTIZED: block-sum corrections, float-channel columns) are
+    in the written .tflite as FLOAT32, unchanged: a quantizer that rounded them would undo what they carry.
+    Returns how many were checked."""
+    from embg.quantize import tflite_flatbuffer as fb
+
+    names = [name for name, value in graph.state_dict().items() if value.ndim == 2 and NEVER_QUANTIZED.search(name)]
+    if not names:
+        return 0
+    digests = float_digests(graph, names)
+    model = fb.read_model(path)
+    found = set()
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            raw = fb.raw_bytes(model, tensor) if fb.type_name(tensor.type) == "FLOAT32" else None
+            if raw is not None and (param := digests.get(array_digest(np.frombuffer(raw, dtype=np.float32)))):
+                found.add(param)
+    missing = sorted(set(names) - found)
+    if missing:
+        raise ExportError(f"{path.name}: {len(missing)} float term(s) the export added are not in the file as float32 "
+                          f"(a quantizer rounded them?): {', '.join(missing[:4])}")
+    return len(names)

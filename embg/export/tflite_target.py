@@ -16,7 +16,7 @@ import torch
 from embg.errors import EmbgError, ExportError
 from embg.bundle import INPUT_NAMES, OUTPUT_NAME
 from embg.export.base import ExportJob, ExportTarget, TargetResult, register_target
-from embg.export.completeness import check_tflite_file
+from embg.export.completeness import check_float_terms_tflite, check_tflite_file
 from embg.quantize.recipe import QuantRecipe
 from embg.quantize.tflite_flatbuffer import strip_tensor_names
 from embg.quiet import captured_native_output
@@ -176,6 +176,7 @@ class TfliteTarget(ExportTarget):
         check_signatures(path, seq_lens, job.graph.output_dim)
         if not job.recipe.is_float:  # against the model, not the plan: no required weight left in float
             check_tflite_file(path, job.graph, job.recipe, {param for param, _, _ in plan.expected.values()})
+            check_float_terms_tflite(path, job.graph)  # and the float terms the export added still float
         size = path.stat().st_size
         job.progress(f"wrote {path.name} ({size / 1e6:.1f} MB)")
         return TargetResult(
