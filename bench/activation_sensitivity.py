@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     bench = ActivationBench(args.model, args.texts)
     print(f"{len(bench.reference)} texts; one pass takes {bench.pass_seconds:.0f} s", flush=True)
     preset = load_recipe("int8")  # its float channels and residual passes, whatever they are now
-    kept, passes = preset.float_channels_on("onnx"), preset.residual_pass
-    litert_kept = preset.float_channels_on("tflite")
+    kept, passes = preset.float_channels_on("onnx"), preset.residual_pass_on("onnx")
+    litert_kept, litert_parts = preset.float_channels_on("tflite"), preset.residual_pass_on("tflite")
     onnx, litert = two_pass_on(()), two_pass_on((), int8_rows_asymmetric)
-    litert_passes = two_pass_on(passes, int8_rows_asymmetric, int8_rows_asymmetric_two_pass)
+    litert_passes = two_pass_on(litert_parts, int8_rows_asymmetric, int8_rows_asymmetric_two_pass)
     bench.measure("int8 weights, float activations", {})
     bench.measure(f"ONNX grid: per row, {kept} float channels", bench.grid(onnx, kept))
     bench.measure(f"ONNX grid, {'+'.join(passes)} in two passes (the preset)", bench.grid(two_pass_on(passes), kept))
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.measure("ONNX grid, 128 float channels for down_proj", bench.grid(onnx, kept, wider={"down_proj": 128}))
     bench.measure("LiteRT grid: asymmetric per row, every channel", bench.grid(litert))
     bench.measure(f"LiteRT grid, {litert_kept} float channels", bench.grid(litert, litert_kept))
-    bench.measure(f"LiteRT grid, {'+'.join(passes)} in two passes (the preset)", bench.grid(litert_passes, litert_kept))
+    bench.measure(f"LiteRT grid, {'+'.join(litert_parts)} in two passes (the preset)", bench.grid(litert_passes, litert_kept))
     if args.parts:
         for part in sorted({part_of(name) for name in bench.linear}):
             bench.measure(f"only {part} input int8 (ONNX grid, no float channels)", bench.grid(onnx, 0, {part}))

@@ -140,7 +140,7 @@ def test_minmax_preset_is_the_calibrated_mix_without_calibration():
     # and the same run-time activations: float channels and residual passes carried over, not dropped
     counterpart = minmax_counterpart(calibrated)
     assert counterpart.float_channels == minmax.float_channels == {"onnx": 16}
-    assert counterpart.residual_pass == minmax.residual_pass == ("down_proj",)
+    assert counterpart.residual_pass == minmax.residual_pass == {"onnx": ("down_proj",)}
 
 
 def test_storable_grid_survives_numpy_float16():

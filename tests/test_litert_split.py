@@ -154,6 +154,8 @@ def test_float_channels_per_target():
     assert (onnx_only.float_channels_on("onnx"), onnx_only.float_channels_on("tflite")) == (16, 0)
     assert parse_recipe(onnx_only.to_dict()).float_channels == onnx_only.float_channels
     assert load_recipe("int4").float_channels_on("tflite") == 0  # its LiteRT file stays within 185 MB
+    assert load_recipe("int4").residual_pass_on("tflite") == ()  # nor its LiteRT speed under int8's
+    assert load_recipe("int4").residual_pass_on("onnx") == ("down_proj",)
     for bad in ({"coreml": 4}, {"onnx": -1}, {"tflite": "16"}):
         with pytest.raises(EmbgError, match="float_channels"):
             parse_recipe({**data, "float_channels": bad})

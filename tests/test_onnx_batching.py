@@ -16,7 +16,7 @@ import pytest
 from embg.errors import ExportError
 from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
-from embg.quantize.onnx_backend import (PER_TENSOR_OPS, ROW_QUANT_TAG, OnnxQuantPlan, plan_quantization,
+from embg.quantize.onnx_backend import (PER_TENSOR_OPS, ROW_QUANT_TAG, WIDENED_MATMUL, OnnxQuantPlan, plan_quantization,
                                         verify_per_row, verify_quantized)
 from embg.quantize.groups import part_of
 from embg.quantize.recipe import PER_ROW, load_recipe, parse_recipe, recipe_for_bits
@@ -109,13 +109,16 @@ def test_no_per_tensor_activation_quantization(bundles, recipe, tmp_path):
     assert "MatMul" in written  # activation x activation (attention) stays float
     verify_per_row(model)
     # Every decoder weight, calibrated int4 blocks too, runs on per-row int8 rows (MatMulIntegerToFloat); the
-    # only MatMulNBits are the weight-only int8 head's two Dense layers, with float activations (level 0).
-    nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
-    assert len(nbits) == ops_planned.get("MatMulNBits", 0)
-    assert {part_of(n.name.split("/")[0]) for n in nbits} <= {"head"}
-    assert len(nbits) == (2 if rules["head"]["bits"] == 8 else 0)
-    for node in nbits:
-        assert {a.name: a.i for a in node.attribute}.get("accuracy_level", 0) == 0, node.name  # absent: 0
+    # weight-only int8 head's two Dense layers are float MatMuls on blocks folded to float at load: the
+    # file holds them as int8, onnxruntime's optimized graph as one float constant each (no MatMulNBits,
+    # whose 8-bit float path dequantized the whole weight on every call).
+    assert "MatMulNBits" not in written and "MatMulNBits" not in run
+    widened = [n for n in model.graph.node if n.op_type == "MatMul" and n.name.endswith(WIDENED_MATMUL)]
+    assert len(widened) == ops_planned.get(WIDENED_MATMUL, 0) == (2 if rules["head"]["bits"] == 8 else 0)
+    assert {part_of(n.name.split("/")[0]) for n in widened} <= {"head"}
+    inits = {init.name: init for init in model.graph.initializer}
+    for node in widened:
+        assert inits[f"{node.name.split('/')[0]}_q8"].data_type == onnx.TensorProto.INT8
     # float_channels: one split per activation the products read (q/k/v, o, gate/up and down per layer)
     products = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"]
     layers = {n.name.split(".")[1] for n in products}
@@ -124,8 +127,9 @@ def test_no_per_tensor_activation_quantization(bundles, recipe, tmp_path):
     assert len(splits) == (4 * len(layers) if kept else 0)
     # residual_pass: a second integer product per layer for each named part, fed by its residual's rows
     second = [n for n in products if "/residual/" in n.input[0]]
-    assert len(second) == len(layers) * len(artifact.manifest["recipe"].get("residual_pass", []))
-    assert {part_of(n.name.split("/")[0]) for n in second} <= set(artifact.manifest["recipe"].get("residual_pass", []))
+    passes = parse_recipe(artifact.manifest["recipe"]).residual_pass_on("onnx")
+    assert len(second) == len(layers) * len(passes)
+    assert {part_of(n.name.split("/")[0]) for n in second} <= set(passes)
     if recipe == "int4-minmax":  # min-max int4 weights stay int4 in the file; onnxruntime widens them at load
         assert "Cast" in written and not any(n.op_type == "Cast" and ROW_QUANT_TAG in n.name
                                              for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
@@ -139,6 +143,25 @@ def _per_row_model(bundle) -> tuple[onnx.ModelProto, OnnxQuantPlan]:
     plan.expected_ops["MatMulIntegerToFloat"] = sum(n.op_type == "MatMulIntegerToFloat" for n in model.graph.node)
     plan.nodes["any"] = ("attention", recipe_for_bits(8).rule("attention"))
     return model, plan
+
+
+def test_weight_only_head_is_the_min_max_int8_grid_folded_at_load(bundles, outliers_dir):
+    """The int4 presets' weight-only int8 head keeps the numbers MatMulNBits had (symmetric min-max blocks
+    of 32, integers x scales), now stored int8 and turned into float once at load."""
+    from embg.checkpoint.load import load_model
+    from embg.quantize.onnx_backend import block_symmetric, dequantize_blocks, read_back_weights
+
+    model = onnx.load(str(Artifact.load(bundles["int4"]).model_path))
+    found = read_back_weights(model)
+    head = {name: value for name, value in load_model(str(outliers_dir)).graph().state_dict().items()
+            if name.startswith("head.") and value.ndim == 2}
+    assert head
+    for name, weight in head.items():
+        stored = found[name]
+        dense = weight.numpy().T  # [K, N] as the MatMul reads it
+        expected = dequantize_blocks(*block_symmetric(dense, 8, 32), 32).T
+        assert np.array_equal(stored, expected), name
+        assert not np.array_equal(stored, weight.numpy())  # quantized, not the float weight
 
 
 def test_verify_fails_when_per_tensor_quantization_remains(bundles):
@@ -182,11 +205,12 @@ def test_plan_counts_every_per_row_matmul(outliers_dir, tmp_path):
     # (its rows and their rounding residual, the preset's residual_pass)
     down = sum(part_of(n.input[1]) == "down_proj" for n in weighted)
     plan = plan_quantization(fp32, load_recipe("int8"), web_compatible=False)
-    assert load_recipe("int8").residual_pass == ("down_proj",)
+    assert load_recipe("int8").residual_pass_on("onnx") == ("down_proj",)
     assert plan.per_row and plan.expected_ops["MatMulIntegerToFloat"] == len(weighted) - head + down
-    # int4: min-max and calibrated blocks read per-row int8 rows; the weight-only int8 head is MatMulNBits
+    # int4: min-max and calibrated blocks read per-row int8 rows; the weight-only int8 head is a float
+    # MatMul on blocks folded to float at load
     for recipe in (load_recipe("int4-minmax"), recipe_for_bits(4)):
         plan = plan_quantization(fp32, recipe, web_compatible=False)
-        assert plan.per_row and plan.expected_ops["MatMulNBits"] == head
-        assert recipe.residual_pass == ("down_proj",)
+        assert plan.per_row and plan.expected_ops[WIDENED_MATMUL] == head and not plan.expected_ops["MatMulNBits"]
+        assert recipe.residual_pass_on("onnx") == ("down_proj",)
         assert plan.expected_ops["MatMulIntegerToFloat"] == len(weighted) - head + down

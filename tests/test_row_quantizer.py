@@ -147,11 +147,18 @@ def test_recipe_residual_pass_field():
 
     data = load_recipe("int8").to_dict()
     recipe = parse_recipe({**data, "residual_pass": ["down_proj", "down_proj"]})
-    assert recipe.residual_pass == ("down_proj",)
-    assert parse_recipe(recipe.to_dict()).residual_pass == ("down_proj",)  # survives the manifest round trip
-    assert "residual_pass down_proj" in recipe.summary()
+    assert recipe.residual_pass_on("onnx") == recipe.residual_pass_on("tflite") == ("down_proj",)
+    assert parse_recipe(recipe.to_dict()).residual_pass == recipe.residual_pass  # survives the manifest round trip
+    assert recipe.to_dict()["residual_pass"] == ["down_proj"]  # the same on every target: written as one list
+    assert "residual_pass down_proj on onnx; down_proj on tflite" in recipe.summary()
+    # per target: a target not named gets no second pass
+    only_onnx = parse_recipe({**data, "residual_pass": {"onnx": ["down_proj"], "tflite": []}})
+    assert only_onnx.residual_pass_on("onnx") == ("down_proj",) and only_onnx.residual_pass_on("tflite") == ()
+    assert only_onnx.to_dict()["residual_pass"] == {"onnx": ["down_proj"], "tflite": []}
+    assert parse_recipe(only_onnx.to_dict()).residual_pass == only_onnx.residual_pass
     for bad, says in (("down_proj", "list"), (["embedding"], "linear parts"), (["mlp"], "linear parts"),
-                      (["down_proj"], "dynamic_int8_per_row")):
+                      (["down_proj"], "dynamic_int8_per_row"), ({"coreml": ["down_proj"]}, "unknown target"),
+                      ({"tflite": "down_proj"}, "list")):
         source = load_recipe("fp32").to_dict() if says == "dynamic_int8_per_row" else data
         try:
             parse_recipe({**source, "residual_pass": bad})

@@ -116,8 +116,8 @@ class TfliteTarget(ExportTarget):
         """The recipe's float channels and residual passes as graph ops around XNNPACK's int8 products
         (in place; the float function is unchanged): embg/quantize/litert_split.py."""
         recipe = job.recipe
-        count = recipe.float_channels_on(self.name)
-        if recipe.is_float or recipe.is_fp16 or not (count or recipe.residual_pass):
+        count, passes = recipe.float_channels_on(self.name), recipe.residual_pass_on(self.name)
+        if recipe.is_float or recipe.is_fp16 or not (count or passes):
             return None
         from embg.quantize.channel_peaks import float_channel_peaks
         from embg.quantize.groups import GROUP_OF_PART
@@ -125,17 +125,16 @@ class TfliteTarget(ExportTarget):
 
         peaks = float_channel_peaks(job, count)
         quantized = {part for part in GROUP_OF_PART if recipe.rule(part).is_integer}
-        split = split_activations(job.graph, peaks, count, recipe.residual_pass, quantized, job.grids)
+        split = split_activations(job.graph, peaks, count, passes, quantized, job.grids)
         said = []
         if count:
             said.append(f"{split['layers_with_float_channels']} layers keep {count} input channels float "
                         f"({split['float_channel_bytes'] / 1e6:.1f} MB)")
-        if recipe.residual_pass:
-            said.append(f"{split['layers_with_residual_pass']} quantize their input twice "
-                        f"({', '.join(recipe.residual_pass)})")
+        if passes:
+            said.append(f"{split['layers_with_residual_pass']} quantize their input twice ({', '.join(passes)})")
         job.progress(f"activations split around XNNPACK's int8 rows: {'; '.join(said)}")
         calibration = {"calibration_texts": "built-in calibration set"} if count else {}
-        return {"float_channels_per_activation": count, **calibration, "residual_pass": list(recipe.residual_pass),
+        return {"float_channels_per_activation": count, **calibration, "residual_pass": list(passes),
                 **split}
 
     def export(self, job: ExportJob, bundle: Path) -> TargetResult:

@@ -36,7 +36,8 @@ MS_DOMAIN = "com.microsoft"
 # Nodes of the per-row activation quantizer carry this in their name (verify_per_row finds them by it).
 ROW_QUANT_TAG = "RowQuantize"
 PER_TENSOR_OPS = ("DynamicQuantizeLinear", "DynamicQuantizeMatMul")
-BLOCK_SCALES_SUFFIX = "_block_scales"  # a block weight widened to int8 at load: its scales (read_back_weights)
+BLOCK_SCALES_SUFFIX = "_block_scales"  # a block weight widened at load: its scales (read_back_weights)
+WIDENED_MATMUL = "dequantized_at_load"  # a float MatMul whose weight-only blocks become float at load (the head)
 
 
 @dataclass
@@ -94,10 +95,18 @@ def plan_quantization(model: onnx.ModelProto, recipe: QuantRecipe, web_compatibl
             plan.carried.add(weight)
         if op_type == "Gather":
             plan.expected_ops["GatherBlockQuantized" if rule.bits == 4 or rule.granularity == "block" else "Gather+Mul"] += 1
+        elif _dequantized_at_load(part, rule):
+            plan.expected_ops[WIDENED_MATMUL] += 1
         else:  # a residual pass is a second integer product on the same weight
-            passes = 2 if part in recipe.residual_pass and rule.activations == PER_ROW else 1
+            passes = 2 if part in recipe.residual_pass_on("onnx") and rule.activations == PER_ROW else 1
             plan.expected_ops[matmul_op(rule)] += passes
     return plan
+
+
+def _dequantized_at_load(part: str, rule: GroupRule) -> bool:
+    """Weight-only blocks of the head: float product on a weight folded to float at load (see
+    _weight_dequantized_at_load)."""
+    return part == "head" and rule.granularity == "block" and not rule.dynamic_activations
 
 
 def matmul_op(rule: GroupRule) -> str:
@@ -367,34 +376,57 @@ def dequantize_blocks(q: np.ndarray, scales: np.ndarray, block: int) -> np.ndarr
     return (q.reshape(k // block, block, n).astype(np.float32) * scales[:, None, :].astype(np.float32)).reshape(k, n)
 
 
-def block_weight_as_int8(name: str, q: np.ndarray, scales: np.ndarray, bits: int, block: int) -> Int8Weight:
+def _widened_blocks(name: str, q: np.ndarray, scales: np.ndarray, bits: int, block: int, tag: str
+                    ) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto], str, str]:
     """A block-quantized weight (integers q [K, N], scales [K/block, N]) stored at its own width (int4 packed
-    two per byte) and widened to int8 per column by constant expressions that onnxruntime folds when the
-    session loads: the file keeps the int4 size; the product runs on the int8 GEMM (docs/onnx-int8.md).
-    The per-column int8 step adds a rounding of at most half an int8 column step to each weight."""
+    two per byte) and turned into the float matrix integers x scales by constant expressions that
+    onnxruntime folds when the session loads: (initializers, nodes, float [K, N] output, node name base)."""
     k, n = q.shape
     blocks = q.reshape(k // block, block, n)
-    dense = blocks.astype(np.float32) * scales[:, None, :].astype(np.float32)  # exactly what the graph computes
-    absmax = np.abs(dense).reshape(k, n).max(axis=0)
-    col_scale = np.where(absmax == 0, 1.0, absmax / 127.0).astype(np.float32)
     if bits == 4:
         data = helper.make_tensor(f"{name}_q4", TensorProto.INT4, list(blocks.shape), _pack_int4(blocks), raw=True)
     else:
         data = numpy_helper.from_array(blocks.astype(np.int8), f"{name}_q{bits}")
     inits = [data, numpy_helper.from_array(scales[:, None, :].astype(np.float32), f"{name}{BLOCK_SCALES_SUFFIX}"),
-             numpy_helper.from_array(np.array([k, n], np.int64), f"{name}_shape"),
-             numpy_helper.from_array((1.0 / col_scale).astype(np.float32), f"{name}_col_inverse"),
-             numpy_helper.from_array(col_scale, f"{name}_col_scale")]
-    base = f"{name}/{ROW_QUANT_TAG}/widen"
+             numpy_helper.from_array(np.array([k, n], np.int64), f"{name}_shape")]
+    base = f"{name}/{tag}"
     nodes = [
         helper.make_node("Cast", [data.name], [f"{base}/float"], name=f"{base}/float", to=TensorProto.FLOAT),
         helper.make_node("Mul", [f"{base}/float", inits[1].name], [f"{base}/dense"], name=f"{base}/dense"),
         helper.make_node("Reshape", [f"{base}/dense", inits[2].name], [f"{base}/matrix"], name=f"{base}/matrix"),
-        helper.make_node("Mul", [f"{base}/matrix", inits[3].name], [f"{base}/columns"], name=f"{base}/columns"),
+    ]
+    return inits, nodes, f"{base}/matrix", base
+
+
+def block_weight_as_int8(name: str, q: np.ndarray, scales: np.ndarray, bits: int, block: int) -> Int8Weight:
+    """A block-quantized weight widened to int8 per column at load (_widened_blocks, then a per-column
+    int8 rounding, all folded by onnxruntime): the file keeps the int4 size; the product runs on the int8
+    GEMM (docs/onnx-int8.md). The per-column int8 step adds a rounding of at most half an int8 column step
+    to each weight."""
+    k, n = q.shape
+    dense = q.reshape(k // block, block, n).astype(np.float32) * scales[:, None, :].astype(np.float32)
+    absmax = np.abs(dense).reshape(k, n).max(axis=0)  # exactly what the graph computes
+    col_scale = np.where(absmax == 0, 1.0, absmax / 127.0).astype(np.float32)
+    inits, nodes, matrix, base = _widened_blocks(name, q, scales, bits, block, f"{ROW_QUANT_TAG}/widen")
+    inits += [numpy_helper.from_array((1.0 / col_scale).astype(np.float32), f"{name}_col_inverse"),
+              numpy_helper.from_array(col_scale, f"{name}_col_scale")]
+    nodes += [
+        helper.make_node("Mul", [matrix, inits[3].name], [f"{base}/columns"], name=f"{base}/columns"),
         helper.make_node("Round", [f"{base}/columns"], [f"{base}/round"], name=f"{base}/round"),
         helper.make_node("Cast", [f"{base}/round"], [f"{base}/int8"], name=f"{base}/int8", to=TensorProto.INT8),
     ]
     return Int8Weight(name, f"{base}/int8", inits[4].name, inits, nodes)
+
+
+def _weight_dequantized_at_load(model, node, q: np.ndarray, scales: np.ndarray, bits: int, block: int) -> None:
+    """The head's weight-only blocks (q [K, N], scales [K/block, N]) stored at their width and turned into
+    float at load, for a float MatMul. The head runs on one pooled row per text, where MatMulNBits' 8-bit
+    float path dequantized the whole weight on every call (7.8 of 220 ms per 256-token text on the real
+    checkpoint); folded once at load it is a plain float product. Same numbers, same file size."""
+    weight = node.input[1]
+    inits, nodes, matrix, _ = _widened_blocks(weight, q, scales, bits, block, WIDENED_MATMUL)
+    product = helper.make_node("MatMul", [node.input[0], matrix], list(node.output), name=f"{weight}/{WIDENED_MATMUL}")
+    _replace_node(model, node, nodes + [product], inits, weight)
 
 
 def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict[str, Any] | None = None,
@@ -412,11 +444,18 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
     inits = _initializer_map(model)
     nodes = weight_nodes(model)
 
-    # 1. Written here: int8 per-row embeddings and exact-grid weights.
+    # 1. Written here: int8 per-row embeddings, exact-grid weights and the head's weight-only blocks.
     for node_name, (group, rule) in plan.nodes.items():
         weight, op_type = nodes[node_name]
         node = by_name[node_name]
-        if rule.carries_grid:
+        if op_type == "MatMul" and _dequantized_at_load(part_of(weight), rule):
+            if rule.carries_grid:
+                q, scales = (np.ascontiguousarray(a.T) for a in grids[weight])  # torch [out, in] -> [K, N]
+            else:
+                q, scales = block_symmetric(_float_view(inits[weight]), rule.bits, rule.block_size)
+            _weight_dequantized_at_load(model, node, q.astype(np.int8), scales.astype(np.float32), rule.bits,
+                                        rule.block_size)
+        elif rule.carries_grid:
             if not grids or weight not in grids:
                 raise ExportError(f"no exact grid (QAT or calibrated) for {weight}; the pipeline computes them first")
             q, scales = grids[weight]  # torch layout: [out, in] and [out, in/32]
@@ -432,9 +471,9 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
     # 2. MatMulNBitsQuantizer, one pass per (bits, block, accuracy level) so each node gets its own rule.
     passes: dict[tuple, list[str]] = {}
     for node_name, (group, rule) in plan.nodes.items():
-        op_type = nodes[node_name][1]
-        if op_type == "MatMul" and rule.activations == PER_ROW:
-            continue  # step 3
+        weight, op_type = nodes[node_name]
+        if op_type == "MatMul" and (rule.activations == PER_ROW or _dequantized_at_load(part_of(weight), rule)):
+            continue  # step 3, or written in step 1
         if rule.algorithm == "min-max" and (rule.granularity == "block" or rule.bits == 4):
             if op_type == "Gather" and rule.bits != 4:
                 raise ExportError("min-max block int8 embeddings are not supported on ONNX; use granularity channel")
@@ -460,7 +499,7 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
         for node in per_row:
             rule, weight = plan.nodes[node.name][1], node.input[1]
             kept = rows.channels_kept_float(node.input[0], weight)
-            second = part_of(weight) in recipe.residual_pass
+            second = part_of(weight) in recipe.residual_pass_on("onnx")
             if rule.carries_grid:  # calibrated or QAT integers, kept exactly in the file (read back afterwards)
                 q, scales = (np.ascontiguousarray(a.T) for a in grids[weight])  # torch [out, in] -> [K, N]
                 stored = block_weight_as_int8(weight, q.astype(np.int8), scales.astype(np.float32), rule.bits,
@@ -508,6 +547,7 @@ def verify_quantized(model: onnx.ModelProto, plan: OnnxQuantPlan) -> dict[str, i
         "MatMulIntegerToFloat": ops["MatMulIntegerToFloat"],
         "GatherBlockQuantized": ops["GatherBlockQuantized"],
         "Gather+Mul": sum(1 for n in model.graph.node if n.op_type == "Gather" and n.name.endswith("/GatherInt8")),
+        WIDENED_MATMUL: sum(1 for n in model.graph.node if n.op_type == "MatMul" and n.name.endswith(WIDENED_MATMUL)),
     }
     for op, want in plan.expected_ops.items():
         if found.get(op, 0) != want:

@@ -55,6 +55,8 @@ preset's retrieval drift on the real checkpoint (docs/onnx-int8.md). On LiteRT t
 XNNPACK's own row grid for the first pass (embg/quantize/litert_split.py). Each part needs integer
 weights with ``dynamic_int8_per_row`` activations, or fp32 ones: ONNX keeps those float (nothing to
 pass twice), LiteRT runs them as per-row int8 and gives them the pass (``int4-qat-exact``).
+``{"onnx": [...], "tflite": [...]}`` gives each target its own parts (a missing target: none): the
+second pass costs LiteRT ~10% of its time, and there its buckets already make texts batch-independent.
 
 Optional top-level ``"fp16_safe": {"residual_scale": a}`` (a power of two <= 1): the fp16-safe
 rewrite of the graph (embg/model/fp16_safe.py: residual scaled by a, RMSNorm restated); the fp32
@@ -156,11 +158,16 @@ class QuantRecipe:
     fp16_safe: dict[str, float] | None = None  # {"residual_scale": a}: the fp16-safe graph rewrite
     float_channels: dict[str, int] = field(default_factory=dict)  # target -> input channels of each per-row
     # int8 activation kept float (largest calibrated); a target not named keeps none
-    residual_pass: tuple[str, ...] = ()  # parts whose int8 activations get a second pass on the residual
+    residual_pass: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> parts whose int8
+    # activations get a second pass on their rounding residual; a target not named gives none
 
     def float_channels_on(self, target: str) -> int:
         """How many input channels of each per-row int8 activation ``target`` keeps float."""
         return self.float_channels.get(target, 0)
+
+    def residual_pass_on(self, target: str) -> tuple[str, ...]:
+        """The parts whose per-row int8 activations ``target`` quantizes twice (rows, then their residual)."""
+        return self.residual_pass.get(target, ())
 
     def rule_key(self, part: str) -> str:
         """The key of the rule that governs ``part`` (a part such as ``v_proj``, or a group name):
@@ -206,8 +213,10 @@ class QuantRecipe:
         if any(counts.values()):
             same = len(set(counts.values())) == 1
             data["float_channels"] = counts[FLOAT_CHANNEL_TARGETS[0]] if same else counts
-        if self.residual_pass:
-            data["residual_pass"] = list(self.residual_pass)
+        passes = {t: list(self.residual_pass_on(t)) for t in FLOAT_CHANNEL_TARGETS}
+        if any(passes.values()):
+            same = all(parts == passes[FLOAT_CHANNEL_TARGETS[0]] for parts in passes.values())
+            data["residual_pass"] = passes[FLOAT_CHANNEL_TARGETS[0]] if same else passes
         return data
 
     def summary(self) -> str:
@@ -224,8 +233,9 @@ class QuantRecipe:
             per_target = ", ".join(f"{n} on {t}" for t, n in self.float_channels.items())
             lines.append(f"  float_channels largest input channels of each int8 activation kept float: {per_target}")
         if self.residual_pass:
-            lines.append(f"  residual_pass {', '.join(self.residual_pass)}: int8 activations quantized twice, the second "
-                         "time their rounding residual")
+            per_target = "; ".join(f"{', '.join(parts)} on {t}" for t, parts in self.residual_pass.items())
+            lines.append(f"  residual_pass {per_target}: int8 activations quantized twice, the second time their "
+                         "rounding residual")
         return "\n".join(lines)
 
 
@@ -318,12 +328,24 @@ def _parse_float_channels(raw: Any, rules: dict[str, GroupRule], where: str) -> 
     return {target: count for target, count in counts.items() if count}
 
 
-def _parse_residual_pass(raw: Any, rules: dict[str, GroupRule], where: str) -> tuple[str, ...]:
-    """The parts named by ``residual_pass``: linear parts with integer weights and per-row int8 activations,
-    or float ones (ONNX keeps those float and needs no pass; LiteRT, which has no float-activation
-    integer product, runs them with per-row int8 rows and gives those the pass)."""
+def _parse_residual_pass(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, tuple[str, ...]]:
+    """target -> the parts named by ``residual_pass`` (a list for every target, or an object of lists per
+    target): linear parts with integer weights and per-row int8 activations, or float ones (ONNX keeps
+    those float and needs no pass; LiteRT, which has no float-activation integer product, runs them with
+    per-row int8 rows and gives those the pass)."""
+    lists = raw if isinstance(raw, dict) else dict.fromkeys(FLOAT_CHANNEL_TARGETS, raw)
+    unknown = set(lists) - set(FLOAT_CHANNEL_TARGETS)
+    if unknown:
+        raise EmbgError(f"{where}: residual_pass names unknown target(s) {sorted(unknown)}; "
+                        f"targets: {list(FLOAT_CHANNEL_TARGETS)}")
+    passes = {target: _residual_parts(parts, rules, where) for target, parts in lists.items()}
+    return {target: parts for target, parts in passes.items() if parts}
+
+
+def _residual_parts(raw: Any, rules: dict[str, GroupRule], where: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(part, str) for part in raw):
-        raise EmbgError(f"{where}: residual_pass must be a list of parts, e.g. [\"down_proj\"]")
+        raise EmbgError(f"{where}: residual_pass must be a list of parts, e.g. [\"down_proj\"] (or an object of "
+                        "them per target)")
     linear = sorted(set(GROUP_OF_PART) - set(GROUPS))  # q_proj ... down_proj
     for part in raw:
         if part not in linear:
