@@ -171,8 +171,12 @@ def _embedding_gbq(model, node, q: np.ndarray, scales: np.ndarray, bits: int, bl
     """GatherBlockQuantized from exact integers q [V, D] and scales [V, D/block]."""
     base, ids = node.input[0], node.input[1]
     if bits == 4:
-        data = helper.make_tensor(f"{base}_q4", TensorProto.INT4, list(q.shape), _pack_int4(q), raw=True)
-        extra = {}
+        # uint8 holding two values (zero point 8, the op's default for bits 4), not an INT4 tensor:
+        # onnxruntime gathers the same numbers 5x faster from it (1.65 -> 0.33 ms for 256 tokens).
+        unsigned = (q.astype(np.int16) + 8).astype(np.uint8)
+        packed = np.frombuffer(_pack_int4(unsigned), np.uint8).reshape(q.shape[0], q.shape[1] // 2)
+        data = numpy_helper.from_array(packed, f"{base}_u4")
+        extra = {"bits": 4}
     else:
         data = numpy_helper.from_array((q.astype(np.int16) + 128).astype(np.uint8), f"{base}_q8")
         extra = {"bits": 8}
@@ -600,6 +604,9 @@ def read_back_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
             if data.data_type == TensorProto.INT4:
                 u = _unpack_uint4(data.raw_data, int(np.prod(shape))).astype(np.int16)
                 q = np.where(u >= 8, u - 16, u).astype(np.float32)
+            elif attrs.get("bits", 4) == 4:  # uint8 holding two values, zero point 8
+                shape[1] *= 2
+                q = _unpack_uint4(numpy_helper.to_array(data).tobytes(), int(np.prod(shape))).astype(np.float32) - 8
             else:
                 q = numpy_helper.to_array(data).astype(np.float32).reshape(-1) - 128
             weights[node.name.rsplit("/", 1)[0]] = q.reshape(shape) * np.repeat(scales, block, axis=1)[:, : shape[1]]
