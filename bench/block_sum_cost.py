@@ -1,7 +1,9 @@
 """What exact Q4_0 costs on LiteRT, on full-size linear shapes: the block-sum correction for negative
-scales (`int4-qat`) and the residual pass on every input (`int4-qat-exact`).
+scales (`int4-qat`) and the residual pass on every input (`int4-qat-exact`); with ``--block-sizes``,
+what XNNPACK's products cost per weight layout instead (per-channel int8, int4 blocks of 32/64/128,
+per-channel int4), all with dynamic int8 activations.
 
-    python -m bench.block_sum_cost [--layers 4] [--repeats 30] [--out DIR]
+    python -m bench.block_sum_cost [--layers 4] [--repeats 30] [--out DIR] [--block-sizes]
 
 Builds the linear layers of N decoder layers at the real model's shapes (q/k/v/o/gate/up/down),
 as plain int4 block-32 layers, with every layer carrying its float block-sum correction (half the
@@ -71,34 +73,75 @@ class _Stack(nn.Module):
         return x.mean(1)
 
 
+LAYOUTS = {"int8 per channel": {"bits": 8, "granularity": "channel"},
+           "int4 block 32": {"bits": 4, "granularity": "block", "block_size": 32},
+           "int4 block 64": {"bits": 4, "granularity": "block", "block_size": 64},
+           "int4 block 128": {"bits": 4, "granularity": "block", "block_size": 128},
+           "int4 per channel": {"bits": 4, "granularity": "channel"}}
+
+
+def _layout_recipe(rule: dict):
+    from embg.quantize.recipe import parse_recipe
+
+    return parse_recipe({"name": "layout", "activations": "dynamic_int8_per_row",
+                         "rules": {"embedding": {"bits": 8, "granularity": "channel"}, "head": {"bits": 32},
+                                   "attention": rule, "projections": rule, "feed_forward": rule}})
+
+
+def _time(runners: dict, repeats: int) -> dict[str, float]:
+    """Median ms per runner, interleaved: each repetition runs every runner once."""
+    ids = (np.arange(TOKENS, dtype=np.int32)[None] * 7) % 1024
+    mask = np.ones((1, TOKENS), np.int32)
+    times: dict[str, list[float]] = {label: [] for label in runners}
+    for _ in range(repeats):
+        for label, runner in runners.items():
+            start = time.perf_counter()
+            runner(input_ids=ids, attention_mask=mask)
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) * 1e3 for label, values in times.items()}
+
+
+def _runner(graph: nn.Module, recipe, out: Path, label: str):
+    slug = label.replace(" ", "-").replace("+", "-")
+    float_path, path = out / f"{slug}.float.tflite", out / f"{slug}.tflite"
+    convert_float(graph, (TOKENS,), float_path)
+    quantize_tflite(float_path, path, graph, recipe)
+    print(f"{label}: {path.stat().st_size / 1e6:.2f} MB")
+    return make_interpreter(path, threads=1)[0].get_signature_runner(f"seq{TOKENS}")
+
+
+def block_sizes(layers: int, repeats: int, out: Path) -> dict[str, float]:
+    """Each weight layout on the same plain layers; prints medians and ratios to per-channel int8."""
+    runners = {label: _runner(_Stack(layers, False).eval().requires_grad_(False), _layout_recipe(rule), out, label)
+               for label, rule in LAYOUTS.items()}
+    medians = _time(runners, repeats)
+    base = medians["int8 per channel"]
+    for label, ms in medians.items():
+        print(f"{label}: median {ms:.1f} ms, {ms / base:.3f}x int8 per channel ({repeats} runs, {TOKENS} tokens, 1 thread)")
+    return medians
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", type=Path, default=None, help="keep the .tflite files here")
+    parser.add_argument("--block-sizes", action="store_true",
+                        help="instead: per-channel int8 vs int4 blocks of 32/64/128 vs per-channel int4")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="embg-block-sum-"))
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
+    if args.block_sizes:
+        block_sizes(args.layers, args.repeats, out)
+        return 0
     runners = {}
     for label in ("plain", "corrected", "corrected+residual"):
         graph = _Stack(args.layers, label != "plain").eval().requires_grad_(False)
         if label == "corrected+residual":
             split_activations(graph, None, 0, tuple(SHAPES), set(SHAPES))
-        float_path, path = out / f"{label}.float.tflite", out / f"{label}.tflite"
-        convert_float(graph, (TOKENS,), float_path)
-        quantize_tflite(float_path, path, graph, load_recipe("int4-qat"))
-        print(f"{label}: {path.stat().st_size / 1e6:.2f} MB")
-        runners[label] = make_interpreter(path, threads=1)[0].get_signature_runner(f"seq{TOKENS}")
-    ids = (np.arange(TOKENS, dtype=np.int32)[None] * 7) % 1024
-    mask = np.ones((1, TOKENS), np.int32)
-    times: dict[str, list[float]] = {label: [] for label in runners}
-    for _ in range(args.repeats):
-        for label, runner in runners.items():
-            start = time.perf_counter()
-            runner(input_ids=ids, attention_mask=mask)
-            times[label].append(time.perf_counter() - start)
-    medians = {label: statistics.median(values) * 1e3 for label, values in times.items()}
+        runners[label] = _runner(graph, load_recipe("int4-qat"), out, label)
+    medians = _time(runners, args.repeats)
     for label, ms in medians.items():
         print(f"{label}: median {ms:.1f} ms ({args.repeats} runs, {TOKENS} tokens, 1 thread)")
     print(f"corrected / plain: {medians['corrected'] / medians['plain']:.3f}; "

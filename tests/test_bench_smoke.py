@@ -93,3 +93,23 @@ def test_model_flag_exports_and_times_a_checkpoint_directory(tmp_path, tiny_dir)
     wrong = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--model", str(tmp_path)],
                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert wrong.returncode != 0 and "not a checkpoint directory" in wrong.stderr
+
+
+def test_weight_agreement_measures_parts_and_variants(tmp_path, tiny_dir):
+    """`python -m bench.weight_agreement`: the recipe's weights, one part alone and a variant, each
+    with cosine and top-10 agreement against the float graph (tiny fixture, min-max: no calibration)."""
+    from bench.weight_agreement import PARTS, WeightBench, with_rules
+    from embg.quantize.groups import part_of
+    from embg.quantize.recipe import load_recipe
+
+    bench = WeightBench(str(tiny_dir))
+    recipe = load_recipe("int4-minmax")
+    weights = bench.weights(recipe)
+    assert {part_of(name) for name in weights} <= set(PARTS)
+    every = bench.measure("all", weights)
+    alone = bench.measure("only embedding", {n: f for n, f in weights.items() if part_of(n) == "embedding"})
+    assert bench.measure("float", {}) == {"config": "float", "cosine_min": 1.0, "cosine_mean": 1.0,
+                                         "top10_agreement": 1.0}
+    assert 0 < every["top10_agreement"] < alone["top10_agreement"] < 1.0  # one part costs less than all
+    wider = with_rules(recipe, {"projections": {"bits": 8, "granularity": "channel"}}, "o_proj int8")
+    assert wider.rule("o_proj").bits == 8 and wider.rule("q_proj").bits == 4
