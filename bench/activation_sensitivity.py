@@ -84,18 +84,27 @@ class ActivationBench:
 
     def measure(self, label: str, activation_of: dict) -> dict:
         started = time.perf_counter()
-        ours = self.embed(activation_of)
-        cosine = (ours * self.reference).sum(axis=1)
-        row = {"config": label, "cosine_min": round(float(cosine.min()), 5), "cosine_mean": round(float(cosine.mean()), 5)}
-        if self.queries:
-            q = self.queries
-            agreement = retrieval(ours[:q], ours[q:], self.reference[:q], self.reference[q:])
-            row["top10_agreement"] = agreement["top10_overlap_mean"]
+        row = agreement_row(label, self.embed(activation_of), self.reference, self.queries)
         self.rows.append(row)
-        top10 = f" top-10 {row['top10_agreement']:.4f}" if "top10_agreement" in row else ""
-        print(f"{label:<58} cos min {row['cosine_min']:.5f} mean {row['cosine_mean']:.5f}{top10} "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+        print_row(row, time.perf_counter() - started)
         return row
+
+
+def agreement_row(label: str, ours: np.ndarray, reference: np.ndarray, queries: int) -> dict:
+    """Cosine min / mean of unit rows ``ours`` against ``reference`` and, when the first ``queries`` rows are
+    queries (the rest their documents), top-10 agreement as embg-validate computes it."""
+    cosine = (ours * reference).sum(axis=1)
+    row = {"config": label, "cosine_min": round(float(cosine.min()), 5), "cosine_mean": round(float(cosine.mean()), 5)}
+    if queries:
+        q = queries
+        row["top10_agreement"] = retrieval(ours[:q], ours[q:], reference[:q], reference[q:])["top10_overlap_mean"]
+    return row
+
+
+def print_row(row: dict, seconds: float) -> None:
+    top10 = f" top-10 {row['top10_agreement']:.4f}" if "top10_agreement" in row else ""
+    print(f"{row['config']:<58} cos min {row['cosine_min']:.5f} mean {row['cosine_mean']:.5f}{top10} "
+          f"({seconds:.0f} s)", flush=True)
 
 
 def two_pass_on(parts: tuple[str, ...], rounding=int8_rows, two_pass=int8_rows_two_pass):

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from embg.quantize.onnx_backend import _pack_int4
+from embg.quantize.onnx_backend import _pack_int4, uint4_pairs
 
 VOCAB, HIDDEN, BLOCK, TOKENS = 262144, 768, 64, 256
 
@@ -40,11 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     q = rng.integers(-8, 8, size=(VOCAB, HIDDEN)).astype(np.int8)
     scales = (rng.random((VOCAB, HIDDEN // BLOCK)) * 0.01 + 0.001).astype(np.float32)
-    pairs = np.frombuffer(_pack_int4((q.astype(np.int16) + 8).astype(np.uint8)), np.uint8).reshape(VOCAB, HIDDEN // 2)
     sessions = {
         "INT4 tensor": _session(helper.make_tensor("data", TensorProto.INT4, [VOCAB, HIDDEN], _pack_int4(q), raw=True),
                                 scales, {}),
-        "uint8 pairs (bits 4)": _session(numpy_helper.from_array(pairs, "data"), scales, {"bits": 4}),
+        "uint8 pairs (bits 4)": _session(numpy_helper.from_array(uint4_pairs(q), "data"), scales, {"bits": 4}),
     }
     ids = {"ids": rng.integers(0, VOCAB, size=(1, TOKENS)).astype(np.int64)}
     first, second = (session.run(None, ids)[0] for session in sessions.values())

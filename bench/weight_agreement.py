@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from embg.checkpoint.load import load_model
-from embg.parity.metrics import retrieval
 from embg.quantize.calibrate import calibrate_grids
 from embg.quantize.calibration_texts import batches_for, calibration_split
 from embg.quantize.groups import part_of
@@ -64,16 +63,12 @@ class WeightBench:
         return recipe_weights(self.graph, recipe, grids)
 
     def measure(self, label: str, replacements: dict) -> dict:
+        from bench.activation_sensitivity import agreement_row, print_row
+
         started = time.perf_counter()
-        ours = self.embed(replacements)
-        cosine = (ours * self.reference).sum(axis=1)
-        q = self.queries
-        top10 = retrieval(ours[:q], ours[q:], self.reference[:q], self.reference[q:])["top10_overlap_mean"]
-        row = {"config": label, "cosine_min": round(float(cosine.min()), 5),
-               "cosine_mean": round(float(cosine.mean()), 5), "top10_agreement": round(float(top10), 4)}
+        row = agreement_row(label, self.embed(replacements), self.reference, self.queries)
         self.rows.append(row)
-        print(f"{label:<50} cos min {row['cosine_min']:.5f} mean {row['cosine_mean']:.5f} top-10 {top10:.4f} "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+        print_row(row, time.perf_counter() - started)
         return row
 
 

@@ -98,42 +98,23 @@ def check_tflite_file(path: Path, graph: torch.nn.Module, recipe: QuantRecipe,
                       planned: Iterable[str]) -> dict[str, int]:
     """Every required weight was planned (so the plan check saw it quantized) and no FLOAT32 constant
     tensor of the written .tflite, in any subgraph, holds a copy of one. Returns {"weights": checked}."""
-    from embg.quantize import tflite_flatbuffer as fb
-
     required = required_weights(graph, recipe)
     if not required:
         return {"weights": 0}
     unplanned = sorted(set(required) - set(planned))
     if unplanned:
         _fail("were never planned for quantization", unplanned, required, path.name)
-    digests = float_digests(graph, required)
-    model = fb.read_model(path)
-    in_float = set()
-    for subgraph in model.subgraphs:
-        for tensor in subgraph.tensors:
-            if fb.type_name(tensor.type) != "FLOAT32" or len(tensor.shape if tensor.shape is not None else []) != 2:
-                continue
-            raw = fb.raw_bytes(model, tensor)
-            if raw is None:
-                continue
-            param = digests.get(array_digest(np.frombuffer(raw, dtype=np.float32)))
-            if param:
-                in_float.add(param)
+    in_float = _float32_constants_of(path, float_digests(graph, required))
     if in_float:
         _fail("are still float32 in the file", list(in_float), required, path.name)
     return {"weights": len(required)}
 
 
-def check_float_terms_tflite(path: Path, graph: torch.nn.Module) -> int:
-    """The float terms the export adds (NEVER_QUANTIZED: block-sum corrections, float-channel columns) are
-    in the written .tflite as FLOAT32, unchanged: a quantizer that rounded them would undo what they carry.
-    Returns how many were checked."""
+def _float32_constants_of(path: Path, digests: dict[str, str]) -> set[str]:
+    """The parameters (of ``digests``, float_digests) held by a FLOAT32 constant tensor of the .tflite, in
+    any subgraph."""
     from embg.quantize import tflite_flatbuffer as fb
 
-    names = [name for name, value in graph.state_dict().items() if value.ndim == 2 and NEVER_QUANTIZED.search(name)]
-    if not names:
-        return 0
-    digests = float_digests(graph, names)
     model = fb.read_model(path)
     found = set()
     for subgraph in model.subgraphs:
@@ -141,7 +122,17 @@ def check_float_terms_tflite(path: Path, graph: torch.nn.Module) -> int:
             raw = fb.raw_bytes(model, tensor) if fb.type_name(tensor.type) == "FLOAT32" else None
             if raw is not None and (param := digests.get(array_digest(np.frombuffer(raw, dtype=np.float32)))):
                 found.add(param)
-    missing = sorted(set(names) - found)
+    return found
+
+
+def check_float_terms_tflite(path: Path, graph: torch.nn.Module) -> int:
+    """The float terms the export adds (NEVER_QUANTIZED: block-sum corrections, float-channel columns) are
+    in the written .tflite as FLOAT32, unchanged: a quantizer that rounded them would undo what they carry.
+    Returns how many were checked."""
+    names = [name for name, value in graph.state_dict().items() if value.ndim == 2 and NEVER_QUANTIZED.search(name)]
+    if not names:
+        return 0
+    missing = sorted(set(names) - _float32_constants_of(path, float_digests(graph, names)))
     if missing:
         raise ExportError(f"{path.name}: {len(missing)} float term(s) the export added are not in the file as float32 "
                           f"(a quantizer rounded them?): {', '.join(missing[:4])}")

@@ -167,15 +167,19 @@ def _embedding_int8_rows(model, node, table: np.ndarray) -> None:
     _replace_node(model, node, nodes, [q_init, s_init], base)
 
 
+def uint4_pairs(q: np.ndarray) -> np.ndarray:
+    """int4 integers q [R, C] (C even) as uint8 [R, C/2], two values per byte with zero point 8 (low
+    nibble first): GatherBlockQuantized's ``bits`` 4 layout, which onnxruntime gathers 5x faster than
+    the same integers in an INT4 tensor (bench/embedding_gather.py)."""
+    unsigned = (q.astype(np.int16) + 8).astype(np.uint8)
+    return np.frombuffer(_pack_int4(unsigned), np.uint8).reshape(q.shape[0], q.shape[1] // 2)
+
+
 def _embedding_gbq(model, node, q: np.ndarray, scales: np.ndarray, bits: int, block: int) -> None:
     """GatherBlockQuantized from exact integers q [V, D] and scales [V, D/block]."""
     base, ids = node.input[0], node.input[1]
     if bits == 4:
-        # uint8 holding two values (zero point 8, the op's default for bits 4), not an INT4 tensor:
-        # onnxruntime gathers the same numbers 5x faster from it (1.65 -> 0.33 ms for 256 tokens).
-        unsigned = (q.astype(np.int16) + 8).astype(np.uint8)
-        packed = np.frombuffer(_pack_int4(unsigned), np.uint8).reshape(q.shape[0], q.shape[1] // 2)
-        data = numpy_helper.from_array(packed, f"{base}_u4")
+        data = numpy_helper.from_array(uint4_pairs(q), f"{base}_u4")
         extra = {"bits": 4}
     else:
         data = numpy_helper.from_array((q.astype(np.int16) + 128).astype(np.uint8), f"{base}_q8")
@@ -425,8 +429,9 @@ def block_weight_as_int8(name: str, q: np.ndarray, scales: np.ndarray, bits: int
 def _weight_dequantized_at_load(model, node, q: np.ndarray, scales: np.ndarray, bits: int, block: int) -> None:
     """The head's weight-only blocks (q [K, N], scales [K/block, N]) stored at their width and turned into
     float at load, for a float MatMul. The head runs on one pooled row per text, where MatMulNBits' 8-bit
-    float path dequantized the whole weight on every call (7.8 of 220 ms per 256-token text on the real
-    checkpoint); folded once at load it is a plain float product. Same numbers, same file size."""
+    float path dequantized the whole weight on every call (8.3 of 262 ms per 256-token text in a profile of
+    the real checkpoint, docs/onnx-int8.md); folded once at load it is a plain float product. Same numbers,
+    same file size."""
     weight = node.input[1]
     inits, nodes, matrix, _ = _widened_blocks(weight, q, scales, bits, block, WIDENED_MATMUL)
     product = helper.make_node("MatMul", [node.input[0], matrix], list(node.output), name=f"{weight}/{WIDENED_MATMUL}")
@@ -452,6 +457,8 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
     for node_name, (group, rule) in plan.nodes.items():
         weight, op_type = nodes[node_name]
         node = by_name[node_name]
+        if rule.carries_grid and (not grids or weight not in grids):
+            raise ExportError(f"no exact grid (QAT or calibrated) for {weight}; the pipeline computes them first")
         if op_type == "MatMul" and _dequantized_at_load(part_of(weight), rule):
             if rule.carries_grid:
                 q, scales = (np.ascontiguousarray(a.T) for a in grids[weight])  # torch [out, in] -> [K, N]
@@ -460,8 +467,6 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
             _weight_dequantized_at_load(model, node, q.astype(np.int8), scales.astype(np.float32), rule.bits,
                                         rule.block_size)
         elif rule.carries_grid:
-            if not grids or weight not in grids:
-                raise ExportError(f"no exact grid (QAT or calibrated) for {weight}; the pipeline computes them first")
             q, scales = grids[weight]  # torch layout: [out, in] and [out, in/32]
             if op_type == "Gather":
                 _embedding_gbq(model, node, q, scales, rule.bits, rule.block_size)
