@@ -9,7 +9,8 @@ makes them, from the calibration cache when it has them), and reports cosine min
 float graph and top-10 agreement (embg.parity.metrics.retrieval, as embg-validate computes it).
 Weight-only: the run-time int8 activations are bench/activation_sensitivity.py's subject.
 
-* ``--parts``: each part's quantized weights alone (the others float), to see which part costs most;
+* ``--parts``: each part's quantized weights alone (the others float), to see which part costs most,
+  and every part but the embedding (the ceiling of any change to the table alone);
 * ``--variant``: a JSON object {label: {rule key: rule, ...}}; each entry replaces those rules of the
   recipe, is calibrated, and measured (e.g. the decoder's GPTQ at block 64).
 
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             chosen = {name: f for name, f in weights.items() if part_of(name) == part}
             if chosen:
                 bench.measure(f"only {part}", chosen)
+        # what the decoder and head leave with a float table: the ceiling of any embedding-only change
+        bench.measure("all but the embedding", {n: f for n, f in weights.items() if part_of(n) != "embedding"})
     for path in args.variant:
         for label, rules in json.loads(path.read_text(encoding="utf-8")).items():
             bench.measure(label, bench.weights(with_rules(recipe, rules, label)))

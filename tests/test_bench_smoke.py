@@ -113,3 +113,16 @@ def test_weight_agreement_measures_parts_and_variants(tmp_path, tiny_dir):
     assert 0 < every["top10_agreement"] < alone["top10_agreement"] < 1.0  # one part costs less than all
     wider = with_rules(recipe, {"projections": {"bits": 8, "granularity": "channel"}}, "o_proj int8")
     assert wider.rule("o_proj").bits == 8 and wider.rule("q_proj").bits == 4
+
+
+def test_weight_agreement_parts_include_all_but_the_embedding(tmp_path, tiny_dir):
+    """--parts measures each part alone and everything but the embedding (an embedding change's ceiling)."""
+    import json
+
+    from bench.weight_agreement import main
+
+    out = tmp_path / "rows.json"
+    assert main(["--model", str(tiny_dir), "--recipe", "int4-minmax", "--parts", "--out", str(out)]) == 0
+    rows = {row["config"]: row for row in json.loads(out.read_text())["rows"]}
+    assert {"recipe int4-minmax weights", "only embedding", "all but the embedding"} <= set(rows)
+    assert rows["all but the embedding"]["top10_agreement"] > rows["recipe int4-minmax weights"]["top10_agreement"]
