@@ -175,6 +175,25 @@ def uint4_pairs(q: np.ndarray) -> np.ndarray:
     return np.frombuffer(_pack_int4(unsigned), np.uint8).reshape(q.shape[0], q.shape[1] // 2)
 
 
+FP16_MAX = 65504.0
+
+
+def scales_as_stored(scales: np.ndarray) -> np.ndarray:
+    """Block scales as the file keeps them: float16 when every one is exactly a float16 (the calibrated
+    grids' bf16 scales, QAT's fp16 ones), half the bytes of float32 for the same numbers; else float32."""
+    as_float = scales.astype(np.float32)
+    half = as_float.astype(np.float16)
+    return half if np.array_equal(half.astype(np.float32), as_float) else as_float
+
+
+def _gbq_output_is_exact_in_fp16(q: np.ndarray, scales: np.ndarray) -> bool:
+    """True when each q x scale is exactly a float16: a bf16 scale has 8 significant bits and an int4 value
+    at most 3 (8 = 2^3), so their product has at most 11, float16's count, short of overflow."""
+    bf16 = (scales.astype(np.float32).view(np.uint32) & 0xFFFF) == 0  # the low 16 bits of a bf16 value are zero
+    return (scales.dtype == np.float16 and bool(bf16.all()) and int(np.abs(q).max(initial=0)) <= 8
+            and float(np.abs(scales.astype(np.float32)).max(initial=0)) * 8 <= FP16_MAX)
+
+
 def _embedding_gbq(model, node, q: np.ndarray, scales: np.ndarray, bits: int, block: int) -> None:
     """GatherBlockQuantized from exact integers q [V, D] and scales [V, D/block]."""
     base, ids = node.input[0], node.input[1]
@@ -184,11 +203,16 @@ def _embedding_gbq(model, node, q: np.ndarray, scales: np.ndarray, bits: int, bl
     else:
         data = numpy_helper.from_array((q.astype(np.int16) + 128).astype(np.uint8), f"{base}_q8")
         extra = {"bits": 8}
-    s_init = numpy_helper.from_array(scales.astype(np.float32), f"{base}_scales")
-    new = helper.make_node("GatherBlockQuantized", [data.name, ids, s_init.name], list(node.output),
-                           name=f"{base}/GatherBlockQuantized", domain=MS_DOMAIN, gather_axis=0, quantize_axis=1,
-                           block_size=block, **extra)
-    _replace_node(model, node, [new], [data, s_init], base)
+    stored = scales_as_stored(scales)
+    half = _gbq_output_is_exact_in_fp16(q, stored)  # float16 scales: GatherBlockQuantized answers in float16
+    s_init = numpy_helper.from_array(stored if half else scales.astype(np.float32), f"{base}_scales")
+    gathered = f"{base}/gathered_fp16" if half else node.output[0]
+    nodes = [helper.make_node("GatherBlockQuantized", [data.name, ids, s_init.name], [gathered],
+                              name=f"{base}/GatherBlockQuantized", domain=MS_DOMAIN, gather_axis=0, quantize_axis=1,
+                              block_size=block, **extra)]
+    if half:  # every row value is exactly a float16 (above): the float32 rows are the same numbers
+        nodes.append(helper.make_node("Cast", [gathered], list(node.output), name=f"{base}/Cast", to=TensorProto.FLOAT))
+    _replace_node(model, node, nodes, [data, s_init], base)
 
 
 def _matmul_nbits(model, node, q: np.ndarray, scales: np.ndarray, bits: int, block: int, accuracy_level: int) -> None:
@@ -395,12 +419,17 @@ def _widened_blocks(name: str, q: np.ndarray, scales: np.ndarray, bits: int, blo
         data = helper.make_tensor(f"{name}_q4", TensorProto.INT4, list(blocks.shape), _pack_int4(blocks), raw=True)
     else:
         data = numpy_helper.from_array(blocks.astype(np.int8), f"{name}_q{bits}")
-    inits = [data, numpy_helper.from_array(scales[:, None, :].astype(np.float32), f"{name}{BLOCK_SCALES_SUFFIX}"),
+    stored = scales_as_stored(scales[:, None, :])
+    inits = [data, numpy_helper.from_array(stored, f"{name}{BLOCK_SCALES_SUFFIX}"),
              numpy_helper.from_array(np.array([k, n], np.int64), f"{name}_shape")]
     base = f"{name}/{tag}"
-    nodes = [
-        helper.make_node("Cast", [data.name], [f"{base}/float"], name=f"{base}/float", to=TensorProto.FLOAT),
-        helper.make_node("Mul", [f"{base}/float", inits[1].name], [f"{base}/dense"], name=f"{base}/dense"),
+    nodes = [helper.make_node("Cast", [data.name], [f"{base}/float"], name=f"{base}/float", to=TensorProto.FLOAT)]
+    scale = inits[1].name
+    if stored.dtype == np.float16:  # widened to float32 at load like the integers: the same numbers
+        scale = f"{base}/scales"
+        nodes.append(helper.make_node("Cast", [inits[1].name], [scale], name=scale, to=TensorProto.FLOAT))
+    nodes += [
+        helper.make_node("Mul", [f"{base}/float", scale], [f"{base}/dense"], name=f"{base}/dense"),
         helper.make_node("Reshape", [f"{base}/dense", inits[2].name], [f"{base}/matrix"], name=f"{base}/matrix"),
     ]
     return inits, nodes, f"{base}/matrix", base
