@@ -125,3 +125,14 @@ def test_bits4_tflite_size(root):
     size_mb = artifact.model_path.stat().st_size / 1e6
     print(f"\ntflite --bits 4 file {size_mb:.1f} MB")
     assert size_mb <= TFLITE_MB
+
+
+@pytest.mark.xfail(reason="ONNX --bits 4 file 191.4 MB > 185 MB (2026-12-03): mostly the 16 float channels' float32 "
+                          "weight columns, 7.9 MB; without them 183.0 MB but alone vs batched 0.99885 < 0.999 "
+                          "(docs/onnx-int8.md)", strict=False)
+def test_bits4_onnx_size(root):
+    """The issue asks ONNX --bits 4 the same 185 MB as LiteRT: an expected failure with the measured figure,
+    so a run that reaches it reports XPASS."""
+    size_mb = bundle("onnx", root).model_path.stat().st_size / 1e6
+    print(f"\nonnx --bits 4 file {size_mb:.1f} MB")
+    assert size_mb <= TFLITE_MB
