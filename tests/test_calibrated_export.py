@@ -143,9 +143,11 @@ def test_float16_scales_give_the_same_numbers():
     q, scales = (a.numpy() for a in quantize_rows(table, 64, "mse"))
     assert scales_as_stored(scales).dtype == np.float16  # bf16 values
     assert scales_as_stored(np.array([0.1], np.float32)).dtype == np.float32  # min-max scales: not float16
+    assert _gbq_output_is_exact_in_fp16(q, scales)
     fp16_only = np.array([[1 + 2 ** -10]], np.float16)  # 11 significant bits: x 7 needs 14
     assert not _gbq_output_is_exact_in_fp16(np.array([[7]]), fp16_only)
-    assert not _gbq_output_is_exact_in_fp16(np.array([[100]]), scales_as_stored(scales))  # int8 values
+    assert not _gbq_output_is_exact_in_fp16(np.array([[100]]), scales)  # int8 values
+    assert not _gbq_output_is_exact_in_fp16(np.array([[7]]), np.array([[16384.0]], np.float32))  # x 8 overflows
     graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["rows"], name="embed/Gather")], "g",
                               [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
                               [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["b", "s", 128])],

@@ -187,11 +187,15 @@ def scales_as_stored(scales: np.ndarray) -> np.ndarray:
 
 
 def _gbq_output_is_exact_in_fp16(q: np.ndarray, scales: np.ndarray) -> bool:
-    """True when each q x scale is exactly a float16: a bf16 scale has 8 significant bits and an int4 value
-    at most 3 (8 = 2^3), so their product has at most 11, float16's count, short of overflow."""
-    bf16 = (scales.astype(np.float32).view(np.uint32) & 0xFFFF) == 0  # the low 16 bits of a bf16 value are zero
-    return (scales.dtype == np.float16 and bool(bf16.all()) and int(np.abs(q).max(initial=0)) <= 8
-            and float(np.abs(scales.astype(np.float32)).max(initial=0)) * 8 <= FP16_MAX)
+    """True when each q x scale is exactly a float16: a storable scale (int4_blocks.is_storable: positive,
+    normal, bf16) has 8 significant bits and an int4 value at most 3 (8 = 2^3), so their product has at
+    most 11, float16's count, short of overflow."""
+    import torch
+
+    from embg.quantize.int4_blocks import is_storable
+
+    return (int(np.abs(q).max(initial=0)) <= 8 and is_storable(torch.from_numpy(scales.astype(np.float32)))
+            and float(scales.max(initial=0)) * 8 <= FP16_MAX)
 
 
 def _embedding_gbq(model, node, q: np.ndarray, scales: np.ndarray, bits: int, block: int) -> None:
@@ -203,9 +207,8 @@ def _embedding_gbq(model, node, q: np.ndarray, scales: np.ndarray, bits: int, bl
     else:
         data = numpy_helper.from_array((q.astype(np.int16) + 128).astype(np.uint8), f"{base}_q8")
         extra = {"bits": 8}
-    stored = scales_as_stored(scales)
-    half = _gbq_output_is_exact_in_fp16(q, stored)  # float16 scales: GatherBlockQuantized answers in float16
-    s_init = numpy_helper.from_array(stored if half else scales.astype(np.float32), f"{base}_scales")
+    half = _gbq_output_is_exact_in_fp16(q, scales)  # float16 scales: GatherBlockQuantized answers in float16
+    s_init = numpy_helper.from_array(scales.astype(np.float16 if half else np.float32), f"{base}_scales")
     gathered = f"{base}/gathered_fp16" if half else node.output[0]
     nodes = [helper.make_node("GatherBlockQuantized", [data.name, ids, s_init.name], [gathered],
                               name=f"{base}/GatherBlockQuantized", domain=MS_DOMAIN, gather_axis=0, quantize_axis=1,
