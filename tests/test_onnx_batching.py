@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 
 from embg.errors import ExportError
@@ -214,3 +215,61 @@ def test_plan_counts_every_per_row_matmul(outliers_dir, tmp_path):
         assert plan.per_row and plan.expected_ops[WIDENED_MATMUL] == head and not plan.expected_ops["MatMulNBits"]
         assert recipe.residual_pass_on("onnx") == ("down_proj",)
         assert plan.expected_ops["MatMulIntegerToFloat"] == len(weighted) - head + down
+
+
+def _constant(model: onnx.ModelProto, tensor: str) -> np.ndarray:
+    """The value of a tensor computed from initializers alone, by onnxruntime (as it folds it at load)."""
+    import onnxruntime as ort
+
+    order = {n.name: i for i, n in enumerate(model.graph.node)}
+    producers = {out: n for n in model.graph.node for out in n.output}
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes, used, stack = {}, {}, [tensor]
+    while stack:
+        name = stack.pop()
+        if name in inits:
+            used[name] = inits[name]
+        elif name and producers[name].name not in nodes:
+            nodes[producers[name].name] = producers[name]
+            stack.extend(producers[name].input)
+    graph = onnx.helper.make_graph(sorted(nodes.values(), key=lambda n: order[n.name]), "rows", [],
+                                   [onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None)],
+                                   list(used.values()))
+    sub = onnx.helper.make_model(graph, opset_imports=model.opset_import)
+    return ort.InferenceSession(sub.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})[0]
+
+
+def test_float_channel_rows_cost_grid_weights_no_bytes(bundles, outliers_dir):
+    """The float channels' weight rows: a calibrated grid's are gathered at load from its own integers x
+    scales (the same numbers, no bytes), a min-max weight's are stored in float16 (half of float32)."""
+    from embg.checkpoint.load import load_model
+    from embg.quantize.onnx_backend import read_back_weights
+
+    model = onnx.load(str(Artifact.load(bundles["int4"]).model_path))
+    rules = parse_recipe(Artifact.load(bundles["int4"]).manifest["recipe"])
+    weights = load_model(str(outliers_dir)).graph().state_dict()
+    found = read_back_weights(model)
+    rows_nodes = [n for n in model.graph.node if n.output[0].endswith("_float_rows")]
+    assert rows_nodes and not any(i.name.endswith("_float_rows") for i in model.graph.initializer)
+    seen = set()
+    for node in rows_nodes:
+        name = node.output[0][: -len("_float_rows")]
+        value = _constant(model, node.output[0])
+        kept = numpy_index(model, node) if node.op_type == "Gather" else None
+        if rules.rule(part_of(name)).carries_grid:
+            assert node.op_type == "Gather"
+            assert np.array_equal(value, found[name].T[kept]), name  # the grid's own rows, bit for bit
+        else:
+            assert node.op_type == "Cast"
+            stored = {i.name: i for i in model.graph.initializer}[node.input[0]]
+            assert stored.data_type == onnx.TensorProto.FLOAT16
+            original = weights[name].numpy().T  # [K, N]
+            match = [k for k in range(original.shape[0]) if np.allclose(original[k], value[0], rtol=1e-3, atol=1e-6)]
+            assert match, name  # its rows are the float weight's rows, to float16's rounding
+        seen.add(node.op_type)
+    assert seen == {"Gather", "Cast"}  # the int4 preset has both: gptq parts and int8 v/down
+
+
+def numpy_index(model: onnx.ModelProto, gather: onnx.NodeProto) -> np.ndarray:
+    inits = {i.name: i for i in model.graph.initializer}
+    return onnx.numpy_helper.to_array(inits[gather.input[1]])

@@ -122,6 +122,69 @@ def test_recipe_float_channels_field():
         raise AssertionError("float_channels without per-row activations accepted")
 
 
+def _rows_session(weight, stored, peaks: np.ndarray, row_dtype: str = "float32", float_rows=None):
+    model = _matmul_model(weight)
+    rows = RowQuantizer(model, {"w": peaks}, 3, row_dtype)
+    rows.channels_kept_float("x", "w")
+    rows.matmul(model.graph.node[0], stored, float_rows)
+    onnx.checker.check_model(model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]), model
+
+
+def test_float_channel_rows_of_a_grid_weight_are_its_own_rows_gathered_at_load():
+    """A grid's float rows come from its stored integers x scales (no bytes): the same outputs, bit for bit,
+    as the rows stored in float32; a min-max weight's rows stored float16 differ by float16's rounding."""
+    from dataclasses import replace
+
+    from embg.quantize.onnx_backend import block_weight_as_int8, block_symmetric, dequantize_blocks
+
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(K, N)).astype(np.float32)
+    x = rng.normal(size=(7, K)).astype(np.float32)
+    x[:, [2, 9, 30]] *= 300
+    peaks = np.abs(x).max(axis=0)
+    q, scales = block_symmetric(weight, 4, 32)
+    kept = np.array([2, 9, 30])
+    gathered, model = _rows_session(weight, block_weight_as_int8("w", q, scales, 4, 32), peaks)
+    stored, stored_model = _rows_session(weight, replace(block_weight_as_int8("w", q, scales, 4, 32), matrix=None),
+                                         peaks, float_rows=dequantize_blocks(q, scales, 32)[kept])
+    np.testing.assert_array_equal(gathered.run(None, {"x": x})[0], stored.run(None, {"x": x})[0])
+    assert not any(i.name == "w_float_rows" for i in model.graph.initializer)
+    assert any(i.name == "w_float_rows" for i in stored_model.graph.initializer)
+
+    rest = weight.copy()
+    rest[kept] = 0.0
+    half, half_model = _rows_session(weight, int8_channel_weight("w", rest), peaks, "float16", weight[kept])
+    full, _ = _rows_session(weight, int8_channel_weight("w", rest), peaks, "float32", weight[kept])
+    rows16 = next(i for i in half_model.graph.initializer if i.name == "w_float_rows_fp16")
+    assert rows16.data_type == TensorProto.FLOAT16 and list(rows16.dims) == [3, N]
+    got, want = half.run(None, {"x": x})[0], full.run(None, {"x": x})[0]
+    assert not np.array_equal(got, want)
+    # the float product's part of each output: |x_kept| @ |rows| bounds it; float16 moves it by <= 2^-11 of that
+    bound = np.abs(x[:, kept]) @ np.abs(weight[kept]) * 2.0 ** -11 + 1e-4 * np.abs(want)
+    assert np.all(np.abs(got - want) <= bound)
+
+
+def test_recipe_float_channel_rows_field():
+    from embg.errors import EmbgError
+    from embg.quantize.recipe import load_recipe, parse_recipe
+
+    int4 = load_recipe("int4")
+    assert int4.float_channel_rows == "float16" and load_recipe("int8").float_channel_rows == "float32"
+    assert parse_recipe(int4.to_dict()).float_channel_rows == "float16"  # written back as it was read
+    data = load_recipe("int8").to_dict()
+    for bad, says in (({**data, "float_channel_rows": "int8"}, "must be one of"),
+                      ({**data, "float_channels": 0, "float_channel_rows": "float16"}, "no float channels on onnx")):
+        try:
+            parse_recipe(bad)
+        except EmbgError as exc:
+            assert says in str(exc)
+        else:
+            raise AssertionError(f"{bad} accepted")
+
+
 def test_residual_pass_leaves_only_the_weight_rounding():
     """Two int8 passes (the rows, then their rounding residual) carry the activation to ~15 bits: the
     product is then the int8 weight's exactly, up to 1/254 of one pass's activation error."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -259,11 +259,12 @@ class RowQuantizer:
     """
 
     def __init__(self, model: onnx.ModelProto, channel_peaks: dict[str, np.ndarray] | None = None,
-                 float_channels: int = 0) -> None:
+                 float_channels: int = 0, row_dtype: str = "float32") -> None:
         self.model = model
         self.done: dict[str, tuple[str, str]] = {}  # activation -> (uint8 rows, row scale)
         self.peaks = channel_peaks or {}
         self.float_channels = float_channels
+        self.row_dtype = row_dtype  # the stored float-channel rows of weights that are not grids
         self.split: dict[str, tuple[np.ndarray, str, str]] = {}  # activation -> (kept channels, float part, the rest)
         self.pending: list[onnx.NodeProto] = []  # split nodes not yet placed in the graph
         consts = {"axes": np.array([-1], np.int64), "tiny": np.array(1e-30, np.float32),
@@ -345,13 +346,15 @@ class RowQuantizer:
     def matmul(self, node: onnx.NodeProto, weight: "Int8Weight", float_rows: np.ndarray | None = None,
                residual_pass: bool = False) -> None:
         """Replace MatMul ``node`` by the per-row integer product with ``weight`` (int8 [K, N], column scales).
-        When its input is split (``channels_kept_float``), ``float_rows`` [kept, N] are the weight rows of
-        the float channels, added as a float product (the int8 rows there meet zeros). With
-        ``residual_pass`` the rounding residual of the int8 rows is quantized too and its product added."""
+        When its input is split (``channels_kept_float``), the weight rows of the float channels [kept, N]
+        give a float product added to the integer one (the int8 rows there meet zeros): ``float_rows``, or
+        for a grid weight its own rows (``_float_rows``). With ``residual_pass`` the rounding residual of
+        the int8 rows is quantized too and its product added."""
         x = node.input[0]
         prologue, rows, row_scale = self.quantize(x)
         base = f"{weight.name}/{ROW_QUANT_TAG}"
-        integer_out = f"{base}/integer" if float_rows is not None else node.output[0]
+        split = x in self.split
+        integer_out = f"{base}/integer" if split else node.output[0]
         first_out = f"{base}/first" if residual_pass else integer_out
         nodes = prologue + weight.nodes + self._product(rows, row_scale, weight, first_out)
         if residual_pass:
@@ -359,15 +362,33 @@ class RowQuantizer:
             nodes += more + self._product(residual_rows, residual_scale, weight, f"{base}/second") + [
                 helper.make_node("Add", [first_out, f"{base}/second"], [integer_out], name=f"{base}/passes")]
         inits = list(weight.inits)
-        if float_rows is not None:
-            rows_init = numpy_helper.from_array(float_rows.astype(np.float32), f"{weight.name}_float_rows")
-            inits.append(rows_init)
-            nodes += [
-                helper.make_node("MatMul", [self.split[x][1], rows_init.name], [f"{base}/float_product"],
+        if split:
+            more_inits, more_nodes, rows = self._float_rows(x, weight, float_rows)
+            inits += more_inits
+            nodes += more_nodes + [
+                helper.make_node("MatMul", [self.split[x][1], rows], [f"{base}/float_product"],
                                  name=f"{base}/float_product"),
                 helper.make_node("Add", [integer_out, f"{base}/float_product"], list(node.output), name=f"{base}/sum"),
             ]
         _replace_node(self.model, node, nodes, inits, weight.name)
+
+    def _float_rows(self, x: str, weight: "Int8Weight", float_rows: np.ndarray | None
+                    ) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto], str]:
+        """(initializers, nodes, tensor) of the float channels' weight rows [kept, N], computed at load and
+        folded by onnxruntime like the widened blocks. A grid weight's rows are gathered from its own float
+        matrix: the very numbers, no bytes (they were 6.3 of the real int4 file's 191 MB as float32 copies).
+        Other weights store their float rows, as float32 or (the recipe's float_channel_rows) as float16
+        widened at load: half the bytes, a relative rounding of 2^-11 per weight."""
+        name = f"{weight.name}_float_rows"
+        if weight.matrix is not None:
+            index = f"{x}/{ROW_QUANT_TAG}/float_channels/index"  # channels_kept_float's initializer
+            return [], [helper.make_node("Gather", [weight.matrix, index], [name], name=name, axis=0)], name
+        if float_rows is None:
+            raise ExportError(f"{weight.name}: its input keeps float channels, and no float rows were given")
+        if self.row_dtype == "float32":
+            return [numpy_helper.from_array(float_rows.astype(np.float32), name)], [], name
+        stored = numpy_helper.from_array(float_rows.astype(np.float16), f"{name}_fp16")
+        return [stored], [helper.make_node("Cast", [stored.name], [name], name=name, to=TensorProto.FLOAT)], name
 
 
 @dataclass
@@ -379,6 +400,7 @@ class Int8Weight:
     scale: str  # tensor holding the column scales [N]
     inits: list[onnx.TensorProto]
     nodes: list[onnx.NodeProto] = field(default_factory=list)  # constant expressions onnxruntime folds at load
+    matrix: str | None = None  # a grid weight's float [K, N] (integers x block scales) the int8 is computed from
 
 
 def int8_channel_weight(name: str, weight: np.ndarray) -> Int8Weight:
@@ -455,7 +477,7 @@ def block_weight_as_int8(name: str, q: np.ndarray, scales: np.ndarray, bits: int
         helper.make_node("Round", [f"{base}/columns"], [f"{base}/round"], name=f"{base}/round"),
         helper.make_node("Cast", [f"{base}/round"], [f"{base}/int8"], name=f"{base}/int8", to=TensorProto.INT8),
     ]
-    return Int8Weight(name, f"{base}/int8", inits[4].name, inits, nodes)
+    return Int8Weight(name, f"{base}/int8", inits[4].name, inits, nodes, matrix)
 
 
 def _weight_dequantized_at_load(model, node, q: np.ndarray, scales: np.ndarray, bits: int, block: int) -> None:
@@ -535,7 +557,7 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
     per_row = [n for n in model.graph.node if n.name in plan.nodes and n.op_type == "MatMul"
                and plan.nodes[n.name][1].activations == PER_ROW]
     if per_row:
-        rows = RowQuantizer(model, channel_peaks, recipe.float_channels_on("onnx"))
+        rows = RowQuantizer(model, channel_peaks, recipe.float_channels_on("onnx"), recipe.float_channel_rows)
         inits = _initializer_map(model)
         for node in per_row:
             rule, weight = plan.nodes[node.name][1], node.input[1]
@@ -545,8 +567,7 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
                 q, scales = (np.ascontiguousarray(a.T) for a in grids[weight])  # torch [out, in] -> [K, N]
                 stored = block_weight_as_int8(weight, q.astype(np.int8), scales.astype(np.float32), rule.bits,
                                               rule.block_size)
-                float_rows = None if kept is None else dequantize_blocks(q, scales, rule.block_size)[kept]
-                rows.matmul(node, stored, float_rows, second)  # the float channels' int8 rows meet zeros: no effect
+                rows.matmul(node, stored, None, second)  # the float channels' int8 rows meet zeros: no effect
                 continue
             dense = _float_view(inits[weight])
             float_rows = None
@@ -557,8 +578,9 @@ def quantize_onnx_model(model: onnx.ModelProto, recipe: QuantRecipe, grids: dict
                 rows.matmul(node, int8_channel_weight(weight, dense), float_rows, second)
             else:
                 q, scales = block_symmetric(dense, rule.bits, rule.block_size)
-                rows.matmul(node, block_weight_as_int8(weight, q, scales, rule.bits, rule.block_size), float_rows,
-                           second)
+                widened = block_weight_as_int8(weight, q, scales, rule.bits, rule.block_size)
+                # its matrix has zeros in the kept rows: their float rows are stored instead
+                rows.matmul(node, replace(widened, matrix=None), float_rows, second)
 
     # 4. quantize_dynamic (per-tensor activations) where a recipe asks dynamic_int8 for per-channel int8.
     dynamic = [name for name, (group, rule) in plan.nodes.items()

@@ -47,6 +47,12 @@ float weight columns cost bytes (~8 MB at 16 on the real checkpoint). ONNX split
 its quantized graph (embg/quantize/onnx_backend.py), LiteRT in the export graph before conversion
 (embg/quantize/litert_split.py). Needs ``dynamic_int8_per_row`` activations.
 
+Optional top-level ``"float_channel_rows": "float16"`` (default "float32"): how ONNX stores the float
+channels' weight rows of weights that are not calibrated or QAT grids (a grid's rows are gathered at load
+from its own integers x scales and cost no bytes). float16 halves them (0.8 of the real ``int4`` file's
+184 MB) at a relative rounding of 2^-11 per weight; float32 keeps the numbers exactly as measured. Needs
+ONNX float channels; LiteRT keeps its float columns float32.
+
 Optional top-level ``"residual_pass": [part, ...]`` (default none): those parts' per-row int8
 activations are quantized twice, the second time the rounding residual of the first, and the two int8
 products on the same weight added (about 15 bits of activation precision for one more int8 GEMM, no
@@ -92,7 +98,8 @@ ACTIVATION_TEXT = {"fp32": "float activations", PER_ROW: "dynamic int8 activatio
 BITS_TO_PRESET = {32: "fp32", 16: "fp16", 8: "int8", 4: "int4"}
 RULE_FIELDS = {"bits", "granularity", "block_size", "algorithm", "activations"}
 RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing", "attention_products", "fp16_safe",
-                 "float_channels", "residual_pass"}
+                 "float_channels", "float_channel_rows", "residual_pass"}
+FLOAT_ROW_DTYPES = ("float32", "float16")
 MAX_FLOAT_CHANNELS = 128
 ATTENTION_PRODUCTS = ("fp32", "int8")
 SMOOTHING_FIELDS = {"alpha"}
@@ -158,6 +165,7 @@ class QuantRecipe:
     fp16_safe: dict[str, float] | None = None  # {"residual_scale": a}: the fp16-safe graph rewrite
     float_channels: dict[str, int] = field(default_factory=dict)  # target -> input channels of each per-row
     # int8 activation kept float (largest calibrated); a target not named keeps none
+    float_channel_rows: str = "float32"  # ONNX: dtype of the stored float-channel rows of non-grid weights
     residual_pass: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> parts whose int8
     # activations get a second pass on their rounding residual; a target not named gives none
 
@@ -213,6 +221,8 @@ class QuantRecipe:
         if any(counts.values()):
             same = len(set(counts.values())) == 1
             data["float_channels"] = counts[FLOAT_CHANNEL_TARGETS[0]] if same else counts
+        if self.float_channel_rows != "float32":
+            data["float_channel_rows"] = self.float_channel_rows
         passes = {t: list(self.residual_pass_on(t)) for t in FLOAT_CHANNEL_TARGETS}
         if any(passes.values()):
             same = all(parts == passes[FLOAT_CHANNEL_TARGETS[0]] for parts in passes.values())
@@ -232,6 +242,8 @@ class QuantRecipe:
         if any(self.float_channels.values()):
             per_target = ", ".join(f"{n} on {t}" for t, n in self.float_channels.items())
             lines.append(f"  float_channels largest input channels of each int8 activation kept float: {per_target}")
+            if self.float_channel_rows != "float32":
+                lines.append(f"  float_channel_rows {self.float_channel_rows} (ONNX; grids gather theirs at load)")
         if self.residual_pass:
             per_target = "; ".join(f"{', '.join(parts)} on {t}" for t, parts in self.residual_pass.items())
             lines.append(f"  residual_pass {per_target}: int8 activations quantized twice, the second time their "
@@ -307,9 +319,15 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
                         "(an fp16 graph keeps its attention products in fp16)")
     float_channels = _parse_float_channels(data.get("float_channels", 0), rules, where)
     residual_pass = _parse_residual_pass(data.get("residual_pass", []), rules, where)
+    row_dtype = data.get("float_channel_rows", "float32")
+    if row_dtype not in FLOAT_ROW_DTYPES:
+        raise EmbgError(f"{where}: float_channel_rows must be one of {list(FLOAT_ROW_DTYPES)}, got {row_dtype!r}")
+    if row_dtype != "float32" and not float_channels.get("onnx"):
+        raise EmbgError(f"{where}: float_channel_rows {row_dtype} stores ONNX float channels' rows, and the recipe "
+                        "keeps no float channels on onnx")
     return QuantRecipe(name, str(data.get("description", "")), rules, smoothing,
                        attention_products=products, fp16_safe=fp16_safe, float_channels=float_channels,
-                       residual_pass=residual_pass)
+                       float_channel_rows=row_dtype, residual_pass=residual_pass)
 
 
 def _parse_float_channels(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, int]:
