@@ -12,7 +12,12 @@ Weight-only: the run-time int8 activations are bench/activation_sensitivity.py's
 * ``--parts``: each part's quantized weights alone (the others float), to see which part costs most,
   and every part but the embedding (the ceiling of any change to the table alone);
 * ``--variant``: a JSON object {label: {rule key: rule, ...}}; each entry replaces those rules of the
-  recipe, is calibrated, and measured (e.g. the decoder's GPTQ at block 64).
+  recipe, is calibrated, and measured (e.g. the decoder's GPTQ at block 64);
+* ``--layers N``: each decoder layer's parts at int4 (GPTQ block 32, one layer and part group at a time,
+  the rest float) on N evenly spaced pairs, ranked by embedding drift per byte int4 saves over int8;
+  then the per-layer int4/int8 mix that drift ranking picks for the bytes the recipe's int4 decoder
+  parts save, measured on every pair (where a recipe with one rule per part could go with per-layer
+  rules). ~26 s per layer and group at N = 60 on the real checkpoint (5 groups x 24 layers: ~55 min).
 
 One pass over the 954 texts takes ~3 minutes on one thread; each new calibration ~2.5 minutes.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import time
 from pathlib import Path
 
@@ -33,19 +39,29 @@ from embg.quantize.calibrate import calibrate_grids
 from embg.quantize.calibration_texts import batches_for, calibration_split
 from embg.quantize.groups import part_of
 from embg.quantize.recipe import QuantRecipe, load_recipe, parse_recipe
-from embg.quantize.simulate import outputs_with, recipe_weights
+from embg.quantize.simulate import int8_channel, outputs_with, recipe_weights
 from embg.textdata.sets import TEXT_SETS
 
 PARTS = ("embedding", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "head")
 
 
+LAYER_GROUPS = {"q+k": ("q_proj", "k_proj"), "v": ("v_proj",), "o": ("o_proj",), "gate+up": ("gate_proj", "up_proj"),
+                "down": ("down_proj",)}
+INT4_SAVES = 0.5 - 2 / 32  # bytes per weight int4 block 32 (bf16 scales) saves over int8 per channel
+
+
 class WeightBench:
-    def __init__(self, model_dir: str) -> None:
+    def __init__(self, model_dir: str, pairs: int | None = None) -> None:
         from bench.sensitivity import eval_batches
 
         model = load_model(model_dir)
         self.graph = model.graph()
         rows = TEXT_SETS.get("retrieval")()
+        if pairs:  # evenly spaced query/document pairs (queries first, their documents in the same order)
+            queries = [row for row in rows if row.is_query]
+            documents = [row for row in rows if not row.is_query]
+            picked = list(range(0, len(queries), max(1, len(queries) // pairs)))[:pairs]
+            rows = [queries[i] for i in picked] + [documents[i] for i in picked]
         self.batches, order, _ = eval_batches(model.tokenizer, rows)
         self.inverse = np.argsort(order)
         self.queries = sum(1 for row in rows if row.is_query)
@@ -73,6 +89,52 @@ class WeightBench:
         return row
 
 
+def all_int4_decoder(recipe: QuantRecipe) -> QuantRecipe:
+    """Every decoder weight GPTQ int4 block 32, the table and head float, float activations."""
+    g4 = {"bits": 4, "granularity": "block", "block_size": 32, "algorithm": "gptq"}
+    return parse_recipe({"name": "all-int4-decoder", "description": "per-layer sensitivity", "rules": {
+        "embedding": {"bits": 32}, "attention": g4, "projections": g4, "feed_forward": g4, "head": {"bits": 32}}})
+
+
+def layer_of(name: str) -> int | None:
+    match = re.match(r"layers\.(\d+)\.", name)
+    return int(match.group(1)) if match else None
+
+
+def layer_group(name: str) -> str | None:
+    return next((group for group, parts in LAYER_GROUPS.items() if part_of(name) in parts), None)
+
+
+def layer_sensitivity(model_dir: str, recipe: QuantRecipe, pairs: int) -> tuple[list[dict], dict]:
+    """(one row per decoder layer and group: drift = mean 1 - cosine with that alone int4, and drift per MB
+    saved; the int4 weights) on ``pairs`` pairs."""
+    small = WeightBench(model_dir, pairs)
+    int4 = small.weights(all_int4_decoder(recipe))
+    sizes = {name: value.numel() for name, value in small.graph.state_dict().items()}
+    rows = []
+    for layer in sorted({layer_of(name) for name in int4}):
+        for group in LAYER_GROUPS:
+            chosen = {n: f for n, f in int4.items() if layer_of(n) == layer and layer_group(n) == group}
+            cosine = (small.embed(chosen) * small.reference).sum(axis=1)
+            saved = sum(sizes[n] for n in chosen) * INT4_SAVES / 1e6
+            row = {"layer": layer, "group": group, "drift": float(1 - cosine.mean()), "mb_saved": round(saved, 4)}
+            row["drift_per_mb"] = row["drift"] / saved
+            rows.append(row)
+            print(f"layer {layer:>2} {group:<8} drift {row['drift']:.2e} ({row['drift_per_mb']:.2e} per MB)", flush=True)
+    return rows, int4
+
+
+def cheapest_mix(rows: list[dict], budget_mb: float) -> set[tuple[int, str]]:
+    """The (layer, group) items to put at int4, least drift per MB first, until they save ``budget_mb``."""
+    chosen, saved = set(), 0.0
+    for row in sorted(rows, key=lambda r: r["drift_per_mb"]):
+        if saved >= budget_mb:
+            break
+        chosen.add((row["layer"], row["group"]))
+        saved += row["mb_saved"]
+    return chosen
+
+
 def with_rules(recipe: QuantRecipe, rules: dict, label: str) -> QuantRecipe:
     data = copy.deepcopy(recipe.to_dict())
     data["name"] = "variant"
@@ -88,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", action="store_true", help="also each part's weights alone")
     parser.add_argument("--variant", action="append", type=Path, default=[],
                         help="JSON {label: {rule key: rule}}: recipe variants to calibrate and measure")
+    parser.add_argument("--layers", type=int, metavar="PAIRS",
+                        help="each decoder layer's int4 groups alone on PAIRS pairs, then the per-layer mix")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args(argv)
@@ -108,11 +172,25 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.variant:
         for label, rules in json.loads(path.read_text(encoding="utf-8")).items():
             bench.measure(label, bench.weights(with_rules(recipe, rules, label)))
+    layers = measure_layer_mix(bench, args.model, recipe, weights, args.layers) if args.layers else []
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"model": Path(args.model).name, "recipe": recipe.name, "rows": bench.rows},
-                                       indent=1) + "\n", encoding="utf-8")
+        args.out.write_text(json.dumps({"model": Path(args.model).name, "recipe": recipe.name, "rows": bench.rows,
+                                        "layers": layers}, indent=1) + "\n", encoding="utf-8")
     return 0
+
+
+def measure_layer_mix(bench: WeightBench, model_dir: str, recipe: QuantRecipe, weights: dict, pairs: int) -> list[dict]:
+    """--layers: the per-layer scan, then the mix it picks for the bytes the recipe's int4 decoder parts save
+    (their other weights int8 per channel, the table and head as the recipe has them), on every pair."""
+    rows, int4 = layer_sensitivity(model_dir, recipe, pairs)
+    sizes = {name: value.numel() for name, value in bench.graph.state_dict().items()}
+    budget = sum(sizes[n] for n in weights if layer_group(n) and recipe.rule(part_of(n)).bits == 4) * INT4_SAVES / 1e6
+    chosen = cheapest_mix(rows, budget)
+    mix = {n: (int4[n] if (layer_of(n), layer_group(n)) in chosen else int8_channel) if layer_group(n) else f
+           for n, f in weights.items()}
+    bench.measure(f"per-layer mix: {len(chosen)} of {len(rows)} layer groups int4, same bytes", mix)
+    return rows
 
 
 if __name__ == "__main__":

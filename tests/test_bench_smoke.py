@@ -126,3 +126,23 @@ def test_weight_agreement_parts_include_all_but_the_embedding(tmp_path, tiny_dir
     rows = {row["config"]: row for row in json.loads(out.read_text())["rows"]}
     assert {"recipe int4-minmax weights", "only embedding", "all but the embedding"} <= set(rows)
     assert rows["all but the embedding"]["top10_agreement"] > rows["recipe int4-minmax weights"]["top10_agreement"]
+
+
+def test_weight_agreement_layers_scan_and_mix(tmp_path, tiny_dir):
+    """--layers: one row per decoder layer and part group (drift and bytes saved), then the mix the drift
+    ranking picks for the recipe's int4 bytes, measured like the recipe."""
+    import json
+
+    from bench.weight_agreement import LAYER_GROUPS, cheapest_mix, main
+
+    out = tmp_path / "rows.json"
+    assert main(["--model", str(tiny_dir), "--recipe", "int4", "--layers", "8", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    layers = {row["layer"] for row in data["layers"]}
+    assert len(data["layers"]) == len(layers) * len(LAYER_GROUPS) and len(layers) >= 2
+    assert all(row["drift"] > 0 and row["mb_saved"] > 0 for row in data["layers"])
+    assert [row["config"] for row in data["rows"]][-1].startswith("per-layer mix")
+    rows = [{"layer": 0, "group": "v", "drift_per_mb": 3.0, "mb_saved": 1.0},
+            {"layer": 1, "group": "v", "drift_per_mb": 1.0, "mb_saved": 1.0},
+            {"layer": 2, "group": "v", "drift_per_mb": 2.0, "mb_saved": 1.0}]
+    assert cheapest_mix(rows, 1.5) == {(1, "v"), (2, "v")}  # the cheapest first, until the bytes are saved
