@@ -283,7 +283,7 @@ class RowQuantizer:
         from embg.quantize.channel_peaks import largest_channels
 
         kept = largest_channels(self.peaks[weight], self.float_channels)
-        base = f"{x}/{ROW_QUANT_TAG}/float_channels"
+        base = _float_channels_base(x)
         mask = np.ones(self.peaks[weight].size, np.float32)
         mask[kept] = 0.0
         inits = [numpy_helper.from_array(kept, f"{base}/index"), numpy_helper.from_array(mask, f"{base}/mask")]
@@ -381,7 +381,7 @@ class RowQuantizer:
         widened at load: half the bytes, a relative rounding of 2^-11 per weight."""
         name = f"{weight.name}_float_rows"
         if weight.matrix is not None:
-            index = f"{x}/{ROW_QUANT_TAG}/float_channels/index"  # channels_kept_float's initializer
+            index = f"{_float_channels_base(x)}/index"  # channels_kept_float's initializer
             return [], [helper.make_node("Gather", [weight.matrix, index], [name], name=name, axis=0)], name
         if float_rows is None:
             raise ExportError(f"{weight.name}: its input keeps float channels, and no float rows were given")
@@ -389,6 +389,11 @@ class RowQuantizer:
             return [numpy_helper.from_array(float_rows.astype(np.float32), name)], [], name
         stored = numpy_helper.from_array(float_rows.astype(np.float16), f"{name}_fp16")
         return [stored], [helper.make_node("Cast", [stored.name], [name], name=name, to=TensorProto.FLOAT)], name
+
+
+def _float_channels_base(x: str) -> str:
+    """The name prefix of activation ``x``'s float-channel split (its index, mask and two halves)."""
+    return f"{x}/{ROW_QUANT_TAG}/float_channels"
 
 
 @dataclass
