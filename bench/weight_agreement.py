@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from embg.checkpoint.load import load_model
+from embg.model.intermediates import LAYER
 from embg.quantize.calibrate import calibrate_grids
 from embg.quantize.calibration_texts import batches_for, calibration_split
 from embg.quantize.groups import part_of
@@ -89,7 +89,7 @@ class WeightBench:
         return row
 
 
-def all_int4_decoder(recipe: QuantRecipe) -> QuantRecipe:
+def all_int4_decoder() -> QuantRecipe:
     """Every decoder weight GPTQ int4 block 32, the table and head float, float activations."""
     g4 = {"bits": 4, "granularity": "block", "block_size": 32, "algorithm": "gptq"}
     return parse_recipe({"name": "all-int4-decoder", "description": "per-layer sensitivity", "rules": {
@@ -97,7 +97,7 @@ def all_int4_decoder(recipe: QuantRecipe) -> QuantRecipe:
 
 
 def layer_of(name: str) -> int | None:
-    match = re.match(r"layers\.(\d+)\.", name)
+    match = LAYER.match(name)
     return int(match.group(1)) if match else None
 
 
@@ -105,18 +105,23 @@ def layer_group(name: str) -> str | None:
     return next((group for group, parts in LAYER_GROUPS.items() if part_of(name) in parts), None)
 
 
-def layer_sensitivity(model_dir: str, recipe: QuantRecipe, pairs: int) -> tuple[list[dict], dict]:
+def int4_mb_saved(graph: torch.nn.Module, names) -> float:
+    """MB that int4 block 32 saves over int8 per channel on the named weights."""
+    sizes = {name: value.numel() for name, value in graph.state_dict().items()}
+    return sum(sizes[n] for n in names) * INT4_SAVES / 1e6
+
+
+def layer_sensitivity(model_dir: str, pairs: int) -> tuple[list[dict], dict]:
     """(one row per decoder layer and group: drift = mean 1 - cosine with that alone int4, and drift per MB
     saved; the int4 weights) on ``pairs`` pairs."""
     small = WeightBench(model_dir, pairs)
-    int4 = small.weights(all_int4_decoder(recipe))
-    sizes = {name: value.numel() for name, value in small.graph.state_dict().items()}
+    int4 = small.weights(all_int4_decoder())
     rows = []
     for layer in sorted({layer_of(name) for name in int4}):
         for group in LAYER_GROUPS:
             chosen = {n: f for n, f in int4.items() if layer_of(n) == layer and layer_group(n) == group}
             cosine = (small.embed(chosen) * small.reference).sum(axis=1)
-            saved = sum(sizes[n] for n in chosen) * INT4_SAVES / 1e6
+            saved = int4_mb_saved(small.graph, chosen)
             row = {"layer": layer, "group": group, "drift": float(1 - cosine.mean()), "mb_saved": round(saved, 4)}
             row["drift_per_mb"] = row["drift"] / saved
             rows.append(row)
@@ -183,9 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 def measure_layer_mix(bench: WeightBench, model_dir: str, recipe: QuantRecipe, weights: dict, pairs: int) -> list[dict]:
     """--layers: the per-layer scan, then the mix it picks for the bytes the recipe's int4 decoder parts save
     (their other weights int8 per channel, the table and head as the recipe has them), on every pair."""
-    rows, int4 = layer_sensitivity(model_dir, recipe, pairs)
-    sizes = {name: value.numel() for name, value in bench.graph.state_dict().items()}
-    budget = sum(sizes[n] for n in weights if layer_group(n) and recipe.rule(part_of(n)).bits == 4) * INT4_SAVES / 1e6
+    rows, int4 = layer_sensitivity(model_dir, pairs)
+    budget = int4_mb_saved(bench.graph, [n for n in weights if layer_group(n) and recipe.rule(part_of(n)).bits == 4])
     chosen = cheapest_mix(rows, budget)
     mix = {n: (int4[n] if (layer_of(n), layer_group(n)) in chosen else int8_channel) if layer_group(n) else f
            for n, f in weights.items()}
