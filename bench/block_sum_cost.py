@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from embg.export.tflite_target import convert_float
+from embg.quantize.groups import part_of
 from embg.quantize.litert_split import split_activations
 from embg.quantize.negative_scales import BLOCK, BlockSumCorrectedLinear
 from embg.quantize.recipe import load_recipe
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     for label in ("plain", "corrected", "corrected+residual"):
         graph = _Stack(args.layers, label != "plain").eval().requires_grad_(False)
         if label == "corrected+residual":
-            split_activations(graph, None, 0, tuple(SHAPES), set(SHAPES))
+            split_activations(graph, None, 0, tuple(SHAPES), lambda name: part_of(name) in SHAPES)
         runners[label] = _runner(graph, load_recipe("int4-qat"), out, label)
     medians = _time(runners, args.repeats)
     for label, ms in medians.items():

@@ -87,7 +87,7 @@ def recipe_bytes(graph: torch.nn.Module, recipe: QuantRecipe, target: str) -> fl
     for name, value in graph.state_dict().items():
         part = part_of(name) if value.ndim == 2 else None
         if part:
-            total += part_bytes(value.shape[0], value.shape[1], recipe.rule(part), target)
+            total += part_bytes(value.shape[0], value.shape[1], recipe.rule_for(name), target)
     return total
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from embg.errors import EmbgError
-from embg.quantize.groups import NEVER_QUANTIZED
+from embg.quantize.groups import NEVER_QUANTIZED, part_of
 from embg.quantize.litert_split import SplitActivationLinear, split_activations, xnnpack_int8_rows
 from embg.quantize.recipe import load_recipe, parse_recipe
 from embg.quantize.simulate import int8_channel, int8_rows
@@ -124,7 +124,8 @@ def test_split_activations_replaces_only_quantized_decoder_layers():
     x = torch.randn(3, 8)
     before = graph(x)
     peaks = {"layers.0.mlp.up_proj.weight": np.arange(8.0), "layers.0.mlp.down_proj.weight": np.arange(12.0)}
-    summary = split_activations(graph, peaks, 2, ("down_proj",), {"up_proj", "down_proj", "head"})
+    summary = split_activations(graph, peaks, 2, ("down_proj",),
+                                lambda name: part_of(name) in {"up_proj", "down_proj", "head"})
     assert summary["layers_with_float_channels"] == 2 and summary["layers_with_residual_pass"] == 1
     assert summary["float_channel_bytes"] == (12 * 2 + 8 * 2) * 4
     assert isinstance(graph.layers[0].mlp.down_proj, SplitActivationLinear)
@@ -141,7 +142,7 @@ def test_split_activations_replaces_only_quantized_decoder_layers():
                                                                   "layers.0.mlp.down_proj.weight"}
     # a part the recipe keeps float is left alone
     fresh = _Decoder()
-    assert split_activations(fresh, peaks, 2, (), {"up_proj"})["layers_with_float_channels"] == 1
+    assert split_activations(fresh, peaks, 2, (), lambda name: part_of(name) == "up_proj")["layers_with_float_channels"] == 1
     assert isinstance(fresh.layers[0].mlp.down_proj, torch.nn.Linear)
 
 

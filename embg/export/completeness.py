@@ -41,7 +41,7 @@ def required_weights(graph: torch.nn.Module, recipe: QuantRecipe) -> dict[str, s
         if part is None:
             raise ExportError(f"weight {name} {tuple(value.shape)} belongs to no recipe group, so no recipe can say "
                               "how to store it; add it to embg/quantize/groups.py")
-        if recipe.rule(part).is_integer:  # fp16 (bits 16) is a float store; a recipe may split a group into parts
+        if recipe.rule_for(name).is_integer:  # fp16 (bits 16) is a float store; a recipe may split a group into parts
             required[name] = GROUP_OF_PART[part]
     return required
 

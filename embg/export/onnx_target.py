@@ -164,7 +164,7 @@ class OnnxTarget(ExportTarget):
             from embg.export.onnx_fp16 import check_fp16_compute
 
             quant["fp16"] = check_fp16_compute(model)
-        elif any(not rule.is_float for rule in job.recipe.rules.values()):
+        elif any(not rule.is_float for rule in job.recipe.all_rules()):
             from embg.quantize.channel_peaks import float_channel_peaks
 
             peaks = float_channel_peaks(job, job.recipe.float_channels_on(self.name))

@@ -68,6 +68,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         check_not_over_model(Path(request.out), resolved.directory)
     model = load_resolved(resolved)
     recipe = request.recipe
+    check_layers_named(recipe, int(model.spec.config["num_hidden_layers"]))
     if options.auto_qat and not recipe.uses_qat_grid:
         from embg.quantize.qat import detect_qat_recipe
 
@@ -171,6 +172,14 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         Manifest(manifest).write(bundle)
     progress(f"bundle ready: {out}")
     return out
+
+
+def check_layers_named(recipe: QuantRecipe, layer_count: int) -> None:
+    """A recipe's ``layer_rules`` must name layers the model has (a typo would silently change nothing)."""
+    missing = sorted(layer for layer in recipe.layers_named() if layer >= layer_count)
+    if missing:
+        raise ExportError(f"recipe {recipe.name}: layer_rules name layer(s) {missing}, and this model has "
+                          f"{layer_count} decoder layers (0-{layer_count - 1}); fix the recipe's layer ranges")
 
 
 def calibrate(recipe: QuantRecipe, model, graph, options: ExportOptions, grids: dict[str, Any] | None,

@@ -120,12 +120,11 @@ class TfliteTarget(ExportTarget):
         if recipe.is_float or recipe.is_fp16 or not (count or passes):
             return None
         from embg.quantize.channel_peaks import float_channel_peaks
-        from embg.quantize.groups import GROUP_OF_PART
         from embg.quantize.litert_split import split_activations
 
         peaks = float_channel_peaks(job, count)
-        quantized = {part for part in GROUP_OF_PART if recipe.rule(part).is_integer}
-        split = split_activations(job.graph, peaks, count, passes, quantized, job.grids)
+        split = split_activations(job.graph, peaks, count, passes, lambda name: recipe.rule_for(name).is_integer,
+                                  job.grids)
         said = []
         if count:
             said.append(f"{split['layers_with_float_channels']} layers keep {count} input channels float "

@@ -37,8 +37,8 @@ def calibrated_weights(graph: torch.nn.Module, recipe: QuantRecipe) -> dict[str,
     plan = {}
     for name, value in graph.state_dict().items():
         part = part_of(name) if value.ndim == 2 else None
-        if part is not None and recipe.rule(part).algorithm in CALIBRATED_ALGORITHMS:
-            rule = recipe.rule(part)
+        rule = recipe.rule_for(name) if part is not None else None
+        if rule is not None and rule.algorithm in CALIBRATED_ALGORITHMS:
             plan[name] = (rule.algorithm, int(rule.block_size))
     return plan
 
@@ -50,7 +50,7 @@ def calibrate_grids(graph: EmbeddingGemmaGraph, recipe: QuantRecipe, batches: li
     from embg.quantize import calibration_cache
 
     plan = calibrated_weights(graph, recipe)
-    key = calibration_cache.cache_key(graph, recipe.to_dict()["rules"], batches)
+    key = calibration_cache.cache_key(graph, recipe.weight_rules(), batches)
     cached = calibration_cache.load(key)
     if cached is not None:
         progress("calibrated grids found in the calibration cache (same weights, recipe, texts and code)")

@@ -40,6 +40,9 @@ GROUP_OF_PART: dict[str, str] = {part: group for group, parts in GROUP_PARTS.ite
 CORRECTION = "block_sum_correction"
 FLOAT_CHANNEL_WEIGHT = "float_channel_weight"
 NEVER_QUANTIZED = re.compile(rf"\.(?:{CORRECTION}|{FLOAT_CHANNEL_WEIGHT})$")
+# the decoder layer in a weight's path (torch, ONNX initializer and LiteRT-planned names all keep it)
+LAYER_INDEX = re.compile(r"(?:^|[._/])layers[._](\d+)(?=[._/]|$)")
+LAYERED_PARTS = tuple(part for group in ("attention", "projections", "feed_forward") for part in GROUP_PARTS[group])
 
 
 def part_of(name: str) -> str | None:
@@ -51,6 +54,12 @@ def part_of(name: str) -> str | None:
     if len(matches) > 1:
         raise ValueError(f"weight {name!r} matches several groups: {matches}")
     return matches[0] if matches else None
+
+
+def layer_of(name: str) -> int | None:
+    """The decoder layer index in a weight name, or None outside the decoder layers (table, head)."""
+    match = LAYER_INDEX.search(name)
+    return int(match.group(1)) if match else None
 
 
 def group_of(name: str) -> str | None:

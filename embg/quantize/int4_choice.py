@@ -14,18 +14,21 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from embg.quantize.recipe import CALIBRATED_ALGORITHMS, QuantRecipe
+from embg.quantize.recipe import CALIBRATED_ALGORITHMS, GroupRule, QuantRecipe
 from embg.quantize.calibration_texts import Batch
 from embg.quantize.simulate import outputs_with, recipe_weights
 
 
 def minmax_counterpart(recipe: QuantRecipe) -> QuantRecipe:
     """``recipe`` with every calibrated rule turned into min-max (same bits, same blocks, same size)."""
-    rules = {key: replace(rule, algorithm="min-max") if rule.algorithm in CALIBRATED_ALGORITHMS else rule
-             for key, rule in recipe.rules.items()}
+    def minmax(rules: dict[str, GroupRule]) -> dict[str, GroupRule]:
+        return {key: replace(rule, algorithm="min-max") if rule.algorithm in CALIBRATED_ALGORITHMS else rule
+                for key, rule in rules.items()}
+
+    layer_rules = tuple(replace(entry, rules=minmax(entry.rules)) for entry in recipe.layer_rules)
     # every other field (float channels, residual passes, ...) carried over: only the scales differ
-    return replace(recipe, name=f"{recipe.name}-minmax",
-                   description=f"{recipe.description} (min-max scales, no calibration)", rules=rules)
+    return replace(recipe, name=f"{recipe.name}-minmax", description=f"{recipe.description} (min-max scales, "
+                   "no calibration)", rules=minmax(recipe.rules), layer_rules=layer_rules)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ checkpoint in docs/onnx-int8.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -94,9 +95,9 @@ class SplitActivationLinear(nn.Module):
 
 
 def split_activations(graph: nn.Module, peaks: dict[str, np.ndarray] | None, float_channels: int,
-                      residual_parts: tuple[str, ...], quantized_parts: set[str],
+                      residual_parts: tuple[str, ...], is_quantized: Callable[[str], bool],
                       grids: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Replace, in place, each decoder linear layer of ``quantized_parts`` whose input gets float channels
+    """Replace, in place, each quantized (``is_quantized(weight name)``) decoder linear layer whose input gets float channels
     (calibrated ``peaks`` by weight name) or a residual pass. Returns what was split, for the manifest."""
     from embg.quantize.channel_peaks import largest_channels
 
@@ -105,7 +106,7 @@ def split_activations(graph: nn.Module, peaks: dict[str, np.ndarray] | None, flo
         weight_name = f"{name}.weight"
         linear = isinstance(module, (nn.Linear, BlockSumCorrectedLinear))
         part = part_of(weight_name) if linear else None
-        if part not in quantized_parts or part == "head":
+        if part is None or part == "head" or not is_quantized(weight_name):
             continue
         kept = (largest_channels(peaks[weight_name], float_channels)
                 if float_channels and peaks and weight_name in peaks else None)

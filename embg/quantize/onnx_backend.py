@@ -77,7 +77,7 @@ def plan_quantization(model: onnx.ModelProto, recipe: QuantRecipe, web_compatibl
         part = part_of(weight)
         if part is None:
             raise ExportError(f"ONNX weight {weight!r} (node {node_name}) belongs to no recipe group")
-        group, rule = recipe.rule_key(part), recipe.rule(part)
+        group, rule = recipe.rule_key_for(weight), recipe.rule_for(weight)
         if rule.is_float:
             continue
         if op_type == "Gather" and rule.bits == 4 and web_compatible:

@@ -43,10 +43,10 @@ def recover_grids(state_dict: dict[str, torch.Tensor], recipe: QuantRecipe, forc
                                                             "max_error_in_scales": 0.0})
     for name, weight in state_dict.items():
         part = part_of(name)
-        if weight.ndim != 2 or part is None or recipe.rule(part).algorithm != "qat-grid":
+        if weight.ndim != 2 or part is None or recipe.rule_for(name).algorithm != "qat-grid":
             continue
         group = recipe.rule_key(part)
-        grid = grid_for_bits(recipe.rule(part).bits)
+        grid = grid_for_bits(recipe.rule_for(name).bits)
         fit = grid.fit(weight)
         entry = stats[group]
         entry["grid"] = grid.name

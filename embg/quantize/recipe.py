@@ -31,6 +31,13 @@ embeddings change with what else is in the batch; kept for recipes that ask for 
 dynamic-range kernels quantize per row either way. fp16 activations come only with bits 16 on
 the fp16-safe graph (below); there is no ``activations`` value for them.
 
+Optional top-level ``"layer_rules": {"0-10": {"down_proj": rule, ...}, "16,21-23": {...}}``: rules that
+replace the recipe's own for the decoder layers listed (indices from 0, ranges ``a-b``, commas). Keys are
+decoder parts or groups (attention, projections, feed_forward); a layer and part covered by two entries
+is an error, so no precedence is ever implied. For spending a size budget where the layers need it: the
+real checkpoint's late layers cost far more at int4 than its early ones (bench/weight_agreement.py
+``--layers``). No bits 16 there (fp16 is every weight at once).
+
 Optional top-level ``"smoothing": {"alpha": a}`` (0 < a <= 1): SmoothQuant-style scales folded
 into the graph before export (embg/quantize/smoothing.py); the fp32 function is unchanged.
 
@@ -82,7 +89,7 @@ from pathlib import Path
 from typing import Any
 
 from embg.errors import EmbgError
-from embg.quantize.groups import GROUP_OF_PART, GROUP_PARTS
+from embg.quantize.groups import GROUP_OF_PART, GROUP_PARTS, LAYERED_PARTS, layer_of, part_of
 
 GROUPS = tuple(GROUP_PARTS)
 BITS = (32, 16, 8, 4)
@@ -97,8 +104,9 @@ ACTIVATION_TEXT = {"fp32": "float activations", PER_ROW: "dynamic int8 activatio
                    "dynamic_int8": "dynamic int8 activations per tensor"}
 BITS_TO_PRESET = {32: "fp32", 16: "fp16", 8: "int8", 4: "int4"}
 RULE_FIELDS = {"bits", "granularity", "block_size", "algorithm", "activations"}
-RECIPE_FIELDS = {"name", "description", "activations", "rules", "smoothing", "attention_products", "fp16_safe",
-                 "float_channels", "float_channel_rows", "residual_pass"}
+RECIPE_FIELDS = {"name", "description", "activations", "rules", "layer_rules", "smoothing", "attention_products",
+                 "fp16_safe", "float_channels", "float_channel_rows", "residual_pass"}
+LAYERED_GROUPS = tuple(dict.fromkeys(GROUP_OF_PART[part] for part in LAYERED_PARTS))  # attention, projections, ...
 FLOAT_ROW_DTYPES = ("float32", "float16")
 MAX_FLOAT_CHANNELS = 128
 ATTENTION_PRODUCTS = ("fp32", "int8")
@@ -156,6 +164,18 @@ ALGORITHM_TEXT = {"min-max": "min-max", "qat-grid": "exact QAT grid", "gptq": "G
 
 
 @dataclass(frozen=True)
+class LayerRules:
+    """One ``layer_rules`` entry: rules replacing the recipe's for the listed decoder layers."""
+    spec: str  # the layers as written ("0,3-5")
+    layers: frozenset[int]
+    rules: dict[str, GroupRule]  # decoder part or group -> rule
+
+    def key_for(self, part: str) -> str | None:
+        """The key of this entry's rule for ``part``, or None when the entry leaves the part alone."""
+        return next((key for key in (part, GROUP_OF_PART[part]) if key in self.rules), None)
+
+
+@dataclass(frozen=True)
 class QuantRecipe:
     name: str
     description: str
@@ -168,6 +188,7 @@ class QuantRecipe:
     float_channel_rows: str = "float32"  # ONNX: dtype of the stored float-channel rows of non-grid weights
     residual_pass: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> parts whose int8
     # activations get a second pass on their rounding residual; a target not named gives none
+    layer_rules: tuple[LayerRules, ...] = ()  # per-layer replacements of ``rules`` (no layer in two for a part)
 
     def float_channels_on(self, target: str) -> int:
         """How many input channels of each per-row int8 activation ``target`` keeps float."""
@@ -188,29 +209,74 @@ class QuantRecipe:
         raise KeyError(f"recipe {self.name} has no rule covering {part!r} (its group is split into parts)")
 
     def rule(self, part: str) -> GroupRule:
-        """The rule for a weight's part (``q_proj``, ``embedding``, ...) or for an unsplit group."""
+        """The recipe-wide rule for a weight's part (``q_proj``, ``embedding``, ...) or for an unsplit group;
+        a weight's own rule, which ``layer_rules`` may replace, is ``rule_for(name)``."""
         return self.rules[self.rule_key(part)]
+
+    def rule_key_for(self, name: str) -> str:
+        """The key of the rule governing weight ``name``: ``layers 16-23 gate_proj`` when a ``layer_rules``
+        entry covers its layer and part, else the recipe-wide key (``rule_key``)."""
+        part = self._part(name)
+        entry = self._layer_entry(name, part)
+        return f"layers {entry.spec} {entry.key_for(part)}" if entry else self.rule_key(part)
+
+    def rule_for(self, name: str) -> GroupRule:
+        """The rule for the weight called ``name`` (a torch, ONNX or planned LiteRT parameter path)."""
+        part = self._part(name)
+        entry = self._layer_entry(name, part)
+        return entry.rules[entry.key_for(part)] if entry else self.rule(part)
+
+    def _part(self, name: str) -> str:
+        part = part_of(name)
+        if part is None:
+            raise KeyError(f"weight {name!r} belongs to no recipe group")
+        return part
+
+    def _layer_entry(self, name: str, part: str) -> LayerRules | None:
+        layer = layer_of(name) if self.layer_rules and part in LAYERED_PARTS else None
+        if layer is None:
+            return None
+        return next((entry for entry in self.layer_rules if layer in entry.layers and entry.key_for(part)), None)
+
+    def all_rules(self) -> list[GroupRule]:
+        """Every rule the recipe can apply: recipe-wide and per-layer."""
+        return [*self.rules.values(), *(rule for entry in self.layer_rules for rule in entry.rules.values())]
+
+    def layers_named(self) -> set[int]:
+        """The decoder layer indices ``layer_rules`` names (checked against the model at export)."""
+        return set().union(*(entry.layers for entry in self.layer_rules))
 
     @property
     def is_float(self) -> bool:
-        return all(rule.is_float for rule in self.rules.values()) and self.attention_products == "fp32"
+        return all(rule.is_float for rule in self.all_rules()) and self.attention_products == "fp32"
 
     @property
     def is_fp16(self) -> bool:
         """fp16 weights and activations (every group at bits 16, on the fp16-safe graph)."""
-        return all(rule.bits == 16 for rule in self.rules.values())
+        return all(rule.bits == 16 for rule in self.all_rules())
 
     @property
     def uses_qat_grid(self) -> bool:
-        return any(rule.algorithm == "qat-grid" for rule in self.rules.values())
+        return any(rule.algorithm == "qat-grid" for rule in self.all_rules())
 
     @property
     def is_calibrated(self) -> bool:
-        return any(rule.algorithm in CALIBRATED_ALGORITHMS for rule in self.rules.values())
+        return any(rule.algorithm in CALIBRATED_ALGORITHMS for rule in self.all_rules())
+
+    def weight_rules(self) -> dict[str, Any]:
+        """What decides each weight's storage, as the recipe file writes it (the calibration cache's key)."""
+        rules: dict[str, Any] = {g: r.to_dict() for g, r in self.rules.items()}
+        if self.layer_rules:
+            rules["layer_rules"] = {entry.spec: {key: rule.to_dict() for key, rule in entry.rules.items()}
+                                    for entry in self.layer_rules}
+        return rules
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"name": self.name, "description": self.description,
-                "rules": {g: r.to_dict() for g, r in self.rules.items()}}
+        rules = self.weight_rules()
+        layer_rules = rules.pop("layer_rules", None)
+        data = {"name": self.name, "description": self.description, "rules": rules}
+        if layer_rules:
+            data["layer_rules"] = layer_rules
         if self.smoothing:
             data["smoothing"] = dict(self.smoothing)
         if self.attention_products != "fp32":
@@ -232,6 +298,8 @@ class QuantRecipe:
     def summary(self) -> str:
         lines = [f"recipe {self.name}: {self.description}"]
         lines += [f"  {key:<13} {rule.describe()}" for key, rule in self.rules.items()]
+        for entry in self.layer_rules:
+            lines += [f"  layers {entry.spec}: {key} {rule.describe()}" for key, rule in entry.rules.items()]
         if self.smoothing:
             lines.append(f"  smoothing     SmoothQuant scales folded into norms/weights, alpha {self.smoothing['alpha']}")
         if self.attention_products != "fp32":
@@ -309,7 +377,9 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
         raise EmbgError(f"{where}: 'rules' must map each group to a rule")
     keys = _rule_keys(rules_raw, where)
     rules = {key: _parse_rule(key, rules_raw[key], activations, where) for key in keys}
-    smoothing = _parse_smoothing(data.get("smoothing"), rules, where)
+    layer_rules = _parse_layer_rules(data.get("layer_rules", {}), activations, where)
+    every_rule = {**rules, **{f"layers {e.spec} {k}": r for e in layer_rules for k, r in e.rules.items()}}
+    smoothing = _parse_smoothing(data.get("smoothing"), every_rule, where)
     products = data.get("attention_products", "fp32")
     if products not in ATTENTION_PRODUCTS:
         raise EmbgError(f"{where}: attention_products must be one of {list(ATTENTION_PRODUCTS)}, got {products!r}")
@@ -319,6 +389,7 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
                         "(an fp16 graph keeps its attention products in fp16)")
     float_channels = _parse_float_channels(data.get("float_channels", 0), rules, where)
     residual_pass = _parse_residual_pass(data.get("residual_pass", []), rules, where)
+    _check_layer_residual_pass(layer_rules, residual_pass, where)
     row_dtype = data.get("float_channel_rows", "float32")
     if row_dtype not in FLOAT_ROW_DTYPES:
         raise EmbgError(f"{where}: float_channel_rows must be one of {list(FLOAT_ROW_DTYPES)}, got {row_dtype!r}")
@@ -327,7 +398,61 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
                         "keeps no float channels on onnx")
     return QuantRecipe(name, str(data.get("description", "")), rules, smoothing,
                        attention_products=products, fp16_safe=fp16_safe, float_channels=float_channels,
-                       float_channel_rows=row_dtype, residual_pass=residual_pass)
+                       float_channel_rows=row_dtype, residual_pass=residual_pass, layer_rules=layer_rules)
+
+
+def _parse_layer_rules(raw: Any, default_activations: str, where: str) -> tuple[LayerRules, ...]:
+    if not isinstance(raw, dict):
+        raise EmbgError(f"{where}: layer_rules must map decoder layers such as \"16-23\" to rules "
+                        "(e.g. {\"16-23\": {\"down_proj\": {\"bits\": 8, \"granularity\": \"channel\"}}})")
+    allowed = (*LAYERED_GROUPS, *LAYERED_PARTS)
+    entries, covered = [], {}
+    for spec, rules_raw in raw.items():
+        at = f"{where}: layer_rules {spec!r}"
+        layers = _parse_layers(spec, at)
+        if not isinstance(rules_raw, dict) or not rules_raw:
+            raise EmbgError(f"{at} must map decoder parts or groups to rules")
+        unknown = set(rules_raw) - set(allowed)
+        if unknown:
+            raise EmbgError(f"{at}: {sorted(unknown)} are not decoder parts or groups; use {', '.join(allowed)}")
+        rules = {key: _parse_rule(key, value, default_activations, at) for key, value in rules_raw.items()}
+        for key, rule in rules.items():
+            if rule.bits == 16:
+                raise EmbgError(f"{at}: {key}.bits 16 is for every weight at once (the fp16 preset), not per layer")
+            for part in GROUP_PARTS.get(key, (key,)):
+                for layer in layers:
+                    if (layer, part) in covered:
+                        raise EmbgError(f"{at}: layer {layer}'s {part} already has a rule from {covered[layer, part]!r}; "
+                                        "give each layer and part one rule")
+                    covered[layer, part] = spec
+        entries.append(LayerRules(spec, frozenset(layers), rules))
+    return tuple(entries)
+
+
+def _parse_layers(spec: str, at: str) -> list[int]:
+    """\"0,3-5\" -> [0, 3, 4, 5]."""
+    layers: list[int] = []
+    for piece in spec.split(","):
+        low, _, high = piece.strip().partition("-")
+        if not low.isdigit() or (high and not high.isdigit()) or (high and int(high) < int(low)):
+            raise EmbgError(f"{at}: layers must be indices from 0 and ranges such as \"0,3-5,16-23\"")
+        layers.extend(range(int(low), int(high or low) + 1))
+    if len(set(layers)) != len(layers):
+        raise EmbgError(f"{at}: a layer is listed twice")
+    return layers
+
+
+def _check_layer_residual_pass(layer_rules: tuple[LayerRules, ...], residual_pass: dict[str, tuple[str, ...]],
+                               where: str) -> None:
+    """A part given a residual pass keeps integer weights with per-row (or fp32) activations in every layer."""
+    parts = {part for target_parts in residual_pass.values() for part in target_parts}
+    for entry in layer_rules:
+        for part in sorted(parts):
+            key = entry.key_for(part)
+            rule = entry.rules[key] if key else None
+            if rule and (not rule.is_integer or rule.activations not in (PER_ROW, "fp32")):
+                raise EmbgError(f"{where}: layer_rules {entry.spec!r}: residual_pass {part!r} needs integer weights "
+                                f"with {PER_ROW} (or fp32) activations in its rule ({key})")
 
 
 def _parse_float_channels(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, int]:

@@ -63,7 +63,7 @@ def recipe_weights(graph: torch.nn.Module, recipe, grids: dict) -> dict[str, Cal
     replacements: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
     for name, value in graph.state_dict().items():
         part = part_of(name) if value.ndim == 2 else None
-        rule = recipe.rule(part) if part else None
+        rule = recipe.rule_for(name) if part else None
         if rule is None or not rule.is_integer:  # float32 and fp16 rules: not simulated as integers
             continue
         if name in grids:

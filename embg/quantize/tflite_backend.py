@@ -93,8 +93,8 @@ def plan_quantization(model, graph: torch.nn.Module, recipe: QuantRecipe) -> Tfl
             raise ExportError(f"LiteRT weight {use.tensor_name!r} matches no graph parameter; cannot plan quantization")
         plan.param_of_tensor[(use.subgraph, use.tensor_index)] = param
         part = part_of(param)
-        group = recipe.rule_key(part) if part else None
-        rule = recipe.rule(part) if part else GroupRule()
+        group = recipe.rule_key_for(param) if part else None
+        rule = recipe.rule_for(param) if part else GroupRule()
         if rule.is_float:
             continue
         rule, note = litert_rule(use.op, rule)
