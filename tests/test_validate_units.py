@@ -105,6 +105,10 @@ def test_threshold_class_from_recipe_rules():
     assert threshold_class(recipe_for_bits(32).to_dict()) == "fp32"
     assert threshold_class(recipe_for_bits(8).to_dict()) == "int8"
     assert threshold_class(recipe_for_bits(4).to_dict()) == "int4"
+    # int4 only in some layers: the int4 limits apply
+    layered = {**recipe_for_bits(8).to_dict(), "layer_rules": {"0-3": {"down_proj": {
+        "bits": 4, "granularity": "block", "block_size": 32, "algorithm": "gptq"}}}}
+    assert threshold_class(layered) == "int4"
     # one table, same metrics for every class, stricter for wider types
     assert set(THRESHOLDS["fp32"]) == set(THRESHOLDS["int8"]) == set(THRESHOLDS["int4"])
     assert THRESHOLDS["fp32"]["cosine_min"][1] > THRESHOLDS["int8"]["cosine_min"][1] > THRESHOLDS["int4"]["cosine_min"][1]

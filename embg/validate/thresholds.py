@@ -86,7 +86,9 @@ OPERATORS = {
 
 def threshold_class(recipe: dict[str, Any]) -> str:
     """The class whose limits apply to a manifest's recipe dict."""
-    bits = [int(rule.get("bits", 32)) for rule in (recipe.get("rules") or {}).values()]
+    rules = list((recipe.get("rules") or {}).values())
+    rules += [rule for layer in (recipe.get("layer_rules") or {}).values() for rule in layer.values()]
+    bits = [int(rule.get("bits", 32)) for rule in rules]
     narrowest = min(bits, default=32)
     return BITS_TO_CLASS.get(narrowest, "int4" if narrowest < 8 else "fp32")
 
