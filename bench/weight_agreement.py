@@ -12,7 +12,8 @@ Weight-only: the run-time int8 activations are bench/activation_sensitivity.py's
 * ``--parts``: each part's quantized weights alone (the others float), to see which part costs most,
   and every part but the embedding (the ceiling of any change to the table alone);
 * ``--variant``: a JSON object {label: {rule key: rule, ...}}; each entry replaces those rules of the
-  recipe, is calibrated, and measured (e.g. the decoder's GPTQ at block 64);
+  recipe (a ``"layer_rules"`` key: its per-layer rules), is calibrated, and measured (e.g. the decoder's
+  GPTQ at block 64);
 * ``--layers N``: each decoder layer's parts at int4 (GPTQ block 32, one layer and part group at a time,
   the rest float) on N evenly spaced pairs, ranked by embedding drift per byte int4 saves over int8;
   then the per-layer int4/int8 mix that drift ranking picks for the bytes the recipe's int4 decoder
@@ -141,9 +142,14 @@ def cheapest_mix(rows: list[dict], budget_mb: float) -> set[tuple[int, str]]:
 
 
 def with_rules(recipe: QuantRecipe, rules: dict, label: str) -> QuantRecipe:
+    """``recipe`` with ``rules`` replacing its rules of the same keys; a ``layer_rules`` key replaces its
+    per-layer rules."""
     data = copy.deepcopy(recipe.to_dict())
     data["name"] = "variant"
     data["description"] = label
+    rules = dict(rules)
+    if "layer_rules" in rules:
+        data["layer_rules"] = rules.pop("layer_rules")
     data["rules"].update(rules)
     return parse_recipe(data, where=f"variant {label!r}")
 
@@ -154,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default="int4", help="preset name or recipe .json (default int4)")
     parser.add_argument("--parts", action="store_true", help="also each part's weights alone")
     parser.add_argument("--variant", action="append", type=Path, default=[],
-                        help="JSON {label: {rule key: rule}}: recipe variants to calibrate and measure")
+                        help="JSON {label: {rule key: rule}}: recipe variants to calibrate and measure "
+                             "(a \"layer_rules\" key replaces the per-layer rules)")
     parser.add_argument("--layers", type=int, metavar="PAIRS",
                         help="each decoder layer's int4 groups alone on PAIRS pairs, then the per-layer mix")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")

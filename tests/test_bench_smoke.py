@@ -113,6 +113,10 @@ def test_weight_agreement_measures_parts_and_variants(tmp_path, tiny_dir):
     assert 0 < every["top10_agreement"] < alone["top10_agreement"] < 1.0  # one part costs less than all
     wider = with_rules(recipe, {"projections": {"bits": 8, "granularity": "channel"}}, "o_proj int8")
     assert wider.rule("o_proj").bits == 8 and wider.rule("q_proj").bits == 4
+    late = with_rules(recipe, {"layer_rules": {"1": {"projections": {"bits": 8, "granularity": "channel"}}}},
+                      "layer 1 o_proj int8")
+    assert late.rule_for("layers.1.self_attn.o_proj.weight").bits == 8
+    assert late.rule_for("layers.0.self_attn.o_proj.weight").bits == 4
 
 
 def test_weight_agreement_parts_include_all_but_the_embedding(tmp_path, tiny_dir):
