@@ -35,10 +35,9 @@ import numpy as np
 import torch
 
 from embg.checkpoint.load import load_model
-from embg.model.intermediates import LAYER
 from embg.quantize.calibrate import calibrate_grids
 from embg.quantize.calibration_texts import batches_for, calibration_split
-from embg.quantize.groups import part_of
+from embg.quantize.groups import layer_of, part_of
 from embg.quantize.recipe import QuantRecipe, load_recipe, parse_recipe
 from embg.quantize.simulate import int8_channel, outputs_with, recipe_weights
 from embg.textdata.sets import TEXT_SETS
@@ -95,11 +94,6 @@ def all_int4_decoder() -> QuantRecipe:
     g4 = {"bits": 4, "granularity": "block", "block_size": 32, "algorithm": "gptq"}
     return parse_recipe({"name": "all-int4-decoder", "description": "per-layer sensitivity", "rules": {
         "embedding": {"bits": 32}, "attention": g4, "projections": g4, "feed_forward": g4, "head": {"bits": 32}}})
-
-
-def layer_of(name: str) -> int | None:
-    match = LAYER.match(name)
-    return int(match.group(1)) if match else None
 
 
 def layer_group(name: str) -> str | None:

@@ -97,8 +97,9 @@ class SplitActivationLinear(nn.Module):
 def split_activations(graph: nn.Module, peaks: dict[str, np.ndarray] | None, float_channels: int,
                       residual_parts: tuple[str, ...], is_quantized: Callable[[str], bool],
                       grids: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Replace, in place, each quantized (``is_quantized(weight name)``) decoder linear layer whose input gets float channels
-    (calibrated ``peaks`` by weight name) or a residual pass. Returns what was split, for the manifest."""
+    """Replace, in place, each quantized decoder linear layer (``is_quantized(weight name)``) whose input gets
+    float channels (calibrated ``peaks`` by weight name) or a residual pass. Returns what was split, for the
+    manifest."""
     from embg.quantize.channel_peaks import largest_channels
 
     split, residual, extra = 0, 0, 0

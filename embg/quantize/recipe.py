@@ -422,8 +422,8 @@ def _parse_layer_rules(raw: Any, default_activations: str, where: str) -> tuple[
             for part in GROUP_PARTS.get(key, (key,)):
                 for layer in layers:
                     if (layer, part) in covered:
-                        raise EmbgError(f"{at}: layer {layer}'s {part} already has a rule from {covered[layer, part]!r}; "
-                                        "give each layer and part one rule")
+                        raise EmbgError(f"{at}: layer {layer}'s {part} already has a rule from "
+                                        f"{covered[layer, part]!r}; give each layer and part one rule")
                     covered[layer, part] = spec
         entries.append(LayerRules(spec, frozenset(layers), rules))
     return tuple(entries)
