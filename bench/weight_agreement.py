@@ -190,7 +190,7 @@ def measure_layer_mix(bench: WeightBench, model_dir: str, recipe: QuantRecipe, w
     """--layers: the per-layer scan, then the mix it picks for the bytes the recipe's int4 decoder parts save
     (their other weights int8 per channel, the table and head as the recipe has them), on every pair."""
     rows, int4 = layer_sensitivity(model_dir, pairs)
-    budget = int4_mb_saved(bench.graph, [n for n in weights if layer_group(n) and recipe.rule(part_of(n)).bits == 4])
+    budget = int4_mb_saved(bench.graph, [n for n in weights if layer_group(n) and recipe.rule_for(n).bits == 4])
     chosen = cheapest_mix(rows, budget)
     mix = {n: (int4[n] if (layer_of(n), layer_group(n)) in chosen else int8_channel) if layer_group(n) else f
            for n, f in weights.items()}

@@ -42,7 +42,8 @@ FLOAT_CHANNEL_WEIGHT = "float_channel_weight"
 NEVER_QUANTIZED = re.compile(rf"\.(?:{CORRECTION}|{FLOAT_CHANNEL_WEIGHT})$")
 # the decoder layer in a weight's path (torch, ONNX initializer and LiteRT-planned names all keep it)
 LAYER_INDEX = re.compile(r"(?:^|[._/])layers[._](\d+)(?=[._/]|$)")
-LAYERED_PARTS = tuple(part for group in ("attention", "projections", "feed_forward") for part in GROUP_PARTS[group])
+LAYERED_GROUPS = ("attention", "projections", "feed_forward")  # the groups inside each decoder layer
+LAYERED_PARTS = tuple(part for group in LAYERED_GROUPS for part in GROUP_PARTS[group])
 
 
 def part_of(name: str) -> str | None:

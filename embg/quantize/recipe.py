@@ -89,7 +89,7 @@ from pathlib import Path
 from typing import Any
 
 from embg.errors import EmbgError
-from embg.quantize.groups import GROUP_OF_PART, GROUP_PARTS, LAYERED_PARTS, layer_of, part_of
+from embg.quantize.groups import GROUP_OF_PART, GROUP_PARTS, LAYERED_GROUPS, LAYERED_PARTS, layer_of, part_of
 
 GROUPS = tuple(GROUP_PARTS)
 BITS = (32, 16, 8, 4)
@@ -106,7 +106,6 @@ BITS_TO_PRESET = {32: "fp32", 16: "fp16", 8: "int8", 4: "int4"}
 RULE_FIELDS = {"bits", "granularity", "block_size", "algorithm", "activations"}
 RECIPE_FIELDS = {"name", "description", "activations", "rules", "layer_rules", "smoothing", "attention_products",
                  "fp16_safe", "float_channels", "float_channel_rows", "residual_pass"}
-LAYERED_GROUPS = tuple(dict.fromkeys(GROUP_OF_PART[part] for part in LAYERED_PARTS))  # attention, projections, ...
 FLOAT_ROW_DTYPES = ("float32", "float16")
 MAX_FLOAT_CHANNELS = 128
 ATTENTION_PRODUCTS = ("fp32", "int8")
@@ -263,20 +262,21 @@ class QuantRecipe:
     def is_calibrated(self) -> bool:
         return any(rule.algorithm in CALIBRATED_ALGORITHMS for rule in self.all_rules())
 
+    def _layer_rules_dict(self) -> dict[str, Any]:
+        return {entry.spec: {key: rule.to_dict() for key, rule in entry.rules.items()} for entry in self.layer_rules}
+
     def weight_rules(self) -> dict[str, Any]:
         """What decides each weight's storage, as the recipe file writes it (the calibration cache's key)."""
         rules: dict[str, Any] = {g: r.to_dict() for g, r in self.rules.items()}
         if self.layer_rules:
-            rules["layer_rules"] = {entry.spec: {key: rule.to_dict() for key, rule in entry.rules.items()}
-                                    for entry in self.layer_rules}
+            rules["layer_rules"] = self._layer_rules_dict()
         return rules
 
     def to_dict(self) -> dict[str, Any]:
-        rules = self.weight_rules()
-        layer_rules = rules.pop("layer_rules", None)
-        data = {"name": self.name, "description": self.description, "rules": rules}
-        if layer_rules:
-            data["layer_rules"] = layer_rules
+        data = {"name": self.name, "description": self.description,
+                "rules": {g: r.to_dict() for g, r in self.rules.items()}}
+        if self.layer_rules:
+            data["layer_rules"] = self._layer_rules_dict()
         if self.smoothing:
             data["smoothing"] = dict(self.smoothing)
         if self.attention_products != "fp32":
@@ -444,15 +444,13 @@ def _parse_layers(spec: str, at: str) -> list[int]:
 
 def _check_layer_residual_pass(layer_rules: tuple[LayerRules, ...], residual_pass: dict[str, tuple[str, ...]],
                                where: str) -> None:
-    """A part given a residual pass keeps integer weights with per-row (or fp32) activations in every layer."""
+    """A part given a residual pass keeps what that needs in every layer that has its own rule for it."""
     parts = {part for target_parts in residual_pass.values() for part in target_parts}
     for entry in layer_rules:
         for part in sorted(parts):
             key = entry.key_for(part)
-            rule = entry.rules[key] if key else None
-            if rule and (not rule.is_integer or rule.activations not in (PER_ROW, "fp32")):
-                raise EmbgError(f"{where}: layer_rules {entry.spec!r}: residual_pass {part!r} needs integer weights "
-                                f"with {PER_ROW} (or fp32) activations in its rule ({key})")
+            if key:
+                _check_residual_rule(part, key, entry.rules[key], f"{where}: layer_rules {entry.spec!r}")
 
 
 def _parse_float_channels(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, int]:
@@ -494,11 +492,15 @@ def _residual_parts(raw: Any, rules: dict[str, GroupRule], where: str) -> tuple[
         if part not in linear:
             raise EmbgError(f"{where}: residual_pass names {part!r}; it takes linear parts: {', '.join(linear)}")
         key = part if part in rules else GROUP_OF_PART[part]
-        rule = rules[key]
-        if not rule.is_integer or rule.activations not in (PER_ROW, "fp32"):
-            raise EmbgError(f"{where}: residual_pass {part!r} needs integer weights with {PER_ROW} (or fp32) "
-                            f"activations in its rule ({key})")
+        _check_residual_rule(part, key, rules[key], where)
     return tuple(dict.fromkeys(raw))
+
+
+def _check_residual_rule(part: str, key: str, rule: GroupRule, where: str) -> None:
+    """A part given a residual pass needs integer weights with per-row (or fp32) activations."""
+    if not rule.is_integer or rule.activations not in (PER_ROW, "fp32"):
+        raise EmbgError(f"{where}: residual_pass {part!r} needs integer weights with {PER_ROW} (or fp32) "
+                        f"activations in its rule ({key})")
 
 
 def _rule_keys(rules_raw: dict[str, Any], where: str) -> list[str]:
