@@ -21,14 +21,18 @@ FLAG_NAMES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16"
 
 
 def describe() -> dict[str, Any]:
-    cpu, flags = "unknown", set()
+    cpu, flags, generation = "unknown", set(), {}
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
             for line in handle:
-                if line.startswith("model name") and cpu == "unknown":
-                    cpu = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and cpu == "unknown":
+                    cpu = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+                elif key in ("cpu family", "model") and key not in generation:
+                    generation[key] = value.strip()
     except OSError:
         pass
     memory_gb = None
@@ -41,7 +45,10 @@ def describe() -> dict[str, Any]:
     from embg.bundle import tool_versions
 
     return {
-        "cpu": cpu, "cpu_flags": sorted(f for f in FLAG_NAMES if f in flags),
+        # "AMD EPYC" names several generations; family/model tell them apart (25/17: Zen 4, 26: Zen 5),
+        # and int8 GEMM speed differs between them by 2x (docs/measurements.md)
+        "cpu": cpu, "cpu_family_model": " / ".join(generation.get(k, "?") for k in ("cpu family", "model")),
+        "cpu_flags": sorted(f for f in FLAG_NAMES if f in flags),
         "logical_cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
         "memory_gb": memory_gb, "platform": platform.platform(), "python": sys.version.split()[0],
         "packages": {**tool_versions(), **_extra_versions()}, "git_commit": _git_commit(),

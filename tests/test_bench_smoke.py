@@ -25,7 +25,7 @@ def test_quick_benchmark_writes_every_field(tmp_path):
 
     results = json.loads((out / "results.json").read_text())
     assert {"machine", "plan", "model_flops", "machine_limit", "variants", "targets", "skipped"} <= set(results)
-    assert {"cpu", "usable_cores", "python", "packages"} <= set(results["machine"])
+    assert {"cpu", "cpu_family_model", "usable_cores", "python", "packages"} <= set(results["machine"])
     assert results["machine_limit"]["peak_fp32_gflops"] > 0 and results["machine_limit"]["peak_int8_gops"] > 0
     assert results["model_flops"]["256"]["total"] > 0
 
