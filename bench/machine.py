@@ -46,7 +46,7 @@ def describe() -> dict[str, Any]:
 
     return {
         # "AMD EPYC" names several generations; family/model tell them apart (25/17: Zen 4, 26: Zen 5),
-        # and int8 GEMM speed differs between them by 2x (docs/measurements.md)
+        # and the same int8 bundles ran 1.6-1.8x slower on a Zen 4 host than on an AVX-VNNI one (docs/measurements.md)
         "cpu": cpu, "cpu_family_model": " / ".join(generation.get(k, "?") for k in ("cpu family", "model")),
         "cpu_flags": sorted(f for f in FLAG_NAMES if f in flags),
         "logical_cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
