@@ -22,6 +22,7 @@ Needs the real checkpoint (~6 GB RAM, tens of minutes on 2 cores): run it under 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -103,9 +104,11 @@ class Bench:
         self.calibration = batches_for(self.model.tokenizer, calibration)
         self.rows: list[dict] = []
 
-    def measure(self, label: str, replacements: dict, sizes: dict[str, float], **extra) -> dict:
+    def measure(self, label: str, replacements: dict, sizes: dict[str, float], graph: torch.nn.Module | None = None,
+                **extra) -> dict:
         started = time.perf_counter()
-        cosine = torch.nn.functional.cosine_similarity(outputs_with(self.graph, self.batches, replacements).double(),
+        graph = graph if graph is not None else self.graph
+        cosine = torch.nn.functional.cosine_similarity(outputs_with(graph, self.batches, replacements).double(),
                                                        self.reference.double(), dim=-1)
         worst = int(cosine.argmin())
         row = {"config": label, "cosine_min": round(float(cosine.min()), 4), "cosine_mean": round(float(cosine.mean()), 4),
@@ -140,12 +143,18 @@ class Bench:
                              part=part, algorithm="calibrated", block=block)
 
     def mix_rows(self, recipe: QuantRecipe) -> None:
-        grids, report = calibrate_grids(self.graph, recipe, self.calibration, lambda m: print(m, file=sys.stderr))
-        sizes = {t: recipe_bytes(self.graph, recipe, t) for t in ("tflite", "onnx")}
-        self.measure(f"recipe {recipe.name} (calibrated)", recipe_weights(self.graph, recipe, grids), sizes,
+        graph = self.graph
+        if recipe.rotation:  # calibrated on the rotated weights, as the exporter does (same float function)
+            from embg.model.rotation import rotate_graph
+
+            graph = copy.deepcopy(self.graph)
+            rotate_graph(graph, recipe.rotation["block"], recipe.rotation["table"])
+        grids, report = calibrate_grids(graph, recipe, self.calibration, lambda m: print(m, file=sys.stderr))
+        sizes = {t: recipe_bytes(graph, recipe, t) for t in ("tflite", "onnx")}
+        self.measure(f"recipe {recipe.name} (calibrated)", recipe_weights(graph, recipe, grids), sizes, graph,
                      recipe=recipe.to_dict(), calibration_seconds=report["seconds"])
         plain = minmax_counterpart(recipe)
-        self.measure(f"recipe {plain.name}", recipe_weights(self.graph, plain, {}), sizes, recipe=plain.to_dict())
+        self.measure(f"recipe {plain.name}", recipe_weights(graph, plain, {}), sizes, graph, recipe=plain.to_dict())
 
 
 def _minmax(block: int):

@@ -51,11 +51,15 @@ INT4_SAVES = 0.5 - 2 / 32  # bytes per weight int4 block 32 (bf16 scales) saves 
 
 
 class WeightBench:
-    def __init__(self, model_dir: str, pairs: int | None = None) -> None:
+    def __init__(self, model_dir: str, pairs: int | None = None, rotation: dict | None = None) -> None:
         from bench.sensitivity import eval_batches
 
         model = load_model(model_dir)
         self.graph = model.graph()
+        if rotation:  # a recipe's rotation (embg/model/rotation.py): same float function, rotated weights
+            from embg.model.rotation import rotate_graph
+
+            rotate_graph(self.graph, rotation["block"], rotation["table"])
         rows = TEXT_SETS.get("retrieval")()
         if pairs:  # evenly spaced query/document pairs (queries first, their documents in the same order)
             queries = [row for row in rows if row.is_query]
@@ -76,6 +80,9 @@ class WeightBench:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     def weights(self, recipe: QuantRecipe) -> dict:
+        if recipe.rotation != self.graph.rotated:
+            raise SystemExit(f"recipe {recipe.name}: rotation {recipe.rotation} differs from the bench graph's "
+                             f"{self.graph.rotated}; measure it with --recipe instead of --variant")
         grids, _ = calibrate_grids(self.graph, recipe, self.calibration) if recipe.is_calibrated else ({}, None)
         return recipe_weights(self.graph, recipe, grids)
 
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
-    bench = WeightBench(args.model)
+    bench = WeightBench(args.model, rotation=recipe.rotation)
     print(f"{len(bench.reference)} texts; one pass takes {bench.pass_seconds:.0f} s", flush=True)
     weights = bench.weights(recipe)
     bench.measure(f"recipe {recipe.name} weights", weights)
@@ -189,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 def measure_layer_mix(bench: WeightBench, model_dir: str, recipe: QuantRecipe, weights: dict, pairs: int) -> list[dict]:
     """--layers: the per-layer scan, then the mix it picks for the bytes the recipe's int4 decoder parts save
     (their other weights int8 per channel, the table and head as the recipe has them), on every pair."""
+    if recipe.rotation:
+        raise SystemExit("--layers scans the unrotated decoder; use a recipe without rotation")
     rows, int4 = layer_sensitivity(model_dir, pairs)
     budget = int4_mb_saved(bench.graph, [n for n in weights if layer_group(n) and recipe.rule_for(n).bits == 4])
     chosen = cheapest_mix(rows, budget)

@@ -15,6 +15,7 @@ from embg.cli.export import main as export_main
 from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.checkpoint.load import load_model
+from embg.model.rotation import rotate_for
 from embg.quantize import tflite_flatbuffer as fb
 from embg.quantize.calibrate import calibrate_grids
 from embg.quantize.calibration_texts import batches_for, calibration_split
@@ -52,7 +53,9 @@ def root(tmp_path_factory):
 def grids(outliers):
     """The int4 preset's grids, computed directly (the exports below must reproduce them bit for bit)."""
     calibration, _ = calibration_split()
-    grids, report = calibrate_grids(outliers.graph(), load_recipe("int4"), batches_for(outliers.tokenizer, calibration))
+    graph, recipe = outliers.graph(), load_recipe("int4")
+    rotate_for(graph, recipe)  # as the exporter does before calibrating
+    grids, report = calibrate_grids(graph, recipe, batches_for(outliers.tokenizer, calibration))
     assert report["weights"] == len(grids) > 0
     return grids
 
@@ -221,3 +224,25 @@ def test_calibration_is_deterministic_and_cached_exactly(outliers, monkeypatch, 
     assert report["cached"] is True and _same(first, stored) and _same(first, loaded)
     other, report = calibrate_grids(outliers.graph(), recipe, batches[:3])  # other texts: a new entry
     assert "cached" not in report and len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_int4_bundle_carries_its_rotations_in_float(outliers_dir, root, target):
+    """The int4 preset's rotations (embg/model/rotation.py) are in the file once, as float32, and the
+    manifest says which; the grids above were checked on the rotated weights."""
+    artifact = export(outliers_dir, target, root, "int4")
+    rotation = artifact.manifest["rotation"]
+    assert rotation["table"] is True and rotation["block"] in (16, 32, 64, 128)
+    graph = load_model(str(outliers_dir)).graph()
+    rotate_for(graph, load_recipe("int4"))
+    hadamards = {n: v.numpy() for n, v in graph.state_dict().items() if n.endswith("rotation")}
+    if target == "onnx":
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(artifact.model_path)).graph.initializer
+                 if i.name.endswith("rotation")}
+        assert len(inits) <= 2  # the decoder's block and the table's (one when they are equal), not one per layer
+        assert all(i.dtype == np.float32 for i in inits.values())
+        assert {v.tobytes() for v in inits.values()} == {v.tobytes() for v in hadamards.values()}
+    else:
+        from embg.export.completeness import check_float_terms_tflite
+
+        assert check_float_terms_tflite(artifact.model_path, graph) == len(hadamards)

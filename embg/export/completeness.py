@@ -132,7 +132,11 @@ def check_float_terms_tflite(path: Path, graph: torch.nn.Module) -> int:
     names = [name for name, value in graph.state_dict().items() if value.ndim == 2 and NEVER_QUANTIZED.search(name)]
     if not names:
         return 0
-    missing = sorted(set(names) - _float32_constants_of(path, float_digests(graph, names)))
+    state = graph.state_dict()
+    found = _float32_constants_of(path, float_digests(graph, names))
+    # equal terms (every layer's Hadamard block) are one constant in the file: match them by value
+    found_values = {array_digest(state[name].detach().numpy()) for name in found}
+    missing = sorted(name for name in names if array_digest(state[name].detach().numpy()) not in found_values)
     if missing:
         raise ExportError(f"{path.name}: {len(missing)} float term(s) the export added are not in the file as float32 "
                           f"(a quantizer rounded them?): {', '.join(missing[:4])}")

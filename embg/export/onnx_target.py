@@ -92,16 +92,23 @@ def restore_weight_names(model, graph: torch.nn.Module) -> dict[str, str]:
             renamed[init.name] = param
             present.add(param)
             init.name = param
+    uses: dict[str, int] = {}
     for node in model.graph.node:
         for i, name in enumerate(node.input):
             if name in renamed:
                 node.input[i] = renamed[name]
                 if node.op_type in ("MatMul", "Gather"):
                     node.name = f"{renamed[name]}/{node.op_type}"
+                    uses[node.name] = uses.get(node.name, 0) + 1
+                    if uses[node.name] > 1:  # a shared constant (the rotations' Hadamard block): one name per use
+                        node.name += f"_{uses[node.name] - 1}"
     for node in model.graph.node:  # weights the exporter kept under their own name (the embedding)
         if node.op_type == "Gather" and node.input[0] in by_digest.values():
             node.name = f"{node.input[0]}/Gather"
-    missing = [n for n, p in graph.state_dict().items() if p.ndim == 2 and n not in present]
+    matrices = {n: p.detach().numpy() for n, p in graph.state_dict().items() if p.ndim == 2}
+    # a tensor several modules share (the rotations' one Hadamard block) is one initializer under its first name
+    exported_values = {array_digest(matrices[n]) for n in present if n in matrices}
+    missing = [n for n, a in matrices.items() if n not in present and array_digest(a) not in exported_values]
     if missing:
         raise ExportError(f"ONNX export: could not find the exported copy of {missing[:3]}")
     return renamed

@@ -16,6 +16,7 @@ from embg.bundle.integrity import record_hashes
 from embg.export.base import TARGETS, ExportJob, ExportTarget
 from embg.export.bundle_files import artifact_stem, copy_tokenizer
 from embg.export.options import FLAGS, ExportOptions
+from embg.model.rotation import rotate_for
 from embg.model.weights import weights_sha256
 from embg.quantize.recipe import FP16_REASON, QuantRecipe
 
@@ -96,6 +97,10 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                  "RMSNorm restated; checking every intermediate on the calibration texts")
         precision = fp16_safe_graph(graph, recipe.fp16_safe["residual_scale"], calibration_batches(model.tokenizer))
         precision["file_activations"] = "fp16" if recipe.is_fp16 and target.name == "onnx" else "fp32"
+    rotation = rotate_for(graph, recipe)  # before calibration: GPTQ and the table's scales fit the rotated weights
+    if rotation:
+        progress(f"rotating the q/k/v, o and gate/up inputs (Hadamard blocks of {rotation['block']})"
+                 + (" and the embedding table" if rotation["table"] else ""))
     seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)
     target.check_request(request.recipe, seq_lens, model.spec.max_positions)
     stem = artifact_stem(model.spec.model_id, target.name, recipe.name,
@@ -153,6 +158,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
             "qat_grid": _grid_summary(grid_report, result.manifest),
             "calibration": _calibration_summary(calibration, result.manifest),
             "smoothing": smoothing,
+            "rotation": rotation,
             # for apps choosing an accelerator: fp32 unless the graph was rewritten fp16-safe
             "activation_precision": precision,
             "tool_versions": tool_versions(),

@@ -39,7 +39,10 @@ GROUP_OF_PART: dict[str, str] = {part: group for group, parts in GROUP_PARTS.ite
 # the channels kept float on LiteRT (litert_split.py). Never a recipe's to quantize.
 CORRECTION = "block_sum_correction"
 FLOAT_CHANNEL_WEIGHT = "float_channel_weight"
-NEVER_QUANTIZED = re.compile(rf"\.(?:{CORRECTION}|{FLOAT_CHANNEL_WEIGHT})$")
+# The fixed rotations of embg/model/rotation.py stay float too: they carry no checkpoint weight.
+INPUT_ROTATION = "input_rotation"
+TABLE_ROTATION = "table_rotation"
+NEVER_QUANTIZED = re.compile(rf"(?:^|[._/])(?:{CORRECTION}|{FLOAT_CHANNEL_WEIGHT}|{INPUT_ROTATION}|{TABLE_ROTATION})$")
 # the decoder layer in a weight's path (torch, ONNX initializer and LiteRT-planned names all keep it)
 LAYER_INDEX = re.compile(r"(?:^|[._/])layers[._](\d+)(?=[._/]|$)")
 LAYERED_GROUPS = ("attention", "projections", "feed_forward")  # the groups inside each decoder layer

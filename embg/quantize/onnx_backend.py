@@ -28,7 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from embg.errors import ExportError
-from embg.quantize.groups import part_of
+from embg.quantize.groups import NEVER_QUANTIZED, part_of
 from embg.quantize.recipe import PER_ROW, GroupRule, QuantRecipe
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ def weight_nodes(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
 def plan_quantization(model: onnx.ModelProto, recipe: QuantRecipe, web_compatible: bool) -> OnnxQuantPlan:
     plan = OnnxQuantPlan()
     for node_name, (weight, op_type) in weight_nodes(model).items():
+        if NEVER_QUANTIZED.search(weight):  # a fixed rotation or correction: float by design
+            continue
         part = part_of(weight)
         if part is None:
             raise ExportError(f"ONNX weight {weight!r} (node {node_name}) belongs to no recipe group")

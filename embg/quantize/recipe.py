@@ -38,6 +38,11 @@ is an error, so no precedence is ever implied. For spending a size budget where 
 real checkpoint's late layers cost far more at int4 than its early ones (bench/weight_agreement.py
 ``--layers``). No bits 16 there (fp16 is every weight at once).
 
+Optional top-level ``"rotation": {"block": 128, "table": true}``: fixed Hadamard rotations of the
+decoder's q/k/v, o and gate/up inputs (blocks of ``block``) and, with ``table``, of the embedding
+table, folded in before calibration (embg/model/rotation.py); the fp32 function is unchanged and
+int4 blocks fit the rotated weights better. Not with qat-grid (it moves weights off their grid).
+
 Optional top-level ``"smoothing": {"alpha": a}`` (0 < a <= 1): SmoothQuant-style scales folded
 into the graph before export (embg/quantize/smoothing.py); the fp32 function is unchanged.
 
@@ -105,11 +110,13 @@ ACTIVATION_TEXT = {"fp32": "float activations", PER_ROW: "dynamic int8 activatio
 BITS_TO_PRESET = {32: "fp32", 16: "fp16", 8: "int8", 4: "int4"}
 RULE_FIELDS = {"bits", "granularity", "block_size", "algorithm", "activations"}
 RECIPE_FIELDS = {"name", "description", "activations", "rules", "layer_rules", "smoothing", "attention_products",
-                 "fp16_safe", "float_channels", "float_channel_rows", "residual_pass"}
+                 "fp16_safe", "float_channels", "float_channel_rows", "residual_pass", "rotation"}
 FLOAT_ROW_DTYPES = ("float32", "float16")
 MAX_FLOAT_CHANNELS = 128
 ATTENTION_PRODUCTS = ("fp32", "int8")
 SMOOTHING_FIELDS = {"alpha"}
+ROTATION_FIELDS = {"block", "table"}
+ROTATION_BLOCKS = (16, 32, 64, 128, 256)
 FP16_SAFE_FIELDS = {"residual_scale"}
 FLOAT_CHANNEL_TARGETS = ("onnx", "tflite")  # the targets that split activations (export target names)
 FP16_REASON = "fp16 activations overflow on this model (residual channels reach ~1e5 > fp16's 65504)"
@@ -188,6 +195,7 @@ class QuantRecipe:
     residual_pass: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> parts whose int8
     # activations get a second pass on their rounding residual; a target not named gives none
     layer_rules: tuple[LayerRules, ...] = ()  # per-layer replacements of ``rules`` (no layer in two for a part)
+    rotation: dict[str, Any] | None = None  # {"block": b, "table": bool}: embg/model/rotation.py before calibration
 
     def float_channels_on(self, target: str) -> int:
         """How many input channels of each per-row int8 activation ``target`` keeps float."""
@@ -279,6 +287,8 @@ class QuantRecipe:
             data["layer_rules"] = self._layer_rules_dict()
         if self.smoothing:
             data["smoothing"] = dict(self.smoothing)
+        if self.rotation:
+            data["rotation"] = dict(self.rotation)
         if self.attention_products != "fp32":
             data["attention_products"] = self.attention_products
         if self.fp16_safe:
@@ -302,6 +312,9 @@ class QuantRecipe:
             lines += [f"  layers {entry.spec}: {key} {rule.describe()}" for key, rule in entry.rules.items()]
         if self.smoothing:
             lines.append(f"  smoothing     SmoothQuant scales folded into norms/weights, alpha {self.smoothing['alpha']}")
+        if self.rotation:
+            lines.append(f"  rotation      Hadamard blocks of {self.rotation['block']} on q/k/v, o and gate/up inputs"
+                         + (", embedding table rotated" if self.rotation["table"] else ""))
         if self.attention_products != "fp32":
             lines.append(f"  attention products (scores, values): {self.attention_products}, per-row scales (ONNX)")
         if self.fp16_safe:
@@ -396,9 +409,11 @@ def parse_recipe(data: Any, where: str = "recipe") -> QuantRecipe:
     if row_dtype != "float32" and not float_channels.get("onnx"):
         raise EmbgError(f"{where}: float_channel_rows {row_dtype} stores ONNX float channels' rows, and the recipe "
                         "keeps no float channels on onnx")
+    rotation = _parse_rotation(data.get("rotation"), every_rule, where)
     return QuantRecipe(name, str(data.get("description", "")), rules, smoothing,
                        attention_products=products, fp16_safe=fp16_safe, float_channels=float_channels,
-                       float_channel_rows=row_dtype, residual_pass=residual_pass, layer_rules=layer_rules)
+                       float_channel_rows=row_dtype, residual_pass=residual_pass, layer_rules=layer_rules,
+                       rotation=rotation)
 
 
 def _parse_layer_rules(raw: Any, default_activations: str, where: str) -> tuple[LayerRules, ...]:
@@ -552,6 +567,22 @@ def _numeric_object(raw: Any, name: str, key: str, allowed: set[str], example: f
         raise EmbgError(f"{where}: unknown field(s) {sorted(unknown)} in {name}; allowed: {sorted(allowed)}")
     value = raw.get(key)
     return None if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
+
+
+def _parse_rotation(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    example = '{"block": 128, "table": true}'
+    if not isinstance(raw, dict) or set(raw) - ROTATION_FIELDS:
+        raise EmbgError(f"{where}: 'rotation' must be an object such as {example} (fields {sorted(ROTATION_FIELDS)})")
+    block, table = raw.get("block", 128), raw.get("table", True)
+    if isinstance(block, bool) or block not in ROTATION_BLOCKS:
+        raise EmbgError(f"{where}: rotation.block must be one of {list(ROTATION_BLOCKS)}, got {block!r}")
+    if not isinstance(table, bool):
+        raise EmbgError(f"{where}: rotation.table must be true or false, got {table!r}")
+    if any(rule.algorithm == "qat-grid" for rule in rules.values()):
+        raise EmbgError(f"{where}: rotation conflicts with algorithm qat-grid (rotating moves weights off their QAT grid)")
+    return {"block": int(block), "table": table}
 
 
 def _parse_smoothing(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, float] | None:

@@ -1,0 +1,157 @@
+"""Rotations that make int4 weights easier to quantize, with the float function unchanged.
+
+For any orthogonal R, ``x W^T = (x R)(W R)^T``. A weight's large entries sit in a few input
+columns; after a (sign-randomised) Hadamard rotation every block of 32 holds a mix of all of
+them, so one scale per block fits it better (the "incoherence" of QuIP#/QuaRot). On the real
+checkpoint this moved int4 top-10 agreement more than any calibration change
+(docs/measurements.md). What is rotated, and what it costs at run time:
+
+* q/k/v and gate/up inputs: one [.., b] x [b, b] product per input (block-diagonal Hadamard,
+  b = 128 by default, one small float MatMul); the random signs fold into the RMSNorm gain
+  in front of it, so they cost nothing.
+* o_proj's input: free. The attention output is P v, so rotating v's head dimension inside
+  v_proj (W_v <- R^T W_v) rotates o_proj's input too (W_o <- W_o R).
+* the embedding table: rows stored as E s M^T (s the embedding scale, M orthogonal: two stages
+  of 256-wide Hadamard blocks with signs and a stride permutation between them, so every channel
+  mixes with every other); after the lookup two small products per token give E s back.
+* down_proj's input (after the gated activation) is left alone: nothing folds its rotation,
+  and the ``int4`` preset keeps down_proj int8.
+
+The rotations are fixed (seeded signs, exact Hadamard entries), so the same checkpoint always
+gives the same file. Buffers are named so that no recipe ever quantizes them (groups.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from embg.quantize.groups import INPUT_ROTATION, TABLE_ROTATION
+
+SEED = 20261204
+
+
+def hadamard(n: int) -> torch.Tensor:
+    """The normalised Sylvester Hadamard matrix of size ``n`` (a power of two), float64."""
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"a Hadamard block needs a power-of-two size, got {n}")
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h / math.sqrt(n)
+
+
+def random_signs(dim: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.where(torch.rand(dim, generator=generator, dtype=torch.float64) < 0.5, -1.0, 1.0).to(torch.float64)
+
+
+def block_size_for(dims: tuple[int, ...], largest: int) -> int:
+    """The largest power of two <= ``largest`` dividing every dim (128 on the real model)."""
+    block = largest
+    while block > 1 and any(d % block for d in dims):
+        block //= 2
+    return block
+
+
+def _unrotate(y: torch.Tensor, h: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """y M for TableUnrotation: Hadamard blocks, signs, a stride permutation, Hadamard blocks again."""
+    lead, dim, block = y.shape[:-1], y.shape[-1], h.shape[0]
+
+    def blocks(x: torch.Tensor) -> torch.Tensor:
+        return (x.reshape(*lead, dim // block, block) @ h).reshape(*lead, dim)
+
+    z = blocks(y) * signs
+    return blocks(z.reshape(*lead, dim // block, block).transpose(-1, -2).reshape(*lead, dim))
+
+
+class TableUnrotation(nn.Module):
+    """y -> y M, an orthogonal M mixing every channel with every other (_unrotate). The table is stored
+    as E s M^T (s the embedding scale), so the lookup followed by this gives E s. No multiply follows a
+    product, so a converter cannot fold one into the Hadamard constant (the checks find it by value)."""
+
+    def __init__(self, dim: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.register_buffer(TABLE_ROTATION, hadamard(block_size_for((dim,), 1 << (dim.bit_length() - 1))).float())
+        self.register_buffer("table_signs", random_signs(dim, generator).float())
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return _unrotate(y, getattr(self, TABLE_ROTATION), self.table_signs)
+
+    def matrix(self) -> torch.Tensor:
+        """M as float64 [dim, dim]."""
+        dim = self.table_signs.shape[0]
+        return _unrotate(torch.eye(dim, dtype=torch.float64), getattr(self, TABLE_ROTATION).double(),
+                         self.table_signs.double())
+
+
+class BlockRotation(nn.Module):
+    """x -> x reshaped [..., n, b] @ H_b: a block-diagonal Hadamard on the last axis (one MatMul)."""
+
+    def __init__(self, block: int) -> None:
+        super().__init__()
+        self.block = block
+        self.register_buffer(INPUT_ROTATION, hadamard(block).to(torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        return (x.reshape(*shape[:-1], shape[-1] // self.block, self.block)
+                @ getattr(self, INPUT_ROTATION)).reshape(shape)
+
+
+def _rotate_inputs(linears: list[nn.Linear], rotation: torch.Tensor) -> None:
+    """W <- W R for linears that now see x R."""
+    for linear in linears:
+        linear.weight.copy_((linear.weight.double() @ rotation).to(linear.weight.dtype))
+
+
+def rotate_graph(graph: nn.Module, block: int = 128, table: bool = True) -> dict[str, Any]:
+    """Rotate, in place, the inputs of every decoder layer's q/k/v, o and gate/up weights (block
+    Hadamard, signs in the norms) and, with ``table``, the embedding table. The fp32 function is
+    unchanged up to rounding. Returns what the manifest records."""
+    if getattr(graph, "rotated", None):
+        raise ValueError("the graph is already rotated")
+    hidden = graph.embed_tokens.weight.shape[1]
+    head_dim = graph.layers[0].self_attn.head_dim
+    block = block_size_for((hidden, head_dim), block)
+    generator = torch.Generator().manual_seed(SEED)
+    H = hadamard(block)
+    shared = BlockRotation(block)
+    with torch.no_grad():
+        for layer in graph.layers:
+            attention, mlp = layer.self_attn, layer.mlp
+            for norm, module, linears in ((layer.input_layernorm, attention,
+                                           [attention.q_proj, attention.k_proj, attention.v_proj]),
+                                          (layer.pre_feedforward_layernorm, mlp, [mlp.gate_proj, mlp.up_proj])):
+                signs = random_signs(hidden, generator)
+                gain = norm.gain().double() * signs  # the signs ride on the norm's gain: x D then H
+                norm.weight.copy_((gain - norm.unit_offset).to(norm.weight.dtype))
+                rotation = signs[:, None] * torch.block_diag(*[H] * (hidden // block))
+                _rotate_inputs(linears, rotation)
+                module.rotate_input = shared  # one module: one constant in the file, not one per layer
+            # v's head dimension rotated inside v_proj: P (v R) = (P v) R, so o_proj's input is rotated too
+            head = random_signs(head_dim, generator)[:, None] * torch.block_diag(*[H] * (head_dim // block))
+            v = attention.v_proj.weight
+            v.copy_((head.T @ v.double().reshape(-1, head_dim, v.shape[1])).reshape(v.shape).to(v.dtype))
+            heads_out = torch.block_diag(*[head] * attention.heads)
+            _rotate_inputs([attention.o_proj], heads_out)
+        report = {"block": block, "table": bool(table)}
+        if table:
+            unrotation = TableUnrotation(hidden, generator)
+            rotation = unrotation.matrix().T * graph.embed_scale.double()  # E s M^T: the lookup then M gives E s
+            table_weight = graph.embed_tokens.weight
+            for start in range(0, table_weight.shape[0], 16384):  # the 262144-row table in pieces
+                rows = table_weight[start:start + 16384]
+                rows.copy_((rows.double() @ rotation).to(rows.dtype))
+            graph.unrotate_table = unrotation
+    graph.rotated = report
+    return report
+
+
+def rotate_for(graph: nn.Module, recipe: Any) -> dict[str, Any] | None:
+    """Rotate ``graph`` as ``recipe`` (a QuantRecipe) asks, before calibration; None when it asks for none."""
+    if not recipe.rotation:
+        return None
+    return rotate_graph(graph, recipe.rotation["block"], recipe.rotation["table"])
