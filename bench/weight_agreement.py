@@ -56,6 +56,7 @@ class WeightBench:
 
         model = load_model(model_dir)
         self.graph = model.graph()
+        self.rotation = rotation
         if rotation:  # a recipe's rotation (embg/model/rotation.py): same float function, rotated weights
             from embg.model.rotation import rotate_graph
 
@@ -80,9 +81,9 @@ class WeightBench:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     def weights(self, recipe: QuantRecipe) -> dict:
-        if recipe.rotation != self.graph.rotated:
+        if recipe.rotation and recipe.rotation != self.rotation:  # a recipe without one takes the graph as is
             raise SystemExit(f"recipe {recipe.name}: rotation {recipe.rotation} differs from the bench graph's "
-                             f"{self.graph.rotated}; measure it with --recipe instead of --variant")
+                             f"{self.rotation}; measure it with --recipe instead of --variant")
         grids, _ = calibrate_grids(self.graph, recipe, self.calibration) if recipe.is_calibrated else ({}, None)
         return recipe_weights(self.graph, recipe, grids)
 
@@ -113,10 +114,10 @@ def int4_mb_saved(graph: torch.nn.Module, names) -> float:
     return sum(sizes[n] for n in names) * INT4_SAVES / 1e6
 
 
-def layer_sensitivity(model_dir: str, pairs: int) -> tuple[list[dict], dict]:
+def layer_sensitivity(model_dir: str, pairs: int, rotation: dict | None = None) -> tuple[list[dict], dict]:
     """(one row per decoder layer and group: drift = mean 1 - cosine with that alone int4, and drift per MB
     saved; the int4 weights) on ``pairs`` pairs."""
-    small = WeightBench(model_dir, pairs)
+    small = WeightBench(model_dir, pairs, rotation)  # rotated as the recipe is, so its int4 weights mix in
     int4 = small.weights(all_int4_decoder())
     rows = []
     for layer in sorted({layer_of(name) for name in int4}):
@@ -196,9 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 def measure_layer_mix(bench: WeightBench, model_dir: str, recipe: QuantRecipe, weights: dict, pairs: int) -> list[dict]:
     """--layers: the per-layer scan, then the mix it picks for the bytes the recipe's int4 decoder parts save
     (their other weights int8 per channel, the table and head as the recipe has them), on every pair."""
-    if recipe.rotation:
-        raise SystemExit("--layers scans the unrotated decoder; use a recipe without rotation")
-    rows, int4 = layer_sensitivity(model_dir, pairs)
+    rows, int4 = layer_sensitivity(model_dir, pairs, recipe.rotation)
     budget = int4_mb_saved(bench.graph, [n for n in weights if layer_group(n) and recipe.rule_for(n).bits == 4])
     chosen = cheapest_mix(rows, budget)
     mix = {n: (int4[n] if (layer_of(n), layer_group(n)) in chosen else int8_channel) if layer_group(n) else f

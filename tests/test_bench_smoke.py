@@ -102,8 +102,8 @@ def test_weight_agreement_measures_parts_and_variants(tmp_path, tiny_dir):
     from embg.quantize.groups import part_of
     from embg.quantize.recipe import load_recipe
 
-    bench = WeightBench(str(tiny_dir))
     recipe = load_recipe("int4-minmax")
+    bench = WeightBench(str(tiny_dir), rotation=recipe.rotation)  # the weights of a rotated graph, as exported
     weights = bench.weights(recipe)
     assert {part_of(name) for name in weights} <= set(PARTS)
     every = bench.measure("all", weights)

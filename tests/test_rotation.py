@@ -48,11 +48,11 @@ def test_rotation_is_deterministic(tiny_model):
 def test_rotations_are_orthogonal_and_the_table_one_mixes_every_channel():
     h = hadamard(128)
     assert torch.allclose(h @ h.T, torch.eye(128, dtype=torch.float64))
-    unrotation = TableUnrotation(768, torch.Generator().manual_seed(0))
+    unrotation = TableUnrotation(768, 128, torch.Generator().manual_seed(0))
     rotation = unrotation.matrix()
     assert torch.allclose(rotation @ rotation.T, torch.eye(768, dtype=torch.float64), atol=1e-12)
-    # every output channel depends on every 256-block of input channels
-    assert (rotation.abs().reshape(3, 256, 768).sum(1) > 0).all() and (rotation.abs().reshape(768, 3, 256).sum(-1) > 0).all()
+    # every output channel depends on every 128-block of input channels, and the other way round
+    assert (rotation.abs().reshape(6, 128, 768).sum(1) > 0).all() and (rotation.abs().reshape(768, 6, 128).sum(-1) > 0).all()
     y = torch.randn(5, 768)
     assert torch.allclose(unrotation(y).double(), y.double() @ rotation, atol=1e-5)  # the module is the matrix
     assert block_size_for((768, 256), 128) == 128 and block_size_for((48, 16), 128) == 16

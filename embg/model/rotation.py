@@ -12,7 +12,7 @@ checkpoint this moved int4 top-10 agreement more than any calibration change
 * o_proj's input: free. The attention output is P v, so rotating v's head dimension inside
   v_proj (W_v <- R^T W_v) rotates o_proj's input too (W_o <- W_o R).
 * the embedding table: rows stored as E s M^T (s the embedding scale, M orthogonal: two stages
-  of 256-wide Hadamard blocks with signs and a stride permutation between them, so every channel
+  of the same Hadamard blocks with signs and a stride permutation between them, so every channel
   mixes with every other); after the lookup two small products per token give E s back.
 * down_proj's input (after the gated activation) is left alone: nothing folds its rotation,
   and the ``int4`` preset keeps down_proj int8.
@@ -72,9 +72,10 @@ class TableUnrotation(nn.Module):
     as E s M^T (s the embedding scale), so the lookup followed by this gives E s. No multiply follows a
     product, so a converter cannot fold one into the Hadamard constant (the checks find it by value)."""
 
-    def __init__(self, dim: int, generator: torch.Generator) -> None:
+    def __init__(self, dim: int, block: int, generator: torch.Generator) -> None:
         super().__init__()
-        self.register_buffer(TABLE_ROTATION, hadamard(block_size_for((dim,), 1 << (dim.bit_length() - 1))).float())
+        # the decoder's block size: the same Hadamard constant, which the converters store once
+        self.register_buffer(TABLE_ROTATION, hadamard(block).float())
         self.register_buffer("table_signs", random_signs(dim, generator).float())
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
@@ -139,7 +140,7 @@ def rotate_graph(graph: nn.Module, block: int = 128, table: bool = True) -> dict
             _rotate_inputs([attention.o_proj], heads_out)
         report = {"block": block, "table": bool(table)}
         if table:
-            unrotation = TableUnrotation(hidden, generator)
+            unrotation = TableUnrotation(hidden, block, generator)
             rotation = unrotation.matrix().T * graph.embed_scale.double()  # E s M^T: the lookup then M gives E s
             table_weight = graph.embed_tokens.weight
             for start in range(0, table_weight.shape[0], 16384):  # the 262144-row table in pieces
