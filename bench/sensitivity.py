@@ -145,7 +145,7 @@ class Bench:
     def mix_rows(self, recipe: QuantRecipe) -> None:
         graph = self.graph
         if recipe.rotation:  # calibrated on the rotated weights, as the exporter does (same float function)
-            from embg.model.rotation import rotate_graph
+            from embg.quantize.rotation import rotate_graph
 
             graph = copy.deepcopy(self.graph)
             rotate_graph(graph, recipe.rotation["block"], recipe.rotation["table"])

@@ -57,8 +57,8 @@ class WeightBench:
         model = load_model(model_dir)
         self.graph = model.graph()
         self.rotation = rotation
-        if rotation:  # a recipe's rotation (embg/model/rotation.py): same float function, rotated weights
-            from embg.model.rotation import rotate_graph
+        if rotation:  # a recipe's rotation (embg/quantize/rotation.py): same float function, rotated weights
+            from embg.quantize.rotation import rotate_graph
 
             rotate_graph(self.graph, rotation["block"], rotation["table"])
         rows = TEXT_SETS.get("retrieval")()

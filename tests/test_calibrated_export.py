@@ -15,7 +15,7 @@ from embg.cli.export import main as export_main
 from embg.bundle import Artifact
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.checkpoint.load import load_model
-from embg.model.rotation import rotate_for
+from embg.quantize.rotation import rotate_for
 from embg.quantize import tflite_flatbuffer as fb
 from embg.quantize.calibrate import calibrate_grids
 from embg.quantize.calibration_texts import batches_for, calibration_split
@@ -228,7 +228,7 @@ def test_calibration_is_deterministic_and_cached_exactly(outliers, monkeypatch, 
 
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
 def test_int4_bundle_carries_its_rotations_in_float(outliers_dir, root, target):
-    """The int4 preset's rotations (embg/model/rotation.py) are in the file once, as float32, and the
+    """The int4 preset's rotations (embg/quantize/rotation.py) are in the file once, as float32, and the
     manifest says which; the grids above were checked on the rotated weights."""
     artifact = export(outliers_dir, target, root, "int4")
     rotation = artifact.manifest["rotation"]

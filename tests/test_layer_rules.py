@@ -14,6 +14,7 @@ from embg.errors import EmbgError
 from embg.export.pipeline import ExportRequest, export_bundle
 from embg.quantize import tflite_flatbuffer as fb
 from embg.quantize.calibrate import calibrate_grids
+from embg.quantize.rotation import rotate_for
 from embg.quantize.calibration_texts import batches_for, calibration_split
 from embg.quantize.int4_blocks import dequantize
 from embg.quantize.int4_choice import minmax_counterpart
@@ -94,9 +95,10 @@ def outliers_dir(fixture_root):
 
 @pytest.fixture(scope="module")
 def layered_grids(outliers_dir):
-    model = load_model(str(outliers_dir))
-    grids, _ = calibrate_grids(model.graph(), with_layer_rules(LAYER_RULES),
-                               batches_for(model.tokenizer, calibration_split()[0]))
+    model, recipe = load_model(str(outliers_dir)), with_layer_rules(LAYER_RULES)
+    graph = model.graph()
+    rotate_for(graph, recipe)  # as the exporter does before calibrating (the int4 preset's rotations)
+    grids, _ = calibrate_grids(graph, recipe, batches_for(model.tokenizer, calibration_split()[0]))
     return grids
 
 

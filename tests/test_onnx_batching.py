@@ -244,10 +244,13 @@ def test_float_channel_rows_cost_grid_weights_no_bytes(bundles, outliers_dir):
     scales (the same numbers, no bytes), a min-max weight's are stored in float16 (half of float32)."""
     from embg.checkpoint.load import load_model
     from embg.quantize.onnx_backend import read_back_weights
+    from embg.quantize.rotation import rotate_for
 
     model = onnx.load(str(Artifact.load(bundles["int4"]).model_path))
     rules = parse_recipe(Artifact.load(bundles["int4"]).manifest["recipe"])
-    weights = load_model(str(outliers_dir)).graph().state_dict()
+    graph = load_model(str(outliers_dir)).graph()
+    rotate_for(graph, rules)  # the weights as the exporter rotated them
+    weights = graph.state_dict()
     found = read_back_weights(model)
     rows_nodes = [n for n in model.graph.node if n.output[0].endswith("_float_rows")]
     assert rows_nodes and not any(i.name.endswith("_float_rows") for i in model.graph.initializer)

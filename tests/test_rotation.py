@@ -1,4 +1,4 @@
-"""The rotations of embg/model/rotation.py: the fp32 function unchanged, deterministic, never quantized,
+"""The rotations of embg/quantize/rotation.py: the fp32 function unchanged, deterministic, never quantized,
 refused where they would break a QAT grid, and better int4 blocks on weights with outlier columns."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from embg.errors import EmbgError
-from embg.model.rotation import TableUnrotation, block_size_for, hadamard, rotate_graph
+from embg.quantize.rotation import TableUnrotation, block_size_for, hadamard, rotate_graph
 from embg.quantize.groups import part_of
 from embg.quantize.int4_blocks import dequantize, quantize_rows
 from embg.quantize.recipe import load_recipe, parse_recipe

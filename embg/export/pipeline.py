@@ -16,7 +16,7 @@ from embg.bundle.integrity import record_hashes
 from embg.export.base import TARGETS, ExportJob, ExportTarget
 from embg.export.bundle_files import artifact_stem, copy_tokenizer
 from embg.export.options import FLAGS, ExportOptions
-from embg.model.rotation import rotate_for
+from embg.quantize.rotation import rotate_for
 from embg.model.weights import weights_sha256
 from embg.quantize.recipe import FP16_REASON, QuantRecipe
 

@@ -106,7 +106,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.heads * self.head_dim, hidden, bias=False)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
-        self.rotate_input = nn.Identity()  # a block Hadamard after rotate_graph (embg/model/rotation.py)
+        self.rotate_input = nn.Identity()  # a block Hadamard after rotate_graph (embg/quantize/rotation.py)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | Band) -> torch.Tensor:
         batch, seq, _ = x.shape
@@ -130,7 +130,7 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
-        self.rotate_input = nn.Identity()  # a block Hadamard after rotate_graph (embg/model/rotation.py)
+        self.rotate_input = nn.Identity()  # a block Hadamard after rotate_graph (embg/quantize/rotation.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.rotate_input(x)
@@ -183,7 +183,7 @@ class EmbeddingGemmaGraph(nn.Module):
         self.band_block: int | None = band_block_for(self.band_halo)
         self.mask_floor = MASK_MIN  # the fp16-safe rewrite sets a floor fp16 can hold
         self.fp16_safe = False  # set by embg/model/fp16_safe.py: pooling and L2 norm restated for fp16
-        self.rotated: dict | None = None  # set by embg/model/rotation.py: {"block": b, "table": bool}
+        self.rotated: dict | None = None  # set by embg/quantize/rotation.py: {"block": b, "table": bool}
         self.output_dim = output_dim
         self.full_dim = dense_shapes[-1][1]
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
@@ -240,7 +240,7 @@ class EmbeddingGemmaGraph(nn.Module):
         # otherwise fold rope tables and window masks into per-bucket constants (MBs per signature).
         # (a comparison on the data, which no converter folds; it is always true for a 0/1 mask).
         positions = torch.cumsum((attention_mask[0] >= 0).to(torch.float32), dim=0) - 1.0
-        if self.rotated and self.rotated["table"]:  # rows stored rotated and scaled (embg/model/rotation.py)
+        if self.rotated and self.rotated["table"]:  # rows stored rotated and scaled (embg/quantize/rotation.py)
             x = self.unrotate_table(self.embed_tokens(input_ids))
         else:
             x = self.embed_tokens(input_ids) * self.embed_scale

@@ -39,7 +39,7 @@ GROUP_OF_PART: dict[str, str] = {part: group for group, parts in GROUP_PARTS.ite
 # the channels kept float on LiteRT (litert_split.py). Never a recipe's to quantize.
 CORRECTION = "block_sum_correction"
 FLOAT_CHANNEL_WEIGHT = "float_channel_weight"
-# The fixed rotations of embg/model/rotation.py stay float too: they carry no checkpoint weight.
+# The fixed rotations of embg/quantize/rotation.py stay float too: they carry no checkpoint weight.
 INPUT_ROTATION = "input_rotation"
 TABLE_ROTATION = "table_rotation"
 NEVER_QUANTIZED = re.compile(rf"(?:^|[._/])(?:{CORRECTION}|{FLOAT_CHANNEL_WEIGHT}|{INPUT_ROTATION}|{TABLE_ROTATION})$")

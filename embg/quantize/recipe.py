@@ -40,7 +40,7 @@ real checkpoint's late layers cost far more at int4 than its early ones (bench/w
 
 Optional top-level ``"rotation": {"block": 128, "table": true}``: fixed Hadamard rotations of the
 decoder's q/k/v, o and gate/up inputs (blocks of ``block``) and, with ``table``, of the embedding
-table, folded in before calibration (embg/model/rotation.py); the fp32 function is unchanged and
+table, folded in before calibration (embg/quantize/rotation.py); the fp32 function is unchanged and
 int4 blocks fit the rotated weights better. Not with qat-grid (it moves weights off their grid).
 
 Optional top-level ``"smoothing": {"alpha": a}`` (0 < a <= 1): SmoothQuant-style scales folded
@@ -195,7 +195,7 @@ class QuantRecipe:
     residual_pass: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> parts whose int8
     # activations get a second pass on their rounding residual; a target not named gives none
     layer_rules: tuple[LayerRules, ...] = ()  # per-layer replacements of ``rules`` (no layer in two for a part)
-    rotation: dict[str, Any] | None = None  # {"block": b, "table": bool}: embg/model/rotation.py before calibration
+    rotation: dict[str, Any] | None = None  # {"block": b, "table": bool}: embg/quantize/rotation.py before calibration
 
     def float_channels_on(self, target: str) -> int:
         """How many input channels of each per-row int8 activation ``target`` keeps float."""
