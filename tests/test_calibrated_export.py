@@ -227,14 +227,15 @@ def test_calibration_is_deterministic_and_cached_exactly(outliers, monkeypatch, 
 
 
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
-def test_int4_bundle_carries_its_rotations_in_float(outliers_dir, root, target):
-    """The int4 preset's rotations (embg/quantize/rotation.py) are in the file once, as float32, and the
-    manifest says which; the grids above were checked on the rotated weights."""
-    artifact = export(outliers_dir, target, root, "int4")
+def test_rotated_bundle_carries_its_rotations_in_float(outliers_dir, outliers, root, target):
+    """int4-rotated's rotations (embg/quantize/rotation.py) are in the file once, as float32, the manifest
+    says which, and its calibrated grids reach the file exactly (read back on the rotated weights)."""
+    artifact = export(outliers_dir, target, root, "int4-rotated")
+    assert artifact.manifest["calibration"]["target"]["exact"] is True
     rotation = artifact.manifest["rotation"]
     assert rotation["table"] is True and rotation["block"] in (16, 32, 64, 128)
     graph = load_model(str(outliers_dir)).graph()
-    rotate_for(graph, load_recipe("int4"))
+    rotate_for(graph, load_recipe("int4-rotated"))
     hadamards = {n: v.numpy() for n, v in graph.state_dict().items() if n.endswith("rotation")}
     if target == "onnx":
         inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(artifact.model_path)).graph.initializer

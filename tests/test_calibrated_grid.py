@@ -141,7 +141,9 @@ def test_minmax_preset_is_the_calibrated_mix_without_calibration():
     counterpart = minmax_counterpart(calibrated)
     assert counterpart.float_channels == minmax.float_channels == {"onnx": 16}
     assert counterpart.residual_pass == minmax.residual_pass == {"onnx": ("down_proj",)}
-    assert counterpart.rotation == minmax.rotation == {"block": 128, "table": True}
+    assert counterpart.rotation is None and minmax.rotation is None
+    rotated = load_recipe("int4-rotated")  # the same mix on rotated weights
+    assert rotated.rules == calibrated.rules and rotated.rotation == {"block": 128, "table": True}
 
 
 def test_storable_grid_survives_numpy_float16():
