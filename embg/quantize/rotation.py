@@ -15,7 +15,10 @@ checkpoint this moved int4 top-10 agreement more than any calibration change
   of the same Hadamard blocks with signs and a stride permutation between them, so every channel
   mixes with every other); after the lookup two small products per token give E s back.
 * down_proj's input (after the gated activation) is left alone: nothing folds its rotation,
-  and the ``int4`` preset keeps down_proj int8.
+  and the ``int4`` mix keeps down_proj int8.
+
+The opt-in preset ``int4-rotated`` uses it; ``--bits 4`` does not (docs/measurements.md: it costs
+8-13% of the speed and moved the worst short query down).
 
 The rotations are fixed (seeded signs, exact Hadamard entries), so the same checkpoint always
 gives the same file. Buffers are named so that no recipe ever quantizes them (groups.py).
@@ -45,7 +48,7 @@ def hadamard(n: int) -> torch.Tensor:
 
 
 def random_signs(dim: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.where(torch.rand(dim, generator=generator, dtype=torch.float64) < 0.5, -1.0, 1.0).to(torch.float64)
+    return torch.where(torch.rand(dim, generator=generator, dtype=torch.float64) < 0.5, -1.0, 1.0)
 
 
 def block_size_for(dims: tuple[int, ...], largest: int) -> int:
