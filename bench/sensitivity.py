@@ -145,10 +145,10 @@ class Bench:
     def mix_rows(self, recipe: QuantRecipe) -> None:
         graph = self.graph
         if recipe.rotation:  # calibrated on the rotated weights, as the exporter does (same float function)
-            from embg.quantize.rotation import rotate_graph
+            from embg.quantize.rotation import rotate_for
 
             graph = copy.deepcopy(self.graph)
-            rotate_graph(graph, recipe.rotation["block"], recipe.rotation["table"])
+            rotate_for(graph, recipe)
         grids, report = calibrate_grids(graph, recipe, self.calibration, lambda m: print(m, file=sys.stderr))
         sizes = {t: recipe_bytes(graph, recipe, t) for t in ("tflite", "onnx")}
         self.measure(f"recipe {recipe.name} (calibrated)", recipe_weights(graph, recipe, grids), sizes, graph,

@@ -60,7 +60,7 @@ class WeightBench:
         if rotation:  # a recipe's rotation (embg/quantize/rotation.py): same float function, rotated weights
             from embg.quantize.rotation import rotate_graph
 
-            rotate_graph(self.graph, rotation["block"], rotation["table"])
+            rotate_graph(self.graph, **rotation)
         rows = TEXT_SETS.get("retrieval")()
         if pairs:  # evenly spaced query/document pairs (queries first, their documents in the same order)
             queries = [row for row in rows if row.is_query]
