@@ -1,6 +1,6 @@
 """Where dynamic int8 activations cost retrieval agreement, on a real checkpoint (torch simulation).
 
-    python -m bench.activation_sensitivity --model DIR [--texts retrieval] [--parts] [--out FILE.json]
+    python -m bench.activation_sensitivity --model DIR [--texts retrieval] [--parts] [--rotation JSON] [--out FILE.json]
 
 Every row runs the graph in torch with the `int8` preset's weights (per-channel int8, float head) and
 some linear inputs rounded as a target rounds them at run time (embg/quantize/simulate.py), and
@@ -14,7 +14,10 @@ top-10 agreement (embg.parity.metrics.retrieval, as embg-validate computes it):
 * LiteRT grid: XNNPACK's asymmetric int8 per row (its own formula), every channel (the LiteRT preset
   before float channels); with the preset's float channels; and with its residual_pass parts in two
   passes on XNNPACK's grid (the preset now);
-* ``--parts``: one part's input at a time on the ONNX grid (which activation costs the most).
+* ``--parts``: one part's input at a time on the ONNX grid (which activation costs the most);
+* ``--rotation '{"down": true}'``: the same rows on a graph rotated as a recipe's ``rotation`` field
+  asks (embg/quantize/rotation.py): whether spreading the outlier channels makes the float channels
+  and second passes unnecessary.
 
 The simulation tracks the exported files: ONNX grid 0.9757 here against 0.9753 measured on the real
 ONNX bundle with embg-validate. One pass over the 954 retrieval texts takes ~2.5 minutes on one thread.
@@ -35,7 +38,8 @@ from embg.parity.metrics import retrieval
 from embg.quantize.calibration_texts import batches_for, calibration_split
 from embg.quantize.channel_peaks import largest_channels, linear_input_peaks
 from embg.quantize.groups import part_of
-from embg.quantize.recipe import load_recipe
+from embg.quantize.recipe import load_recipe, parse_recipe
+from embg.quantize.rotation import rotate_graph
 from embg.quantize.simulate import (int8_rows, int8_rows_asymmetric, int8_rows_asymmetric_two_pass, int8_rows_two_pass,
                                     outputs_with_activations, recipe_weights, with_float_channels)
 from embg.textdata.sets import TEXT_SETS
@@ -47,11 +51,13 @@ def linear_weights(graph: torch.nn.Module) -> list[str]:
 
 
 class ActivationBench:
-    def __init__(self, model_dir: str, texts: str) -> None:
+    def __init__(self, model_dir: str, texts: str, rotation: dict | None = None) -> None:
         from bench.sensitivity import eval_batches
 
         model = load_model(model_dir)
         self.graph = model.graph()
+        if rotation:
+            rotate_graph(self.graph, **rotation)
         rows = TEXT_SETS.get(texts)()
         self.batches, order, _ = eval_batches(model.tokenizer, rows)
         self.inverse = np.argsort(order)
@@ -117,9 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="checkpoint directory (the real embeddinggemma-300m)")
     parser.add_argument("--texts", default="retrieval", help="named text set (retrieval gives top-10 agreement)")
     parser.add_argument("--parts", action="store_true", help="also each part's input alone on the ONNX grid")
+    parser.add_argument("--rotation", type=json.loads, help='a recipe\'s rotation field, e.g. \'{"down": true}\'')
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args(argv)
-    bench = ActivationBench(args.model, args.texts)
+    rotation = None
+    if args.rotation is not None:  # validated as a recipe field, defaults filled in
+        rotation = parse_recipe({**load_recipe("int8").to_dict(), "rotation": args.rotation}).rotation
+    bench = ActivationBench(args.model, args.texts, rotation)
     print(f"{len(bench.reference)} texts; one pass takes {bench.pass_seconds:.0f} s", flush=True)
     preset = load_recipe("int8")  # its float channels and residual passes, whatever they are now
     kept, passes = preset.float_channels_on("onnx"), preset.residual_pass_on("onnx")
@@ -127,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     onnx, litert = two_pass_on(()), two_pass_on((), int8_rows_asymmetric)
     litert_passes = two_pass_on(litert_parts, int8_rows_asymmetric, int8_rows_asymmetric_two_pass)
     bench.measure("int8 weights, float activations", {})
+    bench.measure("ONNX grid: per row, no float channels", bench.grid(onnx, 0))
     bench.measure(f"ONNX grid: per row, {kept} float channels", bench.grid(onnx, kept))
     bench.measure(f"ONNX grid, {'+'.join(passes)} in two passes (the preset)", bench.grid(two_pass_on(passes), kept))
     bench.measure("ONNX grid, down_proj input float", bench.grid(onnx, kept, exact=("down_proj",)))
@@ -139,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.measure(f"only {part} input int8 (ONNX grid, no float channels)", bench.grid(onnx, 0, {part}))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"model": Path(args.model).name, "texts": args.texts, "rows": bench.rows},
+        args.out.write_text(json.dumps({"model": Path(args.model).name, "texts": args.texts, "rotation": rotation,
+                                        "rows": bench.rows},
                                        indent=1) + "\n", encoding="utf-8")
     return 0
 

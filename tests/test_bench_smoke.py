@@ -150,3 +150,16 @@ def test_weight_agreement_layers_scan_and_mix(tmp_path, tiny_dir):
             {"layer": 1, "group": "v", "drift_per_mb": 1.0, "mb_saved": 1.0},
             {"layer": 2, "group": "v", "drift_per_mb": 2.0, "mb_saved": 1.0}]
     assert cheapest_mix(rows, 1.5) == {(1, "v"), (2, "v")}  # the cheapest first, until the bytes are saved
+
+
+def test_activation_sensitivity_rotated_graph_keeps_its_float_reference(tiny_dir):
+    """`python -m bench.activation_sensitivity --rotation`: the rows run on a rotated graph whose float
+    function is the original's, so only the int8 roundings move them."""
+    from bench.activation_sensitivity import ActivationBench, two_pass_on
+
+    plain = ActivationBench(str(tiny_dir), "builtin")
+    rotated = ActivationBench(str(tiny_dir), "builtin", {"block": 128, "table": False, "down": True})
+    assert getattr(rotated.graph, "rotated", None) and not getattr(plain.graph, "rotated", None)
+    assert (plain.reference * rotated.reference).sum(axis=1).min() > 0.99999
+    row = rotated.measure("ONNX grid", rotated.grid(two_pass_on(()), 0))
+    assert 0.5 < row["cosine_min"] < 1.0

@@ -233,7 +233,7 @@ def test_rotated_bundle_carries_its_rotations_in_float(outliers_dir, outliers, r
     artifact = export(outliers_dir, target, root, "int4-rotated")
     assert artifact.manifest["calibration"]["target"]["exact"] is True
     rotation = artifact.manifest["rotation"]
-    assert rotation["table"] is True and rotation["block"] in (16, 32, 64, 128)
+    assert rotation["table"] is True and rotation["down"] is True and rotation["block"] in (16, 32, 64, 128)
     graph = load_model(str(outliers_dir)).graph()
     rotate_for(graph, load_recipe("int4-rotated"))
     hadamards = {n: v.numpy() for n, v in graph.state_dict().items() if n.endswith("rotation")}
@@ -247,3 +247,27 @@ def test_rotated_bundle_carries_its_rotations_in_float(outliers_dir, outliers, r
         from embg.export.completeness import check_float_terms_tflite
 
         assert check_float_terms_tflite(artifact.model_path, graph) == len(hadamards)
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_int8_rotated_rotates_down_proj_and_keeps_no_float_channels(outliers_dir, outliers, root, target):
+    """int8-rotated: every decoder input rotated, down_proj's too, one float32 Hadamard block in the file,
+    no float channels. Its quality is measured on the real checkpoint (tests/test_real_rotated.py): on this
+    fixture down_proj writes into a residual channel whose norm gain is ~9e4, and rotating its input
+    spreads per-row rounding noise into that channel (docs/measurements.md)."""
+    recipe = load_recipe("int8-rotated")
+    assert recipe.rotation == {"block": 128, "table": False, "down": True}
+    assert recipe.float_channels_on(target) == 0 and not recipe.residual_pass_on(target)
+    artifact = export(outliers_dir, target, root, "int8-rotated")
+    assert artifact.manifest["rotation"]["down"] is True and artifact.manifest["rotation"]["table"] is False
+    graph = outliers.graph()
+    rotate_for(graph, recipe)
+    assert not isinstance(graph.layers[0].mlp.rotate_hidden, torch.nn.Identity)
+    if target == "tflite":
+        from embg.export.completeness import check_float_terms_tflite
+
+        rotations = [name for name in graph.state_dict() if name.endswith("rotation")]  # one module, many names
+        assert check_float_terms_tflite(artifact.model_path, graph) == len(rotations) == 3 * len(graph.layers)
+    else:
+        inits = [i for i in onnx.load(str(artifact.model_path)).graph.initializer if i.name.endswith("rotation")]
+        assert len(inits) == 1 and inits[0].data_type == onnx.TensorProto.FLOAT

@@ -22,15 +22,16 @@ def _inputs(vocab: int):
     return ids, mask
 
 
-@pytest.mark.parametrize("table", [True, False])
-def test_rotation_keeps_the_float_function(tiny_model, table):
+@pytest.mark.parametrize("table, down", [(True, False), (False, False), (True, True)])
+def test_rotation_keeps_the_float_function(tiny_model, table, down):
     graph = tiny_model.graph()
     ids, mask = _inputs(graph.embed_tokens.weight.shape[0])
     with torch.no_grad():
         before = graph(ids, mask)
-        report = rotate_graph(graph, 128, table)
+        report = rotate_graph(graph, 128, table, down)
         after = graph(ids, mask)
-    assert report["table"] is table and report["block"] >= 1
+    assert report["table"] is table and report["down"] is down and report["block"] >= 1
+    assert isinstance(graph.layers[0].mlp.rotate_hidden, torch.nn.Identity) is not down
     assert torch.nn.functional.cosine_similarity(before, after).min() > 0.99999
     assert not torch.equal(graph.layers[0].self_attn.q_proj.weight, tiny_model.graph().layers[0].self_attn.q_proj.weight)
     with pytest.raises(ValueError, match="already rotated"):
@@ -92,10 +93,11 @@ def test_rotation_spreads_outlier_columns_over_int4_blocks():
 def test_recipe_rotation_field():
     base = load_recipe("int4").to_dict()
     recipe = parse_recipe({**base, "rotation": {"block": 64, "table": False}})
-    assert recipe.rotation == {"block": 64, "table": False}
+    assert recipe.rotation == {"block": 64, "table": False, "down": False}
+    assert parse_recipe({**base, "rotation": {"down": True}}).rotation == {"block": 128, "table": True, "down": True}
     assert parse_recipe(recipe.to_dict()).rotation == recipe.rotation
     assert "rotation" in recipe.summary()
-    for bad in ({"block": 96}, {"block": True}, {"table": "yes"}, {"blocks": 128}, 128):
+    for bad in ({"block": 96}, {"block": True}, {"table": "yes"}, {"down": 1}, {"blocks": 128}, 128):
         with pytest.raises(EmbgError, match="rotation"):
             parse_recipe({**base, "rotation": bad})
     qat = load_recipe("int4-qat").to_dict()

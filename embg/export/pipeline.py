@@ -100,6 +100,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     rotation = rotate_for(graph, recipe)  # before calibration: GPTQ and the table's scales fit the rotated weights
     if rotation:
         progress(f"rotating the q/k/v, o and gate/up inputs (Hadamard blocks of {rotation['block']})"
+                 + (", down_proj's input" if rotation["down"] else "")
                  + (" and the embedding table" if rotation["table"] else ""))
     seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)
     target.check_request(request.recipe, seq_lens, model.spec.max_positions)

@@ -131,10 +131,11 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
         self.rotate_input = nn.Identity()  # a block Hadamard after rotate_graph (embg/quantize/rotation.py)
+        self.rotate_hidden = nn.Identity()  # down_proj's input, when rotate_graph(down=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.rotate_input(x)
-        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+        return self.down_proj(self.rotate_hidden(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x)))
 
 
 class DecoderLayer(nn.Module):

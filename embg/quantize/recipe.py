@@ -38,9 +38,9 @@ is an error, so no precedence is ever implied. For spending a size budget where 
 real checkpoint's late layers cost far more at int4 than its early ones (bench/weight_agreement.py
 ``--layers``). No bits 16 there (fp16 is every weight at once).
 
-Optional top-level ``"rotation": {"block": 128, "table": true}``: fixed Hadamard rotations of the
-decoder's q/k/v, o and gate/up inputs (blocks of ``block``) and, with ``table``, of the embedding
-table, folded in before calibration (embg/quantize/rotation.py); the fp32 function is unchanged and
+Optional top-level ``"rotation": {"block": 128, "table": true, "down": false}``: fixed Hadamard
+rotations of the decoder's q/k/v, o and gate/up inputs (blocks of ``block``), with ``table`` of the
+embedding table and with ``down`` of down_proj's input (one more product per layer), folded in before calibration (embg/quantize/rotation.py); the fp32 function is unchanged and
 int4 blocks fit the rotated weights better. Not with qat-grid (it moves weights off their grid).
 
 Optional top-level ``"smoothing": {"alpha": a}`` (0 < a <= 1): SmoothQuant-style scales folded
@@ -115,7 +115,7 @@ FLOAT_ROW_DTYPES = ("float32", "float16")
 MAX_FLOAT_CHANNELS = 128
 ATTENTION_PRODUCTS = ("fp32", "int8")
 SMOOTHING_FIELDS = {"alpha"}
-ROTATION_FIELDS = {"block", "table"}
+ROTATION_FIELDS = {"block", "table", "down"}
 ROTATION_BLOCKS = (16, 32, 64, 128, 256)
 FP16_SAFE_FIELDS = {"residual_scale"}
 FLOAT_CHANNEL_TARGETS = ("onnx", "tflite")  # the targets that split activations (export target names)
@@ -314,7 +314,8 @@ class QuantRecipe:
             lines.append(f"  smoothing     SmoothQuant scales folded into norms/weights, alpha {self.smoothing['alpha']}")
         if self.rotation:
             lines.append(f"  rotation      Hadamard blocks of {self.rotation['block']} on q/k/v, o and gate/up inputs"
-                         + (", embedding table rotated" if self.rotation["table"] else ""))
+                         + (", embedding table rotated" if self.rotation["table"] else "")
+                         + (", down_proj input rotated" if self.rotation.get("down") else ""))
         if self.attention_products != "fp32":
             lines.append(f"  attention products (scores, values): {self.attention_products}, per-row scales (ONNX)")
         if self.fp16_safe:
@@ -575,14 +576,15 @@ def _parse_rotation(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[s
     example = '{"block": 128, "table": true}'
     if not isinstance(raw, dict) or set(raw) - ROTATION_FIELDS:
         raise EmbgError(f"{where}: 'rotation' must be an object such as {example} (fields {sorted(ROTATION_FIELDS)})")
-    block, table = raw.get("block", 128), raw.get("table", True)
+    block, table, down = raw.get("block", 128), raw.get("table", True), raw.get("down", False)
     if isinstance(block, bool) or block not in ROTATION_BLOCKS:
         raise EmbgError(f"{where}: rotation.block must be one of {list(ROTATION_BLOCKS)}, got {block!r}")
-    if not isinstance(table, bool):
-        raise EmbgError(f"{where}: rotation.table must be true or false, got {table!r}")
+    for field, value in (("table", table), ("down", down)):
+        if not isinstance(value, bool):
+            raise EmbgError(f"{where}: rotation.{field} must be true or false, got {value!r}")
     if any(rule.algorithm == "qat-grid" for rule in rules.values()):
         raise EmbgError(f"{where}: rotation conflicts with algorithm qat-grid (rotating moves weights off their QAT grid)")
-    return {"block": int(block), "table": table}
+    return {"block": int(block), "table": table, "down": down}
 
 
 def _parse_smoothing(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[str, float] | None:

@@ -14,8 +14,9 @@ checkpoint this moved int4 top-10 agreement more than any calibration change
 * the embedding table: rows stored as E s M^T (s the embedding scale, M orthogonal: two stages
   of the same Hadamard blocks with signs and a stride permutation between them, so every channel
   mixes with every other); after the lookup two small products per token give E s back.
-* down_proj's input (after the gated activation) is left alone: nothing folds its rotation,
-  and the ``int4`` mix keeps down_proj int8.
+* down_proj's input (after the gated activation), with ``down``: its signs fold into up_proj's
+  output rows (gelu(g) * (u D) = (gelu(g) * u) D), the Hadamard blocks are one more product per
+  layer on the [.., intermediate] activation. Without ``down`` it is left alone.
 
 The opt-in preset ``int4-rotated`` uses it; ``--bits 4`` does not (docs/measurements.md: it costs
 8-13% of the speed and moved the worst short query down).
@@ -111,15 +112,16 @@ def _rotate_inputs(linears: list[nn.Linear], rotation: torch.Tensor) -> None:
         linear.weight.copy_((linear.weight.double() @ rotation).to(linear.weight.dtype))
 
 
-def rotate_graph(graph: nn.Module, block: int = 128, table: bool = True) -> dict[str, Any]:
+def rotate_graph(graph: nn.Module, block: int = 128, table: bool = True, down: bool = False) -> dict[str, Any]:
     """Rotate, in place, the inputs of every decoder layer's q/k/v, o and gate/up weights (block
-    Hadamard, signs in the norms) and, with ``table``, the embedding table. The fp32 function is
-    unchanged up to rounding. Returns what the manifest records."""
+    Hadamard, signs in the norms), with ``table`` the embedding table and with ``down`` down_proj's
+    input. The fp32 function is unchanged up to rounding. Returns what the manifest records."""
     if getattr(graph, "rotated", None):
         raise ValueError("the graph is already rotated")
     hidden = graph.embed_tokens.weight.shape[1]
     head_dim = graph.layers[0].self_attn.head_dim
-    block = block_size_for((hidden, head_dim), block)
+    intermediate = graph.layers[0].mlp.down_proj.weight.shape[1]
+    block = block_size_for((hidden, head_dim, intermediate) if down else (hidden, head_dim), block)
     generator = torch.Generator().manual_seed(SEED)
     H = hadamard(block)
     shared = BlockRotation(block)
@@ -141,7 +143,12 @@ def rotate_graph(graph: nn.Module, block: int = 128, table: bool = True) -> dict
             v.copy_((head.T @ v.double().reshape(-1, head_dim, v.shape[1])).reshape(v.shape).to(v.dtype))
             heads_out = torch.block_diag(*[head] * attention.heads)
             _rotate_inputs([attention.o_proj], heads_out)
-        report = {"block": block, "table": bool(table)}
+            if down:  # h D H: D rides on up_proj's output rows, H is one product in front of down_proj
+                signs = random_signs(intermediate, generator)
+                mlp.up_proj.weight.copy_((signs[:, None] * mlp.up_proj.weight.double()).to(mlp.up_proj.weight.dtype))
+                _rotate_inputs([mlp.down_proj], signs[:, None] * torch.block_diag(*[H] * (intermediate // block)))
+                mlp.rotate_hidden = shared
+        report = {"block": block, "table": bool(table), "down": bool(down)}
         if table:
             unrotation = TableUnrotation(hidden, block, generator)
             rotation = unrotation.matrix().T * graph.embed_scale.double()  # E s M^T: the lookup then M gives E s
@@ -158,4 +165,4 @@ def rotate_for(graph: nn.Module, recipe: Any) -> dict[str, Any] | None:
     """Rotate ``graph`` as ``recipe`` (a QuantRecipe) asks, before calibration; None when it asks for none."""
     if not recipe.rotation:
         return None
-    return rotate_graph(graph, recipe.rotation["block"], recipe.rotation["table"])
+    return rotate_graph(graph, recipe.rotation["block"], recipe.rotation["table"], recipe.rotation.get("down", False))
