@@ -61,7 +61,7 @@ def test_bits4_is_calibrated_on_the_real_checkpoint(target, root):
 # docs/measurements.md): kept as an expected failure so a run that reaches it reports XPASS. (ONNX cosine
 # min reached 0.9801 once the head went weight-only, so it is asserted strictly.)
 TOP10_NOT_REACHED = pytest.mark.xfail(reason="top-10 agreement on 477 real query/document pairs < 0.95: TFLite 0.931, "
-                                             "ONNX 0.930 (int4-rotated: 0.940 / 0.943)", strict=False)
+                                             "ONNX 0.930 (int4-rotated: 0.943 / 0.945)", strict=False)
 
 
 _BUILTIN: dict[str, dict] = {}

@@ -18,8 +18,10 @@ checkpoint this moved int4 top-10 agreement more than any calibration change
   output rows (gelu(g) * (u D) = (gelu(g) * u) D), the Hadamard blocks are one more product per
   layer on the [.., intermediate] activation. Without ``down`` it is left alone.
 
-The opt-in preset ``int4-rotated`` uses it; ``--bits 4`` does not (docs/measurements.md: it costs
-8-13% of the speed and moved the worst short query down).
+The opt-in presets ``int4-rotated`` and ``int8-rotated`` use it, down_proj included, with no float
+channels (rotated activations do not need them); ``--bits 4`` / ``--bits 8`` do not: on the outlier
+fixture, where down_proj writes into a channel with norm gain ~9e4, rotating its input spreads rounding
+noise into that channel (docs/measurements.md).
 
 The rotations are fixed (seeded signs, exact Hadamard entries), so the same checkpoint always
 gives the same file. Buffers are named so that no recipe ever quantizes them (groups.py).
