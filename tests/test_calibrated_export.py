@@ -271,3 +271,18 @@ def test_int8_rotated_rotates_down_proj_and_keeps_no_float_channels(outliers_dir
     else:
         inits = [i for i in onnx.load(str(artifact.model_path)).graph.initializer if i.name.endswith("rotation")]
         assert len(inits) == 1 and inits[0].data_type == onnx.TensorProto.FLOAT
+
+
+def test_export_warns_when_parity_is_under_the_validator_gate(outliers_dir, tmp_path, capsys):
+    """int4-rotated collapses on the outlier fixture (down_proj writes into a channel with norm gain ~9e4):
+    the bundle is written, and embg-export says at once that it will fail embg-validate."""
+    from embg.validate.thresholds import parity_shortfalls
+
+    out = tmp_path / "rotated"
+    assert export_main(["--model", str(outliers_dir), "--target", "onnx", "--recipe", "int4-rotated",
+                        "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parity"]["cosine_mean"] < 0.9
+    assert parity_shortfalls(manifest) and "WARNING: parity" in capsys.readouterr().err
+    good = {**manifest, "parity": {"cosine_min": 0.99, "cosine_mean": 0.995}}
+    assert parity_shortfalls(good) == [] and parity_shortfalls({**manifest, "parity": None}) == []

@@ -96,3 +96,16 @@ def threshold_class(recipe: dict[str, Any]) -> str:
 def limits_for(recipe: dict[str, Any]) -> tuple[str, dict[str, tuple[str, float]]]:
     name = threshold_class(recipe)
     return name, THRESHOLDS[name]
+
+
+def parity_shortfalls(manifest: dict[str, Any]) -> list[str]:
+    """The export-time parity figures (manifest ``parity``) under embg-validate's limits for the bundle's
+    class: a bundle that will fail validation, said at export time. Empty when parity was skipped."""
+    parity = manifest.get("parity") or {}
+    name, limits = limits_for(manifest.get("recipe") or {})
+    found = []
+    for metric in ("cosine_min", "cosine_mean"):
+        value, (operator, limit) = parity.get(metric), limits[metric]
+        if value is not None and not OPERATORS[operator](value, limit):
+            found.append(f"{metric} {value:.4f} (embg-validate's {name} gate: {operator} {limit:g})")
+    return found
