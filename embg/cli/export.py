@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from embg.bundle import MANIFEST_NAME
+from embg.bundle import Artifact
 from embg.cli.common import run_cli, setup_logging, step
 from embg.errors import EmbgError
 from embg.checkpoint.resolve import DEFAULT_MODEL
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                                   auto_qat=args.bits is not None),
         )
         out = export_bundle(request, progress=step)
-        shortfalls = parity_shortfalls(json.loads((Path(out) / MANIFEST_NAME).read_text(encoding="utf-8")))
+        shortfalls = parity_shortfalls(dict(Artifact.load(out).manifest))
         if shortfalls:  # written and usable, but it will fail embg-validate: say so now, not after a deploy
             print(f"embg-export: WARNING: parity of the written file is under the validator's gate: "
                   f"{'; '.join(shortfalls)}. Try another recipe (e.g. --bits 8, or int4 instead of a rotated "

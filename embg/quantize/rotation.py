@@ -167,4 +167,4 @@ def rotate_for(graph: nn.Module, recipe: Any) -> dict[str, Any] | None:
     """Rotate ``graph`` as ``recipe`` (a QuantRecipe) asks, before calibration; None when it asks for none."""
     if not recipe.rotation:
         return None
-    return rotate_graph(graph, recipe.rotation["block"], recipe.rotation["table"], recipe.rotation.get("down", False))
+    return rotate_graph(graph, **recipe.rotation)  # parse_recipe fills block, table and down
