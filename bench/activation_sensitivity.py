@@ -39,7 +39,7 @@ from embg.quantize.calibration_texts import batches_for, calibration_split
 from embg.quantize.channel_peaks import largest_channels, linear_input_peaks
 from embg.quantize.groups import part_of
 from embg.quantize.recipe import load_recipe, parse_recipe
-from embg.quantize.rotation import rotate_graph
+from embg.quantize.rotation import rotate_for
 from embg.quantize.simulate import (int8_rows, int8_rows_asymmetric, int8_rows_asymmetric_two_pass, int8_rows_two_pass,
                                     outputs_with_activations, recipe_weights, with_float_channels)
 from embg.textdata.sets import TEXT_SETS
@@ -52,12 +52,15 @@ def linear_weights(graph: torch.nn.Module) -> list[str]:
 
 class ActivationBench:
     def __init__(self, model_dir: str, texts: str, rotation: dict | None = None) -> None:
+        """``rotation``: a recipe's rotation field (``"down": "auto"`` measured on the calibration texts)."""
         from bench.sensitivity import eval_batches
 
         model = load_model(model_dir)
         self.graph = model.graph()
+        self.rotation = None
         if rotation:
-            rotate_graph(self.graph, **rotation)
+            recipe = parse_recipe({**load_recipe("int8").to_dict(), "rotation": rotation})
+            self.rotation = rotate_for(self.graph, recipe, lambda: batches_for(model.tokenizer, calibration_split()[0]))
         rows = TEXT_SETS.get(texts)()
         self.batches, order, _ = eval_batches(model.tokenizer, rows)
         self.inverse = np.argsort(order)
@@ -123,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="checkpoint directory (the real embeddinggemma-300m)")
     parser.add_argument("--texts", default="retrieval", help="named text set (retrieval gives top-10 agreement)")
     parser.add_argument("--parts", action="store_true", help="also each part's input alone on the ONNX grid")
-    parser.add_argument("--rotation", type=json.loads, help='a recipe\'s rotation field, e.g. \'{"down": true}\'')
+    parser.add_argument("--rotation", type=json.loads,
+                        help='a recipe\'s rotation field, e.g. \'{"down": true}\' or \'{"down": "auto"}\'')
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args(argv)
     rotation = None
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.measure(f"only {part} input int8 (ONNX grid, no float channels)", bench.grid(onnx, 0, {part}))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"model": Path(args.model).name, "texts": args.texts, "rotation": rotation,
+        args.out.write_text(json.dumps({"model": Path(args.model).name, "texts": args.texts, "rotation": bench.rotation,
                                         "rows": bench.rows},
                                        indent=1) + "\n", encoding="utf-8")
     return 0

@@ -148,7 +148,7 @@ class Bench:
             from embg.quantize.rotation import rotate_for
 
             graph = copy.deepcopy(self.graph)
-            rotate_for(graph, recipe)
+            rotate_for(graph, recipe, lambda: self.calibration)
         grids, report = calibrate_grids(graph, recipe, self.calibration, lambda m: print(m, file=sys.stderr))
         sizes = {t: recipe_bytes(graph, recipe, t) for t in ("tflite", "onnx")}
         self.measure(f"recipe {recipe.name} (calibrated)", recipe_weights(graph, recipe, grids), sizes, graph,

@@ -51,16 +51,19 @@ INT4_SAVES = 0.5 - 2 / 32  # bytes per weight int4 block 32 (bf16 scales) saves 
 
 
 class WeightBench:
-    def __init__(self, model_dir: str, pairs: int | None = None, rotation: dict | None = None) -> None:
+    def __init__(self, model_dir: str, pairs: int | None = None, recipe: QuantRecipe | None = None) -> None:
         from bench.sensitivity import eval_batches
 
         model = load_model(model_dir)
         self.graph = model.graph()
-        self.rotation = rotation
-        if rotation:  # a recipe's rotation (embg/quantize/rotation.py): same float function, rotated weights
-            from embg.quantize.rotation import rotate_graph
+        self.calibration = batches_for(model.tokenizer, calibration_split()[0])
+        self.rotation = None
+        if recipe is not None and recipe.rotation:  # same float function, rotated weights: as the exporter does
+            from embg.quantize.rotation import rotate_for
 
-            rotate_graph(self.graph, **rotation)
+            self.rotation = rotate_for(self.graph, recipe, lambda: self.calibration)
+            print(f"rotated: {self.rotation}", flush=True)
+        self.recipe_rotation = recipe.rotation if recipe is not None else None
         rows = TEXT_SETS.get("retrieval")()
         if pairs:  # evenly spaced query/document pairs (queries first, their documents in the same order)
             queries = [row for row in rows if row.is_query]
@@ -70,7 +73,6 @@ class WeightBench:
         self.batches, order, _ = eval_batches(model.tokenizer, rows)
         self.inverse = np.argsort(order)
         self.queries = sum(1 for row in rows if row.is_query)
-        self.calibration = batches_for(model.tokenizer, calibration_split()[0])
         started = time.perf_counter()
         self.reference = self.embed({})
         self.pass_seconds = time.perf_counter() - started
@@ -81,9 +83,9 @@ class WeightBench:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     def weights(self, recipe: QuantRecipe) -> dict:
-        if recipe.rotation and recipe.rotation != self.rotation:  # a recipe without one takes the graph as is
+        if recipe.rotation and recipe.rotation != self.recipe_rotation:  # one without takes the graph as is
             raise SystemExit(f"recipe {recipe.name}: rotation {recipe.rotation} differs from the bench graph's "
-                             f"{self.rotation}; measure it with --recipe instead of --variant")
+                             f"{self.recipe_rotation}; measure it with --recipe instead of --variant")
         grids, _ = calibrate_grids(self.graph, recipe, self.calibration) if recipe.is_calibrated else ({}, None)
         return recipe_weights(self.graph, recipe, grids)
 
@@ -114,10 +116,10 @@ def int4_mb_saved(graph: torch.nn.Module, names) -> float:
     return sum(sizes[n] for n in names) * INT4_SAVES / 1e6
 
 
-def layer_sensitivity(model_dir: str, pairs: int, rotation: dict | None = None) -> tuple[list[dict], dict]:
+def layer_sensitivity(model_dir: str, pairs: int, recipe: QuantRecipe | None = None) -> tuple[list[dict], dict]:
     """(one row per decoder layer and group: drift = mean 1 - cosine with that alone int4, and drift per MB
     saved; the int4 weights) on ``pairs`` pairs."""
-    small = WeightBench(model_dir, pairs, rotation)  # rotated as the recipe is, so its int4 weights mix in
+    small = WeightBench(model_dir, pairs, recipe)  # rotated as the recipe is, so its int4 weights mix in
     int4 = small.weights(all_int4_decoder())
     rows = []
     for layer in sorted({layer_of(name) for name in int4}):
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
-    bench = WeightBench(args.model, rotation=recipe.rotation)
+    bench = WeightBench(args.model, recipe=recipe)
     print(f"{len(bench.reference)} texts; one pass takes {bench.pass_seconds:.0f} s", flush=True)
     weights = bench.weights(recipe)
     bench.measure(f"recipe {recipe.name} weights", weights)
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 def measure_layer_mix(bench: WeightBench, model_dir: str, recipe: QuantRecipe, weights: dict, pairs: int) -> list[dict]:
     """--layers: the per-layer scan, then the mix it picks for the bytes the recipe's int4 decoder parts save
     (their other weights int8 per channel, the table and head as the recipe has them), on every pair."""
-    rows, int4 = layer_sensitivity(model_dir, pairs, recipe.rotation)
+    rows, int4 = layer_sensitivity(model_dir, pairs, recipe)
     budget = int4_mb_saved(bench.graph, [n for n in weights if layer_group(n) and recipe.rule_for(n).bits == 4])
     chosen = cheapest_mix(rows, budget)
     mix = {n: (int4[n] if (layer_of(n), layer_group(n)) in chosen else int8_channel) if layer_group(n) else f

@@ -103,7 +103,7 @@ def test_weight_agreement_measures_parts_and_variants(tmp_path, tiny_dir):
     from embg.quantize.recipe import load_recipe
 
     recipe = load_recipe("int4-minmax")
-    bench = WeightBench(str(tiny_dir), rotation=recipe.rotation)  # the weights of a rotated graph, as exported
+    bench = WeightBench(str(tiny_dir), recipe=recipe)  # the weights of a rotated graph, as exported
     weights = bench.weights(recipe)
     assert {part_of(name) for name in weights} <= set(PARTS)
     every = bench.measure("all", weights)
@@ -158,8 +158,9 @@ def test_activation_sensitivity_rotated_graph_keeps_its_float_reference(tiny_dir
     from bench.activation_sensitivity import ActivationBench, two_pass_on
 
     plain = ActivationBench(str(tiny_dir), "builtin")
-    rotated = ActivationBench(str(tiny_dir), "builtin", {"block": 128, "table": False, "down": True})
+    rotated = ActivationBench(str(tiny_dir), "builtin", {"block": 128, "table": False, "down": "auto"})
     assert getattr(rotated.graph, "rotated", None) and not getattr(plain.graph, "rotated", None)
+    assert rotated.rotation["down_layers"] == list(range(len(rotated.graph.layers)))  # random weights: all
     assert (plain.reference * rotated.reference).sum(axis=1).min() > 0.99999
     row = rotated.measure("ONNX grid", rotated.grid(two_pass_on(()), 0))
     assert 0.5 < row["cosine_min"] < 1.0

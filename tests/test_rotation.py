@@ -38,6 +38,29 @@ def test_rotation_keeps_the_float_function(tiny_model, table, down):
         rotate_graph(graph)
 
 
+def test_down_rotation_of_chosen_layers_only(tiny_model):
+    """A layer list rotates down_proj's input in those layers alone, with the very weights down=True gives
+    them (the signs are drawn for every layer either way), and the float function unchanged."""
+    every, some = tiny_model.graph(), tiny_model.graph()
+    ids, mask = _inputs(some.embed_tokens.weight.shape[0])
+    with torch.no_grad():
+        before = some(ids, mask)
+        rotate_graph(every, down=True)
+        report = rotate_graph(some, down=[1])
+        after = some(ids, mask)
+    assert report["down"] is True and report["down_layers"] == [1]
+    assert isinstance(some.layers[0].mlp.rotate_hidden, torch.nn.Identity)
+    assert not isinstance(some.layers[1].mlp.rotate_hidden, torch.nn.Identity)
+    theirs = every.state_dict()
+    for name, value in some.state_dict().items():
+        parts = name.split(".")
+        unrotated_down = parts[0] == "layers" and parts[1] != "1" and parts[3:4] in (["up_proj"], ["down_proj"])
+        assert torch.equal(value, theirs[name]) is not unrotated_down, name
+    assert torch.nn.functional.cosine_similarity(before, after).min() > 0.99999
+    with pytest.raises(ValueError, match="names layers"):
+        rotate_graph(tiny_model.graph(), down=[len(some.layers)])
+
+
 def test_rotation_is_deterministic(tiny_model):
     first, second = tiny_model.graph(), tiny_model.graph()
     rotate_graph(first)
@@ -97,7 +120,9 @@ def test_recipe_rotation_field():
     assert parse_recipe({**base, "rotation": {"down": True}}).rotation == {"block": 128, "table": True, "down": True}
     assert parse_recipe(recipe.to_dict()).rotation == recipe.rotation
     assert "rotation" in recipe.summary()
-    for bad in ({"block": 96}, {"block": True}, {"table": "yes"}, {"down": 1}, {"blocks": 128}, 128):
+    assert parse_recipe({**base, "rotation": {"down": "auto"}}).rotation["down"] == "auto"
+    assert "where it measures better" in parse_recipe({**base, "rotation": {"down": "auto"}}).summary()
+    for bad in ({"block": 96}, {"block": True}, {"table": "yes"}, {"down": 1}, {"down": "yes"}, {"blocks": 128}, 128):
         with pytest.raises(EmbgError, match="rotation"):
             parse_recipe({**base, "rotation": bad})
     qat = load_recipe("int4-qat").to_dict()

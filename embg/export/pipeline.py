@@ -97,11 +97,10 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                  "RMSNorm restated; checking every intermediate on the calibration texts")
         precision = fp16_safe_graph(graph, recipe.fp16_safe["residual_scale"], calibration_batches(model.tokenizer))
         precision["file_activations"] = "fp16" if recipe.is_fp16 and target.name == "onnx" else "fp32"
-    rotation = rotate_for(graph, recipe)  # before calibration: GPTQ and the table's scales fit the rotated weights
-    if rotation:
+    rotation = rotate_for(graph, recipe, lambda: _calibration_batches(model))  # before calibration: GPTQ and the
+    if rotation:                                                                # table's scales fit rotated weights
         progress(f"rotating the q/k/v, o and gate/up inputs (Hadamard blocks of {rotation['block']})"
-                 + (", down_proj's input" if rotation["down"] else "")
-                 + (" and the embedding table" if rotation["table"] else ""))
+                 + _down_text(rotation) + (" and the embedding table" if rotation["table"] else ""))
     seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)
     target.check_request(request.recipe, seq_lens, model.spec.max_positions)
     stem = artifact_stem(model.spec.model_id, target.name, recipe.name,
@@ -179,6 +178,19 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         Manifest(manifest).write(bundle)
     progress(f"bundle ready: {out}")
     return out
+
+
+def _calibration_batches(model) -> list:
+    from embg.quantize.calibration_texts import batches_for, calibration_split
+
+    return batches_for(model.tokenizer, calibration_split()[0])
+
+
+def _down_text(rotation: dict[str, Any]) -> str:
+    if "down_layers" not in rotation:
+        return ", down_proj's input" if rotation["down"] else ""
+    layers = rotation["down_layers"]
+    return f", down_proj's input in {len(layers)} of {len(rotation['down_guard']['error_ratio'])} layers (measured)"
 
 
 def check_layers_named(recipe: QuantRecipe, layer_count: int) -> None:

@@ -40,8 +40,10 @@ real checkpoint's late layers cost far more at int4 than its early ones (bench/w
 
 Optional top-level ``"rotation": {"block": 128, "table": true, "down": false}``: fixed Hadamard
 rotations of the decoder's q/k/v, o and gate/up inputs (blocks of ``block``), with ``table`` of the
-embedding table and with ``down`` of down_proj's input (one more product per layer), folded in before calibration (embg/quantize/rotation.py); the fp32 function is unchanged and
-int4 blocks fit the rotated weights better. Not with qat-grid (it moves weights off their grid).
+embedding table and with ``down`` of down_proj's input (one more product per layer; ``"auto"``: only
+in the layers where it lowers the rounding error the next layers see, measured on the calibration
+texts, embg/quantize/down_guard.py), folded in before calibration (embg/quantize/rotation.py); the
+fp32 function is unchanged and int4 blocks fit the rotated weights better. Not with qat-grid (it moves weights off their grid).
 
 Optional top-level ``"smoothing": {"alpha": a}`` (0 < a <= 1): SmoothQuant-style scales folded
 into the graph before export (embg/quantize/smoothing.py); the fp32 function is unchanged.
@@ -315,7 +317,8 @@ class QuantRecipe:
         if self.rotation:
             lines.append(f"  rotation      Hadamard blocks of {self.rotation['block']} on q/k/v, o and gate/up inputs"
                          + (", embedding table rotated" if self.rotation["table"] else "")
-                         + (", down_proj input rotated" if self.rotation.get("down") else ""))
+                         + {True: ", down_proj input rotated", "auto": ", down_proj input rotated where it "
+                            "measures better per layer"}.get(self.rotation.get("down"), ""))
         if self.attention_products != "fp32":
             lines.append(f"  attention products (scores, values): {self.attention_products}, per-row scales (ONNX)")
         if self.fp16_safe:
@@ -579,9 +582,11 @@ def _parse_rotation(raw: Any, rules: dict[str, GroupRule], where: str) -> dict[s
     block, table, down = raw.get("block", 128), raw.get("table", True), raw.get("down", False)
     if isinstance(block, bool) or block not in ROTATION_BLOCKS:
         raise EmbgError(f"{where}: rotation.block must be one of {list(ROTATION_BLOCKS)}, got {block!r}")
-    for field, value in (("table", table), ("down", down)):
-        if not isinstance(value, bool):
-            raise EmbgError(f"{where}: rotation.{field} must be true or false, got {value!r}")
+    if not isinstance(table, bool):
+        raise EmbgError(f"{where}: rotation.table must be true or false, got {table!r}")
+    if not isinstance(down, bool) and down != "auto":
+        raise EmbgError(f'{where}: rotation.down must be true, false or "auto" (chosen per layer on the '
+                        f"calibration texts), got {down!r}")
     if any(rule.algorithm == "qat-grid" for rule in rules.values()):
         raise EmbgError(f"{where}: rotation conflicts with algorithm qat-grid (rotating moves weights off their QAT grid)")
     return {"block": int(block), "table": table, "down": down}

@@ -18,10 +18,13 @@ checkpoint this moved int4 top-10 agreement more than any calibration change
   output rows (gelu(g) * (u D) = (gelu(g) * u) D), the Hadamard blocks are one more product per
   layer on the [.., intermediate] activation. Without ``down`` it is left alone.
 
-The opt-in presets ``int4-rotated`` and ``int8-rotated`` use it, down_proj included, with no float
-channels (rotated activations do not need them); ``--bits 4`` / ``--bits 8`` do not: on the outlier
-fixture, where down_proj writes into a channel with norm gain ~9e4, rotating its input spreads rounding
-noise into that channel (docs/measurements.md).
+  ``"down": "auto"`` rotates it only in the layers where that lowers the rounding error the next
+  layers see (embg/quantize/down_guard.py): where down_proj writes into a residual channel with a
+  huge norm gain fed by normally silent units (the outlier fixture, gain ~9e4), rotated noise reaches
+  that channel and the model collapses (cosine mean 0.61); unrotated it does not.
+
+The presets ``int4-rotated`` and ``int8-rotated`` use it (down ``"auto"``: every layer on the real
+checkpoint, none on the outlier fixture) with no float channels (rotated activations do not need them).
 
 The rotations are fixed (seeded signs, exact Hadamard entries), so the same checkpoint always
 gives the same file. Buffers are named so that no recipe ever quantizes them (groups.py).
@@ -29,29 +32,16 @@ gives the same file. Buffers are named so that no recipe ever quantizes them (gr
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from embg.quantize.groups import INPUT_ROTATION, TABLE_ROTATION
+from embg.quantize.hadamard import hadamard, random_signs
 
 SEED = 20261204
-
-
-def hadamard(n: int) -> torch.Tensor:
-    """The normalised Sylvester Hadamard matrix of size ``n`` (a power of two), float64."""
-    if n < 1 or n & (n - 1):
-        raise ValueError(f"a Hadamard block needs a power-of-two size, got {n}")
-    h = torch.ones(1, 1, dtype=torch.float64)
-    while h.shape[0] < n:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
-    return h / math.sqrt(n)
-
-
-def random_signs(dim: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.where(torch.rand(dim, generator=generator, dtype=torch.float64) < 0.5, -1.0, 1.0)
 
 
 def block_size_for(dims: tuple[int, ...], largest: int) -> int:
@@ -114,21 +104,24 @@ def _rotate_inputs(linears: list[nn.Linear], rotation: torch.Tensor) -> None:
         linear.weight.copy_((linear.weight.double() @ rotation).to(linear.weight.dtype))
 
 
-def rotate_graph(graph: nn.Module, block: int = 128, table: bool = True, down: bool = False) -> dict[str, Any]:
+def rotate_graph(graph: nn.Module, block: int = 128, table: bool = True,
+                 down: bool | Sequence[int] = False) -> dict[str, Any]:
     """Rotate, in place, the inputs of every decoder layer's q/k/v, o and gate/up weights (block
     Hadamard, signs in the norms), with ``table`` the embedding table and with ``down`` down_proj's
-    input. The fp32 function is unchanged up to rounding. Returns what the manifest records."""
+    input (True: every layer's; a sequence: those layers'). The fp32 function is unchanged up to
+    rounding. Returns what the manifest records."""
     if getattr(graph, "rotated", None):
         raise ValueError("the graph is already rotated")
+    down_layers = _down_layers(down, len(graph.layers))
     hidden = graph.embed_tokens.weight.shape[1]
     head_dim = graph.layers[0].self_attn.head_dim
     intermediate = graph.layers[0].mlp.down_proj.weight.shape[1]
-    block = block_size_for((hidden, head_dim, intermediate) if down else (hidden, head_dim), block)
+    block = block_size_for((hidden, head_dim, intermediate) if down_layers else (hidden, head_dim), block)
     generator = torch.Generator().manual_seed(SEED)
     H = hadamard(block)
     shared = BlockRotation(block)
     with torch.no_grad():
-        for layer in graph.layers:
+        for index, layer in enumerate(graph.layers):
             attention, mlp = layer.self_attn, layer.mlp
             for norm, module, linears in ((layer.input_layernorm, attention,
                                            [attention.q_proj, attention.k_proj, attention.v_proj]),
@@ -145,12 +138,16 @@ def rotate_graph(graph: nn.Module, block: int = 128, table: bool = True, down: b
             v.copy_((head.T @ v.double().reshape(-1, head_dim, v.shape[1])).reshape(v.shape).to(v.dtype))
             heads_out = torch.block_diag(*[head] * attention.heads)
             _rotate_inputs([attention.o_proj], heads_out)
-            if down:  # h D H: D rides on up_proj's output rows, H is one product in front of down_proj
-                signs = random_signs(intermediate, generator)
+            if down is not False:  # h D H: D rides on up_proj's output rows, H is one product before down_proj
+                signs = random_signs(intermediate, generator)  # drawn for every layer: the same draws whichever are chosen
+                if index not in down_layers:
+                    continue
                 mlp.up_proj.weight.copy_((signs[:, None] * mlp.up_proj.weight.double()).to(mlp.up_proj.weight.dtype))
                 _rotate_inputs([mlp.down_proj], signs[:, None] * torch.block_diag(*[H] * (intermediate // block)))
                 mlp.rotate_hidden = shared
-        report = {"block": block, "table": bool(table), "down": bool(down)}
+        report = {"block": block, "table": bool(table), "down": bool(down_layers)}
+        if down is not False and not isinstance(down, bool):
+            report["down_layers"] = sorted(down_layers)
         if table:
             unrotation = TableUnrotation(hidden, block, generator)
             rotation = unrotation.matrix().T * graph.embed_scale.double()  # E s M^T: the lookup then M gives E s
@@ -163,8 +160,48 @@ def rotate_graph(graph: nn.Module, block: int = 128, table: bool = True, down: b
     return report
 
 
-def rotate_for(graph: nn.Module, recipe: Any) -> dict[str, Any] | None:
-    """Rotate ``graph`` as ``recipe`` (a QuantRecipe) asks, before calibration; None when it asks for none."""
+def _down_layers(down: bool | Sequence[int], layer_count: int) -> set[int]:
+    if isinstance(down, bool):
+        return set(range(layer_count)) if down else set()
+    layers = {int(i) for i in down}
+    if any(not 0 <= i < layer_count for i in layers):
+        raise ValueError(f"down rotation names layers {sorted(layers)}; the graph has {layer_count}")
+    return layers
+
+
+def rotate_for(graph: nn.Module, recipe: Any,
+               calibration: Callable[[], Sequence[tuple[torch.Tensor, torch.Tensor]]] | None = None,
+               ) -> dict[str, Any] | None:
+    """Rotate ``graph`` as ``recipe`` (a QuantRecipe) asks, before calibration; None when it asks for none.
+    ``"down": "auto"`` chooses the layers on ``calibration()``'s token batches (down_guard.py)."""
     if not recipe.rotation:
         return None
-    return rotate_graph(graph, **recipe.rotation)  # parse_recipe fills block, table and down
+    fields = dict(recipe.rotation)  # parse_recipe fills block, table and down
+    guard = None
+    if fields["down"] == "auto":
+        from embg.quantize.down_guard import choose_down_layers
+
+        if calibration is None:
+            raise ValueError('rotation.down "auto" needs calibration texts')
+        intermediate = graph.layers[0].mlp.down_proj.weight.shape[1]
+        block = block_size_for((graph.embed_tokens.weight.shape[1], graph.layers[0].self_attn.head_dim,
+                                intermediate), fields["block"])
+        guard = choose_down_layers(graph, calibration(), block, _weight_rounding(recipe, graph))
+        fields["down"] = guard.layers
+    report = rotate_graph(graph, **fields)
+    if guard is not None:
+        report["down_guard"] = guard.to_dict()
+    return report
+
+
+def _weight_rounding(recipe: Any, graph: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How the recipe rounds down_proj weights, simulated (int4 blocks min-max, int8 per channel)."""
+    from functools import partial
+
+    from embg.quantize.simulate import int8_channel, minmax_int4
+
+    name = next(n for n, _ in graph.named_parameters() if n.endswith("mlp.down_proj.weight"))
+    rule = recipe.rule_for(name)
+    if not rule.is_integer:
+        return lambda weight: weight
+    return partial(minmax_int4, block=rule.block_size or 32) if rule.bits == 4 else int8_channel
