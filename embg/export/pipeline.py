@@ -97,8 +97,9 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                  "RMSNorm restated; checking every intermediate on the calibration texts")
         precision = fp16_safe_graph(graph, recipe.fp16_safe["residual_scale"], calibration_batches(model.tokenizer))
         precision["file_activations"] = "fp16" if recipe.is_fp16 and target.name == "onnx" else "fp32"
-    rotation = rotate_for(graph, recipe, lambda: _calibration_batches(model))  # before calibration: GPTQ and the
-    if rotation:                                                                # table's scales fit rotated weights
+    # before calibration: GPTQ and the table's scales fit the rotated weights
+    rotation = rotate_for(graph, recipe, lambda: _calibration_batches(model), progress)
+    if rotation:
         progress(f"rotating the q/k/v, o and gate/up inputs (Hadamard blocks of {rotation['block']})"
                  + _down_text(rotation) + (" and the embedding table" if rotation["table"] else ""))
     seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)

@@ -171,7 +171,7 @@ def _down_layers(down: bool | Sequence[int], layer_count: int) -> set[int]:
 
 def rotate_for(graph: nn.Module, recipe: Any,
                calibration: Callable[[], Sequence[tuple[torch.Tensor, torch.Tensor]]] | None = None,
-               ) -> dict[str, Any] | None:
+               progress: Callable[[str], None] = lambda message: None) -> dict[str, Any] | None:
     """Rotate ``graph`` as ``recipe`` (a QuantRecipe) asks, before calibration; None when it asks for none.
     ``"down": "auto"`` chooses the layers on ``calibration()``'s token batches (down_guard.py)."""
     if not recipe.rotation:
@@ -186,7 +186,10 @@ def rotate_for(graph: nn.Module, recipe: Any,
         intermediate = graph.layers[0].mlp.down_proj.weight.shape[1]
         block = block_size_for((graph.embed_tokens.weight.shape[1], graph.layers[0].self_attn.head_dim,
                                 intermediate), fields["block"])
-        guard = choose_down_layers(graph, calibration(), block, _weight_rounding(recipe, graph))
+        batches = calibration()
+        progress(f"measuring, layer by layer, whether rotating down_proj's input lowers its int8 rounding error "
+                 f"({sum(len(ids) for ids, _ in batches)} calibration texts; about a minute for the full model)")
+        guard = choose_down_layers(graph, batches, block, _weight_rounding(recipe, graph))
         fields["down"] = guard.layers
     report = rotate_graph(graph, **fields)
     if guard is not None:
