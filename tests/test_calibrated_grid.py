@@ -143,7 +143,7 @@ def test_minmax_preset_is_the_calibrated_mix_without_calibration():
     assert counterpart.residual_pass == minmax.residual_pass == {"onnx": ("down_proj",)}
     assert counterpart.rotation is None and minmax.rotation is None
     rotated = load_recipe("int4-rotated")  # the same mix on rotated weights
-    assert rotated.rules == calibrated.rules and rotated.rotation == {"block": 128, "table": True, "down": True}
+    assert rotated.rules == calibrated.rules and rotated.rotation == {"block": 128, "table": True, "down": "auto"}
 
 
 def test_storable_grid_survives_numpy_float16():
