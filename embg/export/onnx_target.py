@@ -21,6 +21,7 @@ from embg.bundle import INPUT_NAMES, OUTPUT_NAME
 from embg.bundle.digest import array_digest
 from embg.export.base import ExportJob, ExportTarget, TargetResult, register_target
 from embg.export.completeness import check_onnx_file
+from embg.model.graph import fusable_norms
 from embg.quiet import captured_native_output
 
 OPSET = 21
@@ -52,7 +53,7 @@ def export_fp32(graph: torch.nn.Module, max_positions: int):
     ids = torch.full((2, 16), 5, dtype=torch.long)
     mask = torch.ones((2, 16), dtype=torch.long)
     mask[1, 9:] = 0
-    with fx_config.patch(backed_size_oblivious=True):
+    with fx_config.patch(backed_size_oblivious=True), fusable_norms(graph):
         program = torch.export.export(
             graph, (ids, mask), strict=False, prefer_deferred_runtime_asserts_over_guards=True,
             dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
