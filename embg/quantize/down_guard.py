@@ -81,7 +81,7 @@ def choose_down_layers(graph: torch.nn.Module, batches: Sequence[Batch], block: 
     generator = torch.Generator().manual_seed(GUARD_SEED)
     errors: list[_LayerErrors] = []
     hooks = []
-    real_tokens: list[torch.Tensor] = []  # the current batch's mask [B, S]
+    real_tokens: list[torch.Tensor] = []  # one item: the current batch's mask [B, S]
     for layer in graph.layers:
         weight = layer.mlp.down_proj.weight.detach()
         intermediate = weight.shape[1]
@@ -98,7 +98,7 @@ def choose_down_layers(graph: torch.nn.Module, batches: Sequence[Batch], block: 
     try:
         with torch.no_grad(), single_thread():
             for ids, mask in batches:
-                real_tokens.append(mask.bool())
+                real_tokens[:] = [mask.bool()]
                 graph(ids, mask)
     finally:
         for handle in hooks:
