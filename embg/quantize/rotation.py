@@ -116,7 +116,7 @@ def rotate_graph(graph: nn.Module, block: int = 128, table: bool = True,
     hidden = graph.embed_tokens.weight.shape[1]
     head_dim = graph.layers[0].self_attn.head_dim
     intermediate = graph.layers[0].mlp.down_proj.weight.shape[1]
-    block = block_size_for((hidden, head_dim, intermediate) if down_layers else (hidden, head_dim), block)
+    block = _graph_block(graph, block, bool(down_layers))
     generator = torch.Generator().manual_seed(SEED)
     H = hadamard(block)
     shared = BlockRotation(block)
@@ -183,13 +183,11 @@ def rotate_for(graph: nn.Module, recipe: Any,
 
         if calibration is None:
             raise ValueError('rotation.down "auto" needs calibration texts')
-        intermediate = graph.layers[0].mlp.down_proj.weight.shape[1]
-        block = block_size_for((graph.embed_tokens.weight.shape[1], graph.layers[0].self_attn.head_dim,
-                                intermediate), fields["block"])
         batches = calibration()
         progress(f"measuring, layer by layer, whether rotating down_proj's input lowers its int8 rounding error "
                  f"({sum(len(ids) for ids, _ in batches)} calibration texts; about a minute for the full model)")
-        guard = choose_down_layers(graph, batches, block, _weight_rounding(recipe, graph))
+        guard = choose_down_layers(graph, batches, _graph_block(graph, fields["block"], True),
+                                   _down_weight_rounding(recipe, graph))
         fields["down"] = guard.layers
     report = rotate_graph(graph, **fields)
     if guard is not None:
@@ -197,14 +195,15 @@ def rotate_for(graph: nn.Module, recipe: Any,
     return report
 
 
-def _weight_rounding(recipe: Any, graph: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """How the recipe rounds down_proj weights, simulated (int4 blocks min-max, int8 per channel)."""
-    from functools import partial
+def _graph_block(graph: nn.Module, largest: int, down: bool) -> int:
+    """The block size rotate_graph uses: it must divide hidden, head_dim and, with ``down``, intermediate."""
+    dims = (graph.embed_tokens.weight.shape[1], graph.layers[0].self_attn.head_dim)
+    return block_size_for((*dims, graph.layers[0].mlp.down_proj.weight.shape[1]) if down else dims, largest)
 
-    from embg.quantize.simulate import int8_channel, minmax_int4
+
+def _down_weight_rounding(recipe: Any, graph: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How ``recipe`` rounds down_proj weights, as simulate.recipe_weights simulates it (identity if float)."""
+    from embg.quantize.simulate import recipe_weights
 
     name = next(n for n, _ in graph.named_parameters() if n.endswith("mlp.down_proj.weight"))
-    rule = recipe.rule_for(name)
-    if not rule.is_integer:
-        return lambda weight: weight
-    return partial(minmax_int4, block=rule.block_size or 32) if rule.bits == 4 else int8_channel
+    return recipe_weights(graph, recipe, {}).get(name, lambda weight: weight)
