@@ -7,7 +7,7 @@ import pytest
 from embg.errors import EmbgError, ExportError
 from embg.export.options import ExportOptions
 from embg.export.pipeline import ExportRequest, export_bundle, load_targets
-from embg.quantize.recipe import recipe_for_bits
+from embg.quantize.recipe import bits_of_preset, recipe_for_bits
 
 
 def test_options_from_a_mapping_refuse_unknown_names_and_fp16():
@@ -46,3 +46,10 @@ def test_the_attention_form_is_a_typed_choice():
     assert ExportOptions().attention == "banded" and not ExportOptions().asked()
     with pytest.raises(EmbgError, match=r"attention option must be one of \['banded', 'dense'\], got 'sparse'"):
         ExportOptions.parse({"attention": "sparse"})
+
+
+def test_bits_qat_detection_keys_on_the_bits_a_preset_stands_for():
+    """--bits looks for the Q4_0/Q8_0 grid by the bits of the preset it named (the recipe table), not by
+    a list of names beside it."""
+    assert bits_of_preset(recipe_for_bits(4).name) == 4 and bits_of_preset(recipe_for_bits(8).name) == 8
+    assert bits_of_preset("int4-rotated") is None  # only --recipe names it: no QAT detection

@@ -72,9 +72,10 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     check_layers_named(recipe, int(model.spec.config["num_hidden_layers"]))
     if options.auto_qat and not recipe.uses_qat_grid:
         from embg.quantize.qat import detect_qat_recipe
+        from embg.quantize.recipe import bits_of_preset
 
-        bits = {"int4": 4, "int8": 8}.get(recipe.name)
-        detected = detect_qat_recipe(model.state_dict, bits) if bits else None
+        bits = bits_of_preset(recipe.name)
+        detected = detect_qat_recipe(model.state_dict, bits) if bits in (4, 8) else None
         if detected is not None:
             progress(f"every weight sits on the {'Q4_0' if bits == 4 else 'Q8_0'} QAT grid: using recipe "
                      f"{detected.name} (pass --recipe {recipe.name} for min-max)")

@@ -641,3 +641,8 @@ def recipe_for_bits(bits: int) -> QuantRecipe:
     if bits not in BITS_TO_PRESET:
         raise EmbgError(f"--bits must be one of {sorted(BITS_TO_PRESET)}, got {bits}")
     return load_recipe(BITS_TO_PRESET[bits])
+
+
+def bits_of_preset(name: str) -> int | None:
+    """The --bits value that names preset ``name``, or None for presets only --recipe names."""
+    return {preset: bits for bits, preset in BITS_TO_PRESET.items()}.get(name)
