@@ -263,8 +263,8 @@ def test_rotated_bundle_carries_its_rotations_in_float(outliers_dir, outliers, r
 def test_int8_rotated_keeps_no_float_channels_and_guards_down_proj(outliers_dir, outliers, root, target):
     """int8-rotated: q/k/v, o and gate/up inputs rotated, down_proj's where the guard measures it better
     (on the real checkpoint every layer, tests/test_real_rotated.py; on this fixture, whose down_proj
-    writes into a residual channel with norm gain ~9e4, none), one float32 Hadamard block in the file,
-    no float channels."""
+    writes into a residual channel with norm gain ~9e4, none), the Hadamard factors in the file once, as
+    float32, no float channels."""
     recipe = load_recipe("int8-rotated")
     assert recipe.rotation == {"block": 128, "table": False, "down": "auto"}
     assert recipe.float_channels_on(target) == 0 and not recipe.residual_pass_on(target)
@@ -278,9 +278,11 @@ def test_int8_rotated_keeps_no_float_channels_and_guards_down_proj(outliers_dir,
         from embg.export.completeness import check_float_terms_tflite
 
         rotations = [name for name in graph.state_dict() if name.endswith("rotation")]  # one module, many names
-        assert check_float_terms_tflite(artifact.model_path, graph) == len(rotations) == 2 * len(graph.layers)
+        # two inputs per layer, each rotation stored as its two Kronecker factors (hadamard.block_hadamard)
+        assert check_float_terms_tflite(artifact.model_path, graph) == len(rotations) == 2 * 2 * len(graph.layers)
     else:
         inits = [i for i in onnx.load(str(artifact.model_path)).graph.initializer if i.name.endswith("rotation")]
+        # the fixture's 64-wide blocks factor as H_8 (x) H_8: one constant for every rotation in the file
         assert len(inits) == 1 and inits[0].data_type == onnx.TensorProto.FLOAT
     cosine = drift(artifact, outliers_dir, outliers.tokenizer)
     assert cosine.min() > 0.995  # 0.9979 / 0.9981 export parity; down_proj rotated everywhere: mean 0.63

@@ -18,5 +18,24 @@ def hadamard(n: int) -> torch.Tensor:
     return h / math.sqrt(n)
 
 
+def kron_sizes(n: int) -> tuple[int, int]:
+    """(a, c) with a * c = n, both powers of two, a <= c as near as can be: H_n = H_a (x) H_c (Sylvester)."""
+    a = 1 << ((n.bit_length() - 1) // 2)
+    return a, n // a
+
+
+def block_hadamard(x: torch.Tensor, outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """x [..., d] times the block-diagonal H_b (b = a * c) on the last axis, as two small products.
+
+    With H_b = H_a (x) H_c, a block read as X [a, c] maps to H_a X H_c: X @ H_c, then H_a on the other
+    axis (a transpose each way). 2 (a + c) multiply-adds per element instead of b: 48 against 128 for
+    b = 128, which onnxruntime ran 1.3-1.6x faster than the dense [b, b] product (the transposes are
+    cheap next to it)."""
+    shape, a, c = x.shape, outer.shape[0], inner.shape[0]
+    # 2-D products and 3-D transposes: LiteRT's converter refuses batch_matmul of higher rank
+    z = (x.reshape(-1, c) @ inner).reshape(-1, a, c).transpose(1, 2).reshape(-1, a) @ outer
+    return z.reshape(-1, c, a).transpose(1, 2).reshape(shape)
+
+
 def random_signs(dim: int, generator: torch.Generator) -> torch.Tensor:
     return torch.where(torch.rand(dim, generator=generator, dtype=torch.float64) < 0.5, -1.0, 1.0)

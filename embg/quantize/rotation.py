@@ -6,9 +6,9 @@ them, so one scale per block fits it better (the "incoherence" of QuIP#/QuaRot).
 checkpoint this moved int4 top-10 agreement more than any calibration change
 (docs/measurements.md). What is rotated, and what it costs at run time:
 
-* q/k/v and gate/up inputs: one [.., b] x [b, b] product per input (block-diagonal Hadamard,
-  b = 128 by default, one small float MatMul); the random signs fold into the RMSNorm gain
-  in front of it, so they cost nothing.
+* q/k/v and gate/up inputs: one block-diagonal Hadamard per input (b = 128 by default), run as two
+  small float products through its Kronecker factors H_8 (x) H_16 (hadamard.block_hadamard); the
+  random signs fold into the RMSNorm gain in front of it, so they cost nothing.
 * o_proj's input: free. The attention output is P v, so rotating v's head dimension inside
   v_proj (W_v <- R^T W_v) rotates o_proj's input too (W_o <- W_o R).
 * the embedding table: rows stored as E s M^T (s the embedding scale, M orthogonal: two stages
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from embg.quantize.groups import INPUT_ROTATION, TABLE_ROTATION
-from embg.quantize.hadamard import hadamard, random_signs
+from embg.quantize.hadamard import block_hadamard, hadamard, kron_sizes, random_signs
 
 SEED = 20261204
 
@@ -52,15 +52,18 @@ def block_size_for(dims: tuple[int, ...], largest: int) -> int:
     return block
 
 
-def _unrotate(y: torch.Tensor, h: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+def _register_factors(module: nn.Module, name: str, block: int) -> None:
+    """H_block as its two Kronecker factors (block_hadamard): ``name`` holds H_c, ``outer_{name}`` H_a."""
+    a, c = kron_sizes(block)
+    module.register_buffer(name, hadamard(c).float())
+    module.register_buffer(f"outer_{name}", hadamard(a).float())
+
+
+def _unrotate(y: torch.Tensor, outer: torch.Tensor, inner: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
     """y M for TableUnrotation: Hadamard blocks, signs, a stride permutation, Hadamard blocks again."""
-    lead, dim, block = y.shape[:-1], y.shape[-1], h.shape[0]
-
-    def blocks(x: torch.Tensor) -> torch.Tensor:
-        return (x.reshape(*lead, dim // block, block) @ h).reshape(*lead, dim)
-
-    z = blocks(y) * signs
-    return blocks(z.reshape(*lead, dim // block, block).transpose(-1, -2).reshape(*lead, dim))
+    lead, dim, block = y.shape[:-1], y.shape[-1], outer.shape[0] * inner.shape[0]
+    z = block_hadamard(y, outer, inner) * signs
+    return block_hadamard(z.reshape(*lead, dim // block, block).transpose(-1, -2).reshape(*lead, dim), outer, inner)
 
 
 class TableUnrotation(nn.Module):
@@ -70,32 +73,31 @@ class TableUnrotation(nn.Module):
 
     def __init__(self, dim: int, block: int, generator: torch.Generator) -> None:
         super().__init__()
-        # the decoder's block size: the same Hadamard constant, which the converters store once
-        self.register_buffer(TABLE_ROTATION, hadamard(block).float())
+        # the decoder's block size: the same Hadamard factors, which the converters store once
+        _register_factors(self, TABLE_ROTATION, block)
         self.register_buffer("table_signs", random_signs(dim, generator).float())
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return _unrotate(y, getattr(self, TABLE_ROTATION), self.table_signs)
+        return _unrotate(y, getattr(self, f"outer_{TABLE_ROTATION}"), getattr(self, TABLE_ROTATION), self.table_signs)
 
     def matrix(self) -> torch.Tensor:
         """M as float64 [dim, dim]."""
         dim = self.table_signs.shape[0]
-        return _unrotate(torch.eye(dim, dtype=torch.float64), getattr(self, TABLE_ROTATION).double(),
-                         self.table_signs.double())
+        return _unrotate(torch.eye(dim, dtype=torch.float64), getattr(self, f"outer_{TABLE_ROTATION}").double(),
+                         getattr(self, TABLE_ROTATION).double(), self.table_signs.double())
 
 
 class BlockRotation(nn.Module):
-    """x -> x reshaped [..., n, b] @ H_b: a block-diagonal Hadamard on the last axis (one MatMul)."""
+    """x -> x reshaped [..., n, b] @ H_b: a block-diagonal Hadamard on the last axis, as two small
+    products (block_hadamard)."""
 
     def __init__(self, block: int) -> None:
         super().__init__()
         self.block = block
-        self.register_buffer(INPUT_ROTATION, hadamard(block).to(torch.float32))
+        _register_factors(self, INPUT_ROTATION, block)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        return (x.reshape(*shape[:-1], shape[-1] // self.block, self.block)
-                @ getattr(self, INPUT_ROTATION)).reshape(shape)
+        return block_hadamard(x, getattr(self, f"outer_{INPUT_ROTATION}"), getattr(self, INPUT_ROTATION))
 
 
 def _rotate_inputs(linears: list[nn.Linear], rotation: torch.Tensor) -> None:
