@@ -28,9 +28,9 @@ def block_hadamard(x: torch.Tensor, outer: torch.Tensor, inner: torch.Tensor) ->
     """x [..., d] times the block-diagonal H_b (b = a * c) on the last axis, as two small products.
 
     With H_b = H_a (x) H_c, a block read as X [a, c] maps to H_a X H_c: X @ H_c, then H_a on the other
-    axis (a transpose each way). 2 (a + c) multiply-adds per element instead of b: 48 against 128 for
-    b = 128, which onnxruntime ran 1.3-1.6x faster than the dense [b, b] product (the transposes are
-    cheap next to it)."""
+    axis (a transpose each way). a + c multiply-adds per element instead of b: 24 against 128 for
+    b = 128; on the real checkpoint it took 20-23 ms off a 256-token pass of every rotated file, on both
+    runtimes (docs/measurements.md)."""
     shape, a, c = x.shape, outer.shape[0], inner.shape[0]
     # 2-D products and 3-D transposes: LiteRT's converter refuses batch_matmul of higher rank
     z = (x.reshape(-1, c) @ inner).reshape(-1, a, c).transpose(1, 2).reshape(-1, a) @ outer
