@@ -66,3 +66,30 @@ def test_auto_rotation_records_its_choice_and_needs_texts(tiny_model):
     # an explicit true still rotates every layer, with no measurement
     plain = rotate_for(tiny_model.graph(), dataclasses.replace(recipe, rotation={**recipe.rotation, "down": True}))
     assert plain["down"] is True and "down_layers" not in plain
+
+
+def test_guard_choice_is_measured_once_per_graph_and_texts(tiny_model, tmp_path, monkeypatch):
+    """Exporting one checkpoint to both targets measures the guard once: the second rotate_for finds the
+    choice in the calibration cache (measuring again would fail here) and reports the same; other texts
+    measure again; with the cache off nothing is stored."""
+    import embg.quantize.down_guard as down_guard
+
+    monkeypatch.setenv("EMBG_CALIBRATION_CACHE", str(tmp_path))
+    recipe = load_recipe("int8-rotated")
+    first = rotate_for(tiny_model.graph(), recipe, lambda: _batches(tiny_model, 2))
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    measure = down_guard.choose_down_layers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(down_guard, "choose_down_layers", refuse)
+    messages = []
+    second = rotate_for(tiny_model.graph(), recipe, lambda: _batches(tiny_model, 2), messages.append)
+    assert second == first and any("calibration cache" in m for m in messages)
+    with pytest.raises(AssertionError, match="measured again"):  # other texts: another key
+        rotate_for(tiny_model.graph(), recipe, lambda: _batches(tiny_model, 3))
+    monkeypatch.setattr(down_guard, "choose_down_layers", measure)
+    monkeypatch.setenv("EMBG_CALIBRATION_CACHE", "off")
+    rotate_for(tiny_model.graph(), recipe, lambda: _batches(tiny_model, 3))
+    assert len(list(tmp_path.glob("*.json"))) == 1

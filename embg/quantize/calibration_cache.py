@@ -1,4 +1,5 @@
-"""Calibrated grids kept on disk, so exporting one checkpoint to both targets calibrates once.
+"""Calibrated grids kept on disk, so exporting one checkpoint to both targets calibrates once (and the
+down_proj rotation guard's choice, so it measures once: ``load_decision``/``store_decision``).
 
 The key covers everything the result depends on: every weight and buffer of the graph as it is
 calibrated (after any smoothing), the recipe's rules, the calibration batches, the source of the
@@ -26,7 +27,8 @@ from embg.quantize.tflite_flatbuffer import pack_int4, unpack_int4
 CODE_MODULES = ("embg.quantize.int4_blocks", "embg.quantize.gptq", "embg.quantize.calibrate")
 
 
-def cache_key(graph: torch.nn.Module, rules: dict[str, Any], batches: list) -> str:
+def cache_key(graph: torch.nn.Module, rules: dict[str, Any], batches: list,
+              code_modules: tuple[str, ...] = CODE_MODULES) -> str:
     digest = hashlib.sha256()
     for name, value in sorted(graph.state_dict(keep_vars=False).items()):
         digest.update(name.encode())
@@ -38,15 +40,29 @@ def cache_key(graph: torch.nn.Module, rules: dict[str, Any], batches: list) -> s
     for ids, mask in batches:
         digest.update(ids.numpy().tobytes())
         digest.update(mask.numpy().tobytes())
-    for module in CODE_MODULES:
+    for module in code_modules:
         digest.update(Path(sys.modules[module].__file__).read_bytes())
     digest.update(torch.__version__.encode())
     return digest.hexdigest()[:32]
 
 
-def _path(key: str) -> Path | None:
+def _path(key: str, suffix: str = ".npz") -> Path | None:
     root = cache_dir("EMBG_CALIBRATION_CACHE", "calibration")
-    return None if root is None else root / f"{key}.npz"
+    return None if root is None else root / f"{key}{suffix}"
+
+
+def load_decision(key: str) -> dict[str, Any] | None:
+    """A small measured decision (e.g. which layers the down_proj guard rotates) stored under ``key``."""
+    path = _path(key, ".json")
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def store_decision(key: str, decision: dict[str, Any]) -> None:
+    path = _path(key, ".json")
+    if path is not None:
+        atomic_write_bytes(path, json.dumps(decision).encode())
 
 
 def load(key: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]] | None:

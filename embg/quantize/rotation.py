@@ -181,20 +181,34 @@ def rotate_for(graph: nn.Module, recipe: Any,
     fields = dict(recipe.rotation)  # parse_recipe fills block, table and down
     guard = None
     if fields["down"] == "auto":
-        from embg.quantize.down_guard import choose_down_layers
-
         if calibration is None:
             raise ValueError('rotation.down "auto" needs calibration texts')
-        batches = calibration()
-        progress(f"measuring, layer by layer, whether rotating down_proj's input lowers its int8 rounding error "
-                 f"({sum(len(ids) for ids, _ in batches)} calibration texts; about a minute for the full model)")
-        guard = choose_down_layers(graph, batches, _graph_block(graph, fields["block"], True),
-                                   _down_weight_rounding(recipe, graph))
+        guard = _guard_choice(graph, recipe, calibration(), _graph_block(graph, fields["block"], True), progress)
         fields["down"] = guard.layers
     report = rotate_graph(graph, **fields)
     if guard is not None:
         report["down_guard"] = guard.to_dict()
     return report
+
+
+def _guard_choice(graph: nn.Module, recipe: Any, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], block: int,
+                  progress: Callable[[str], None]):
+    """choose_down_layers' answer, from the calibration cache when this graph, recipe, block, batches and
+    guard code were measured before (exporting one checkpoint to both targets measures once)."""
+    from embg.quantize import calibration_cache
+    from embg.quantize.down_guard import DownChoice, choose_down_layers
+
+    key = calibration_cache.cache_key(graph, {"down_guard": recipe.weight_rules(), "block": block}, list(batches),
+                                      ("embg.quantize.down_guard", "embg.quantize.simulate", "embg.quantize.hadamard"))
+    cached = calibration_cache.load_decision(key)
+    if cached is not None:
+        progress("down_proj's rotation guard: its per-layer choice found in the calibration cache")
+        return DownChoice(tuple(cached["layers"]), tuple(cached["error_ratio"]))
+    progress(f"measuring, layer by layer, whether rotating down_proj's input lowers its int8 rounding error "
+             f"({sum(len(ids) for ids, _ in batches)} calibration texts; about a minute for the full model)")
+    guard = choose_down_layers(graph, batches, block, _down_weight_rounding(recipe, graph))
+    calibration_cache.store_decision(key, {"layers": list(guard.layers), "error_ratio": list(guard.error_ratio)})
+    return guard
 
 
 def _graph_block(graph: nn.Module, largest: int, down: bool) -> int:
