@@ -71,11 +71,11 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     recipe = request.recipe
     check_layers_named(recipe, int(model.spec.config["num_hidden_layers"]))
     if options.auto_qat and not recipe.uses_qat_grid:
-        from embg.quantize.qat import detect_qat_recipe
+        from embg.quantize.qat import QAT_PRESET_FOR_BITS, detect_qat_recipe
         from embg.quantize.recipe import bits_of_preset
 
         bits = bits_of_preset(recipe.name)
-        detected = detect_qat_recipe(model.state_dict, bits) if bits in (4, 8) else None
+        detected = detect_qat_recipe(model.state_dict, bits) if bits in QAT_PRESET_FOR_BITS else None
         if detected is not None:
             progress(f"every weight sits on the {'Q4_0' if bits == 4 else 'Q8_0'} QAT grid: using recipe "
                      f"{detected.name} (pass --recipe {recipe.name} for min-max)")
