@@ -8,7 +8,8 @@ on the 477 real query/document pairs (954 texts alone and in padded batches).
   cosine min >= 0.95 (embg-validate's int4 gate; the first design without down_proj's rotation measured
   0.936 / 0.941) and file <= 185 MB. Measured 2026-12-04: ONNX 0.945 / 0.9588, LiteRT 0.943 / 0.9567; after
   the rotations became Kronecker factors (the same matrix, GPTQ re-calibrated on activations that differ in
-  the 7th digit) LiteRT 0.935 / 0.9689, 184.95 MB: top-10 moves by ~0.01 with calibration noise alone.
+  the 7th digit) ONNX 0.940 / 0.9712, LiteRT 0.935 / 0.9689, 184.95 MB: top-10 moves by ~0.01 with
+  calibration noise alone.
 
 Both presets rotate down_proj's input only where it measures better (``"down": "auto"``,
 embg/quantize/down_guard.py): on the real checkpoint that is every layer, rotated error 0.03-0.13x the
