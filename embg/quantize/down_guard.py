@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from embg.quantize.calibration_texts import Batch
-from embg.quantize.hadamard import hadamard, random_signs
+from embg.quantize.hadamard import block_hadamard, hadamard, kron_sizes, random_signs
 from embg.quantize.simulate import int8_rows
 from embg.quantize.torch_threads import single_thread
 
@@ -45,19 +45,19 @@ class DownChoice:
 class _LayerErrors:
     """Accumulates one layer's squared errors, rotated and unrotated, from down_proj's inputs."""
 
-    def __init__(self, weight: torch.Tensor, gain: torch.Tensor, signs: torch.Tensor, hadamard: torch.Tensor,
+    def __init__(self, weight: torch.Tensor, gain: torch.Tensor, signs: torch.Tensor, block: int,
                  quantize_weight: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.weight = weight.float()
         self.gain = gain.float()
-        self.signs, self.hadamard = signs.float(), hadamard.float()
+        self.signs = signs.float()
+        self.factors = tuple(hadamard(n).float() for n in kron_sizes(block))  # as the exported graph runs it
         self.unrotated_weight = quantize_weight(self.weight)
         self.rotated_weight = quantize_weight(self.rotate(self.weight))
         self.unrotated = self.rotated = 0.0
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """x D H on the last axis (H block-diagonal)."""
-        block = self.hadamard.shape[0]
-        return ((x * self.signs).reshape(*x.shape[:-1], -1, block) @ self.hadamard).reshape(x.shape)
+        return block_hadamard(x * self.signs, *self.factors)
 
     def add(self, h: torch.Tensor) -> None:
         h = h.float()
@@ -86,7 +86,7 @@ def choose_down_layers(graph: torch.nn.Module, batches: Sequence[Batch], block: 
         weight = layer.mlp.down_proj.weight.detach()
         intermediate = weight.shape[1]
         gain = layer.post_feedforward_layernorm.gain().detach()
-        errors.append(_LayerErrors(weight, gain, random_signs(intermediate, generator), hadamard(block),
+        errors.append(_LayerErrors(weight, gain, random_signs(intermediate, generator), block,
                                    quantize_weight))
 
         def hook(_module, inputs, _output, accumulate=errors[-1]) -> None:

@@ -59,6 +59,11 @@ def _register_factors(module: nn.Module, name: str, block: int) -> None:
     module.register_buffer(f"outer_{name}", hadamard(a).float())
 
 
+def _factors(module: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H_a, H_c) as _register_factors stored them."""
+    return getattr(module, f"outer_{name}"), getattr(module, name)
+
+
 def _unrotate(y: torch.Tensor, outer: torch.Tensor, inner: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
     """y M for TableUnrotation: Hadamard blocks, signs, a stride permutation, Hadamard blocks again."""
     lead, dim, block = y.shape[:-1], y.shape[-1], outer.shape[0] * inner.shape[0]
@@ -78,13 +83,13 @@ class TableUnrotation(nn.Module):
         self.register_buffer("table_signs", random_signs(dim, generator).float())
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return _unrotate(y, getattr(self, f"outer_{TABLE_ROTATION}"), getattr(self, TABLE_ROTATION), self.table_signs)
+        return _unrotate(y, *_factors(self, TABLE_ROTATION), self.table_signs)
 
     def matrix(self) -> torch.Tensor:
         """M as float64 [dim, dim]."""
         dim = self.table_signs.shape[0]
-        return _unrotate(torch.eye(dim, dtype=torch.float64), getattr(self, f"outer_{TABLE_ROTATION}").double(),
-                         getattr(self, TABLE_ROTATION).double(), self.table_signs.double())
+        outer, inner = _factors(self, TABLE_ROTATION)
+        return _unrotate(torch.eye(dim, dtype=torch.float64), outer.double(), inner.double(), self.table_signs.double())
 
 
 class BlockRotation(nn.Module):
@@ -97,7 +102,7 @@ class BlockRotation(nn.Module):
         _register_factors(self, INPUT_ROTATION, block)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return block_hadamard(x, getattr(self, f"outer_{INPUT_ROTATION}"), getattr(self, INPUT_ROTATION))
+        return block_hadamard(x, *_factors(self, INPUT_ROTATION))
 
 
 def _rotate_inputs(linears: list[nn.Linear], rotation: torch.Tensor) -> None:
