@@ -158,6 +158,19 @@ def with_rules(recipe: QuantRecipe, rules: dict, label: str) -> QuantRecipe:
     return parse_recipe(data, where=f"variant {label!r}")
 
 
+def recipe_bench(args: argparse.Namespace) -> tuple[WeightBench, QuantRecipe, dict]:
+    """(the bench, the recipe, its weights) for parsed ``--model --recipe --threads``, after measuring the
+    recipe's weights as the first row."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = load_recipe(args.recipe)
+    bench = WeightBench(args.model, recipe=recipe)
+    print(f"{len(bench.reference)} texts; one pass takes {bench.pass_seconds:.0f} s", flush=True)
+    weights = bench.weights(recipe)
+    bench.measure(f"recipe {recipe.name} weights", weights)
+    return bench, recipe, weights
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.weight_agreement", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="checkpoint directory (the real embeddinggemma-300m)")
@@ -171,13 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    recipe = load_recipe(args.recipe)
-    bench = WeightBench(args.model, recipe=recipe)
-    print(f"{len(bench.reference)} texts; one pass takes {bench.pass_seconds:.0f} s", flush=True)
-    weights = bench.weights(recipe)
-    bench.measure(f"recipe {recipe.name} weights", weights)
+    bench, recipe, weights = recipe_bench(args)
     if args.parts:
         for part in PARTS:
             chosen = {name: f for name, f in weights.items() if part_of(name) == part}

@@ -164,3 +164,27 @@ def test_activation_sensitivity_rotated_graph_keeps_its_float_reference(tiny_dir
     assert (plain.reference * rotated.reference).sum(axis=1).min() > 0.99999
     row = rotated.measure("ONNX grid", rotated.grid(two_pass_on(()), 0))
     assert 0.5 < row["cosine_min"] < 1.0
+
+
+def test_table_rows_ranks_ids_without_the_validator_texts_and_replaces_only_chosen_rows(tiny_dir):
+    """bench.table_rows: the frequency list comes from word lists and the calibration texts (never the
+    validator's sets), stays inside the table, and a replacement changes exactly the chosen rows."""
+    import torch
+
+    from bench.table_rows import frequent_ids, int8_per_row, with_rows
+    from embg.checkpoint.load import load_model
+
+    tokenizer = load_model(str(tiny_dir)).tokenizer.backend
+    lists = {"en": {"the": 0.05, "of": 0.03, "zebra": 1e-7}, "de": {"der": 0.04, "und": 0.03}}
+    assert max(frequent_ids(tokenizer, 4096, lists)) < 4096  # only rows the table has
+    ranked = frequent_ids(tokenizer, len(tokenizer), lists)
+    assert len(ranked) == len(set(ranked))
+    common = set(tokenizer(" the", add_special_tokens=False)["input_ids"])
+    rare = set(tokenizer(" zebra", add_special_tokens=False)["input_ids"]) - common
+    assert min(ranked.index(i) for i in common) < min(ranked.index(i) for i in rare)  # by frequency
+    assert set(tokenizer.all_special_ids) <= set(ranked)
+    table = torch.randn(16, 8)
+    base = torch.zeros(16, 8)
+    out = with_rows(base, table, torch.tensor([2, 5]), int8_per_row)(table)
+    assert torch.equal(out[[0, 1, 3, 4]], base[[0, 1, 3, 4]])
+    assert (out[[2, 5]] - table[[2, 5]]).abs().max() <= table[[2, 5]].abs().max() / 254 + 1e-6

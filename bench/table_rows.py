@@ -1,0 +1,132 @@
+"""Would int8 rows for frequent tokens lift int4 retrieval agreement? Torch simulation on a real checkpoint.
+
+    python -m bench.table_rows --model DIR [--recipe int4-rotated] [--rows 8192,16384] [--threads 1]
+                               [--out FILE.json]
+
+The int4 table (block 64) costs top-10 agreement on short texts. A table split by token frequency
+would keep the rows of frequent tokens int8 (per row) and pay for them with coarser blocks (128) on the
+others. This measures, with the recipe's calibrated weights everywhere else (float activations), on the
+validator's 477 retrieval pairs (bench/weight_agreement.py's bench):
+
+* the recipe's weights, and its table at block 128;
+* an upper bound no real list reaches: the rows of exactly the ids those texts use, float and int8;
+* the ``--rows`` most frequent ids of a list built without the validator's texts (:func:`frequent_ids`:
+  wordfreq's word lists for its 42 languages, English 30%, in three spellings, plus the built-in
+  calibration texts), int8, the rest at block 64 and at block 128; and how many of the evaluated texts'
+  tokens each list covers.
+
+Needs ``pip install wordfreq`` (a bench-only dependency). One pass over the 954 texts: ~3 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import string
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embg.quantize.int4_blocks import dequantize, quantize_rows
+
+WORDS_PER_LANGUAGE = 30000
+SPELLINGS = ((lambda w: " " + w, 0.6), (lambda w: " " + w[:1].upper() + w[1:], 0.25), (lambda w: w, 0.15))
+MASS = {"english": 0.3, "other_languages": 0.45, "calibration_texts": 0.25}
+
+
+def wordfreq_lists() -> dict[str, dict[str, float]]:
+    """language -> {word: frequency} from wordfreq (its own tables: no MeCab needed for ja/ko)."""
+    try:
+        import wordfreq
+    except ImportError as error:
+        raise SystemExit("bench.table_rows needs wordfreq: pip install wordfreq") from error
+    return {language: wordfreq.get_frequency_dict(language, wordlist="best")
+            for language in sorted(wordfreq.available_languages(wordlist="best"))}
+
+
+def frequent_ids(tokenizer, vocab: int, word_lists: dict[str, dict[str, float]] | None = None) -> list[int]:
+    """Token ids below ``vocab``, most frequent first, estimated without the validator's texts."""
+    from embg.textdata import calibration_texts
+
+    word_lists = wordfreq_lists() if word_lists is None else word_lists
+    counts: Counter = Counter()
+    for language, table in word_lists.items():
+        share = MASS["english"] if language == "en" else MASS["other_languages"] / max(1, len(word_lists) - 1)
+        words = sorted(table, key=table.get, reverse=True)[:WORDS_PER_LANGUAGE]
+        weights = np.array([table[w] for w in words])
+        weights = share * weights / weights.sum()
+        for spell, part in SPELLINGS:  # word lists are lower case and space-separated
+            for weight, ids in zip(weights, tokenizer([spell(w) for w in words], add_special_tokens=False)["input_ids"]):
+                for i in ids:
+                    counts[i] += part * weight
+    texts = tokenizer([t.text for t in calibration_texts()], add_special_tokens=False)["input_ids"]
+    calibration = Counter(i for ids in texts for i in ids)
+    total = sum(calibration.values())
+    for i, n in calibration.items():
+        counts[i] += MASS["calibration_texts"] * n / total
+    for ids in tokenizer(list(string.printable), add_special_tokens=False)["input_ids"]:
+        for i in ids:
+            counts[i] += 1e-6
+    for i in tokenizer.all_special_ids:
+        counts[i] += 1.0
+    return [i for i, _ in counts.most_common() if i < vocab]
+
+
+def int8_per_row(rows: torch.Tensor) -> torch.Tensor:
+    scale = (rows.abs().amax(-1, keepdim=True) / 127).clamp(min=1e-30)
+    return torch.round(rows / scale).clamp(-127, 127) * scale
+
+
+def with_rows(base: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, rows_as) -> callable:
+    """A weight replacement: ``base`` with the rows ``ids`` as ``rows_as(table[ids])``."""
+    def replace(_weight: torch.Tensor) -> torch.Tensor:
+        out = base.clone()
+        out[ids] = rows_as(table[ids])
+        return out
+    return replace
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.weight_agreement import recipe_bench
+
+    parser = argparse.ArgumentParser(prog="python -m bench.table_rows", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="checkpoint directory (the real embeddinggemma-300m)")
+    parser.add_argument("--recipe", default="int4-rotated", help="preset name or recipe .json")
+    parser.add_argument("--rows", default="8192,16384", help="comma-separated counts of frequent rows kept int8")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--out", type=Path, help="write the rows as JSON")
+    args = parser.parse_args(argv)
+    bench, recipe, weights = recipe_bench(args)
+    name = next(n for n in weights if "embed_tokens" in n)
+    table = dict(bench.graph.named_parameters())[name].detach().clone()
+    block64 = weights[name](table)
+    block128 = dequantize(*quantize_rows(table, 128, "mse"))
+    bench.measure("table at block 128", {**weights, name: lambda _w: block128})
+    used = torch.unique(torch.cat([ids.flatten() for ids, _ in bench.batches]))
+    tokens = torch.cat([ids[mask > 0] for ids, mask in bench.batches]).numpy()
+    bench.measure(f"upper bound: the {used.numel()} ids these texts use, float", {**weights, name: with_rows(
+        block64, table, used, lambda rows: rows)})
+    bench.measure(f"upper bound: the {used.numel()} ids these texts use, int8", {**weights, name: with_rows(
+        block64, table, used, int8_per_row)})
+    from embg.checkpoint.load import load_model
+
+    ranked = frequent_ids(load_model(args.model).tokenizer.backend, table.shape[0])
+    coverage = {}
+    for count in (int(c) for c in args.rows.split(",")):
+        ids = torch.tensor(ranked[:count], dtype=torch.long)
+        coverage[count] = round(float(np.isin(tokens, ranked[:count]).mean()), 4)
+        print(f"{count} frequent ids cover {coverage[count]:.1%} of these texts' tokens", flush=True)
+        for label, base in (("64", block64), ("128", block128)):
+            bench.measure(f"{count} frequent rows int8, the rest block {label}", {**weights, name: with_rows(
+                base, table, ids, int8_per_row)})
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"model": Path(args.model).name, "recipe": recipe.name, "coverage": coverage,
+                                        "rows": bench.rows}, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
