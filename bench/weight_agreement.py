@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import random
 import time
 from pathlib import Path
 
@@ -47,6 +48,7 @@ PARTS = ("embedding", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_p
 
 LAYER_GROUPS = {"q+k": ("q_proj", "k_proj"), "v": ("v_proj",), "o": ("o_proj",), "gate+up": ("gate_proj", "up_proj"),
                 "down": ("down_proj",)}
+RESAMPLE_SHARE = 0.9  # --resample: each calibration drops a different tenth of the texts
 INT4_SAVES = 0.5 - 2 / 32  # bytes per weight int4 block 32 (bf16 scales) saves over int8 per channel
 
 
@@ -56,6 +58,7 @@ class WeightBench:
 
         model = load_model(model_dir)
         self.graph = model.graph()
+        self.tokenizer = model.tokenizer
         self.calibration = batches_for(model.tokenizer, calibration_split()[0])
         self.rotation = None
         if recipe is not None and recipe.rotation:  # same float function, rotated weights: as the exporter does
@@ -82,12 +85,20 @@ class WeightBench:
         out = outputs_with(self.graph, self.batches, replacements).double().numpy()[self.inverse]
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
-    def weights(self, recipe: QuantRecipe) -> dict:
+    def weights(self, recipe: QuantRecipe, calibration: list | None = None) -> dict:
+        """The recipe's weights, calibrated on ``calibration`` batches (default: the built-in set)."""
         if recipe.rotation and recipe.rotation != self.recipe_rotation:  # one without takes the graph as is
             raise SystemExit(f"recipe {recipe.name}: rotation {recipe.rotation} differs from the bench graph's "
                              f"{self.recipe_rotation}; measure it with --recipe instead of --variant")
-        grids, _ = calibrate_grids(self.graph, recipe, self.calibration) if recipe.is_calibrated else ({}, None)
+        batches = self.calibration if calibration is None else calibration
+        grids, _ = calibrate_grids(self.graph, recipe, batches) if recipe.is_calibrated else ({}, None)
         return recipe_weights(self.graph, recipe, grids)
+
+    def resampled_calibration(self, seed: int, share: float = RESAMPLE_SHARE) -> list:
+        """Batches of a seeded random ``share`` of the calibration texts: another draw of the same kind of text."""
+        rows = calibration_split()[0]
+        keep = sorted(random.Random(seed).sample(range(len(rows)), round(share * len(rows))))
+        return batches_for(self.tokenizer, [rows[i] for i in keep])
 
     def measure(self, label: str, replacements: dict) -> dict:
         from bench.activation_sensitivity import agreement_row, print_row
@@ -181,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(a \"layer_rules\" key replaces the per-layer rules)")
     parser.add_argument("--layers", type=int, metavar="PAIRS",
                         help="each decoder layer's int4 groups alone on PAIRS pairs, then the per-layer mix")
+    parser.add_argument("--resample", type=int, metavar="N",
+                        help="N more calibrations, each on a seeded random 90%% of the calibration texts: how far "
+                             "top-10 moves with the calibration alone")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args(argv)
@@ -195,12 +209,30 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.variant:
         for label, rules in json.loads(path.read_text(encoding="utf-8")).items():
             bench.measure(label, bench.weights(with_rules(recipe, rules, label)))
+    if args.resample:
+        measure_resampled(bench, recipe, args.resample)
     layers = measure_layer_mix(bench, args.model, recipe, weights, args.layers) if args.layers else []
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"model": Path(args.model).name, "recipe": recipe.name, "rows": bench.rows,
                                         "layers": layers}, indent=1) + "\n", encoding="utf-8")
     return 0
+
+
+def measure_resampled(bench: WeightBench, recipe: QuantRecipe, draws: int) -> dict:
+    """The recipe calibrated ``draws`` more times on resampled calibration texts (seeds 0..draws-1), then the
+    spread of top-10 agreement over those draws and the full-set calibration (the first row)."""
+    first = bench.rows[0]
+    rows = [bench.measure(f"calibrated on resample {seed}", bench.weights(recipe, bench.resampled_calibration(seed)))
+            for seed in range(draws)]
+    top10 = np.array([row["top10_agreement"] for row in [first, *rows]])
+    spread = {"config": f"top-10 over {len(top10)} calibrations", "top10_mean": round(float(top10.mean()), 4),
+              "top10_sd": round(float(top10.std(ddof=1)), 4), "top10_min": float(top10.min()),
+              "top10_max": float(top10.max())}
+    bench.rows.append(spread)
+    print(f"{spread['config']}: mean {spread['top10_mean']:.4f} sd {spread['top10_sd']:.4f} "
+          f"range {spread['top10_min']:.4f}-{spread['top10_max']:.4f}", flush=True)
+    return spread
 
 
 def measure_layer_mix(bench: WeightBench, model_dir: str, recipe: QuantRecipe, weights: dict, pairs: int) -> list[dict]:

@@ -188,3 +188,27 @@ def test_table_rows_ranks_ids_without_the_validator_texts_and_replaces_only_chos
     out = with_rows(base, table, torch.tensor([2, 5]), int8_per_row)(table)
     assert torch.equal(out[[0, 1, 3, 4]], base[[0, 1, 3, 4]])
     assert (out[[2, 5]] - table[[2, 5]]).abs().max() <= table[[2, 5]].abs().max() / 254 + 1e-6
+
+
+def test_weight_agreement_resample_calibrates_on_other_draws_and_reports_the_spread(tmp_path, tiny_dir):
+    """--resample N: N more calibrations on seeded 90% draws of the calibration texts (each a different
+    draw, the same draw for the same seed), then top-10's mean and spread over all calibrations."""
+    import json
+
+    from bench.weight_agreement import WeightBench, main
+    from embg.quantize.calibration_texts import calibration_split
+
+    bench = WeightBench(str(tiny_dir))
+    first, again, other = (bench.resampled_calibration(seed) for seed in (0, 0, 1))
+    tokens = lambda batches: sorted(int(m.sum()) for _, m in batches)  # noqa: E731
+    assert tokens(first) == tokens(again) and tokens(first) != tokens(other)
+    texts = sum(len(ids) for ids, _ in first)
+    assert texts == round(0.9 * len(calibration_split()[0]))
+    out = tmp_path / "rows.json"
+    assert main(["--model", str(tiny_dir), "--recipe", "int4", "--resample", "2", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["config"] for row in rows[1:3]] == ["calibrated on resample 0", "calibrated on resample 1"]
+    spread = rows[-1]
+    values = [row["top10_agreement"] for row in rows[:3]]
+    assert spread["top10_min"] == min(values) and spread["top10_max"] == max(values)
+    assert abs(spread["top10_mean"] - sum(values) / 3) < 1e-4
