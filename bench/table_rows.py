@@ -24,12 +24,14 @@ import argparse
 import json
 import string
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from embg.quantize.int4_blocks import dequantize, quantize_rows
+from embg.quantize.simulate import int8_rows as int8_per_row  # one scale per row: the int8 table's grid
 
 WORDS_PER_LANGUAGE = 30000
 SPELLINGS = ((lambda w: " " + w, 0.6), (lambda w: " " + w[:1].upper() + w[1:], 0.25), (lambda w: w, 0.15))
@@ -74,12 +76,8 @@ def frequent_ids(tokenizer, vocab: int, word_lists: dict[str, dict[str, float]] 
     return [i for i, _ in counts.most_common() if i < vocab]
 
 
-def int8_per_row(rows: torch.Tensor) -> torch.Tensor:
-    scale = (rows.abs().amax(-1, keepdim=True) / 127).clamp(min=1e-30)
-    return torch.round(rows / scale).clamp(-127, 127) * scale
-
-
-def with_rows(base: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, rows_as) -> callable:
+def with_rows(base: torch.Tensor, table: torch.Tensor, ids: torch.Tensor,
+              rows_as: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     """A weight replacement: ``base`` with the rows ``ids`` as ``rows_as(table[ids])``."""
     def replace(_weight: torch.Tensor) -> torch.Tensor:
         out = base.clone()
@@ -95,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="checkpoint directory (the real embeddinggemma-300m)")
     parser.add_argument("--recipe", default="int4-rotated", help="preset name or recipe .json")
     parser.add_argument("--rows", default="8192,16384", help="comma-separated counts of frequent rows kept int8")
+    parser.add_argument("--coarse-block", type=int, default=128, help="block of the rows not kept int8 (default 128)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args(argv)
@@ -102,23 +101,21 @@ def main(argv: list[str] | None = None) -> int:
     name = next(n for n in weights if "embed_tokens" in n)
     table = dict(bench.graph.named_parameters())[name].detach().clone()
     block64 = weights[name](table)
-    block128 = dequantize(*quantize_rows(table, 128, "mse"))
-    bench.measure("table at block 128", {**weights, name: lambda _w: block128})
+    coarse = dequantize(*quantize_rows(table, args.coarse_block, "mse"))
+    bench.measure(f"table at block {args.coarse_block}", {**weights, name: lambda _w: coarse})
     used = torch.unique(torch.cat([ids.flatten() for ids, _ in bench.batches]))
     tokens = torch.cat([ids[mask > 0] for ids, mask in bench.batches]).numpy()
     bench.measure(f"upper bound: the {used.numel()} ids these texts use, float", {**weights, name: with_rows(
         block64, table, used, lambda rows: rows)})
     bench.measure(f"upper bound: the {used.numel()} ids these texts use, int8", {**weights, name: with_rows(
         block64, table, used, int8_per_row)})
-    from embg.checkpoint.load import load_model
-
-    ranked = frequent_ids(load_model(args.model).tokenizer.backend, table.shape[0])
+    ranked = frequent_ids(bench.tokenizer.backend, table.shape[0])
     coverage = {}
     for count in (int(c) for c in args.rows.split(",")):
         ids = torch.tensor(ranked[:count], dtype=torch.long)
         coverage[count] = round(float(np.isin(tokens, ranked[:count]).mean()), 4)
         print(f"{count} frequent ids cover {coverage[count]:.1%} of these texts' tokens", flush=True)
-        for label, base in (("64", block64), ("128", block128)):
+        for label, base in (("64", block64), (str(args.coarse_block), coarse)):
             bench.measure(f"{count} frequent rows int8, the rest block {label}", {**weights, name: with_rows(
                 base, table, ids, int8_per_row)})
     if args.out:
