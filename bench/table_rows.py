@@ -1,7 +1,7 @@
 """Would int8 rows for frequent tokens lift int4 retrieval agreement? Torch simulation on a real checkpoint.
 
-    python -m bench.table_rows --model DIR [--recipe int4-rotated] [--rows 8192,16384] [--threads 1]
-                               [--out FILE.json]
+    python -m bench.table_rows --model DIR [--recipe int4-rotated] [--rows 8192,16384] [--coarse-block 128]
+                               [--threads 1] [--out FILE.json]
 
 The int4 table (block 64) costs top-10 agreement on short texts. A table split by token frequency
 would keep the rows of frequent tokens int8 (per row) and pay for them with coarser blocks (128) on the
@@ -12,7 +12,7 @@ validator's 477 retrieval pairs (bench/weight_agreement.py's bench):
 * an upper bound no real list reaches: the rows of exactly the ids those texts use, float and int8;
 * the ``--rows`` most frequent ids of a list built without the validator's texts (:func:`frequent_ids`:
   wordfreq's word lists for its 42 languages, English 30%, in three spellings, plus the built-in
-  calibration texts), int8, the rest at block 64 and at block 128; and how many of the evaluated texts'
+  calibration texts), int8, the rest at block 64 and at ``--coarse-block`` (128); and how many of the evaluated texts'
   tokens each list covers.
 
 Needs ``pip install wordfreq`` (a bench-only dependency). One pass over the 954 texts: ~3 minutes.

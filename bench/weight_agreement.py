@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, metavar="PAIRS",
                         help="each decoder layer's int4 groups alone on PAIRS pairs, then the per-layer mix")
     parser.add_argument("--resample", type=int, metavar="N",
-                        help="N more calibrations, each on a seeded random 90%% of the calibration texts: how far "
-                             "top-10 moves with the calibration alone")
+                        help=f"N more calibrations, each on a seeded random {RESAMPLE_SHARE * 100:.0f}%% of the calibration "
+                             "texts: how far top-10 moves with the calibration alone")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args(argv)
