@@ -18,7 +18,9 @@ Weight-only: the run-time int8 activations are bench/activation_sensitivity.py's
   the rest float) on N evenly spaced pairs, ranked by embedding drift per byte int4 saves over int8;
   then the per-layer int4/int8 mix that drift ranking picks for the bytes the recipe's int4 decoder
   parts save, measured on every pair (where a recipe with one rule per part could go with per-layer
-  rules). ~26 s per layer and group at N = 60 on the real checkpoint (5 groups x 24 layers: ~55 min).
+  rules). ~26 s per layer and group at N = 60 on the real checkpoint (5 groups x 24 layers: ~55 min);
+* ``--low-rank R[,R...]``: the recipe's int4 decoder weights plus a rank-R float correction of their error,
+  weighted by the float model's activations on the calibration texts (bench/low_rank.py), at each rank.
 
 One pass over the 954 texts takes ~3 minutes on one thread; each new calibration ~2.5 minutes.
 """
@@ -195,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resample", type=int, metavar="N",
                         help=f"N more calibrations, each on a seeded random {RESAMPLE_SHARE * 100:.0f}%% of the calibration "
                              "texts: how far top-10 moves with the calibration alone")
+    parser.add_argument("--low-rank", metavar="R[,R...]",
+                        help="ranks of an activation-weighted float correction of the int4 decoder weights' error")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args(argv)
@@ -211,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.measure(label, bench.weights(with_rules(recipe, rules, label)))
     if args.resample:
         measure_resampled(bench, recipe, args.resample)
+    if args.low_rank:
+        measure_low_rank(bench, recipe, weights, [int(rank) for rank in args.low_rank.split(",")])
     layers = measure_layer_mix(bench, args.model, recipe, weights, args.layers) if args.layers else []
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -233,6 +239,25 @@ def measure_resampled(bench: WeightBench, recipe: QuantRecipe, draws: int) -> di
     print(f"{spread['config']}: mean {spread['top10_mean']:.4f} sd {spread['top10_sd']:.4f} "
           f"range {spread['top10_min']:.4f}-{spread['top10_max']:.4f}", flush=True)
     return spread
+
+
+def measure_low_rank(bench: WeightBench, recipe: QuantRecipe, weights: dict, ranks: list[int]) -> None:
+    """--low-rank: each rank's correction on every int4 decoder weight, with the share of weighted error it takes."""
+    from bench.low_rank import LowRankCorrection, input_moments
+
+    names = [n for n in weights if layer_of(n) is not None and recipe.rule_for(n).bits == 4]
+    params = dict(bench.graph.named_parameters())
+    moments = input_moments(bench.graph, names, bench.calibration)
+    fixes = {}
+    for name in names:
+        weight = params[name].detach()
+        fixes[name] = LowRankCorrection(weight, weights[name](weight), moments[name])
+    for rank in ranks:
+        share = float(np.mean([fix.captured(rank) for fix in fixes.values()]))
+        replaced = {name: (lambda _w, fix=fix, rank=rank: fix.weight(rank)) for name, fix in fixes.items()}
+        row = bench.measure(f"rank {rank} correction on {len(names)} int4 decoder weights", {**weights, **replaced})
+        row["weighted_error_removed"] = round(share, 4)
+        print(f"  it removes {share:.1%} of their activation-weighted error on average", flush=True)
 
 
 def measure_layer_mix(bench: WeightBench, model_dir: str, recipe: QuantRecipe, weights: dict, pairs: int) -> list[dict]:

@@ -212,3 +212,66 @@ def test_weight_agreement_resample_calibrates_on_other_draws_and_reports_the_spr
     values = [row["top10_agreement"] for row in rows[:3]]
     assert spread["top10_min"] == min(values) and spread["top10_max"] == max(values)
     assert abs(spread["top10_mean"] - sum(values) / 3) < 1e-4
+
+
+def test_low_rank_correction_follows_the_activations_and_reaches_the_weight_at_full_rank(tmp_path, tiny_dir):
+    """bench.low_rank: the weighted error falls with the rank, full rank gives the float weight back, and
+    --low-rank measures each rank on the recipe's int4 decoder weights."""
+    import json
+
+    import torch
+
+    from bench.low_rank import LowRankCorrection
+    from bench.weight_agreement import main
+
+    torch.manual_seed(0)
+    weight, inputs = torch.randn(24, 16), torch.randn(500, 16) * torch.linspace(0.1, 3.0, 16)
+    quantized = torch.round(weight * 2) / 2
+    fix = LowRankCorrection(weight, quantized, (inputs.T @ inputs / 500).double())
+    weighted = [float(((fix.weight(rank) - weight) @ inputs.T).norm()) for rank in (0, 2, 4, 8)]
+    assert weighted == sorted(weighted, reverse=True) and weighted[-1] < 0.6 * weighted[0]
+    assert 0 < fix.captured(2) < fix.captured(8) < fix.captured(16) == pytest.approx(1.0)
+    assert torch.allclose(fix.weight(16), weight, atol=1e-4)
+    out = tmp_path / "rows.json"
+    assert main(["--model", str(tiny_dir), "--recipe", "int4", "--low-rank", "1,4", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["config"].split(" correction")[0] for row in rows[1:]] == ["rank 1", "rank 4"]
+    assert 0 < rows[1]["weighted_error_removed"] < rows[2]["weighted_error_removed"] <= 1
+
+
+def test_table_rows_low_bits_keeps_frequent_rows_and_puts_the_rest_on_the_coarser_grid(tiny_dir):
+    """--low-bits: rows on a symmetric 3-bit grid (at most 8 levels per block) with less error than
+    plain range scales, and the frequent rows exactly as the recipe's table has them."""
+    import argparse
+
+    import torch
+
+    from bench.table_rows import frequent_ids, low_bit_rows, measure_low_bit_rest
+    from bench.weight_agreement import WeightBench
+    from embg.quantize.recipe import load_recipe
+
+    torch.manual_seed(0)
+    table = torch.randn(40, 64)
+    low = low_bit_rows(table, 3, 32, chunk=16)
+    assert all(torch.unique(block).numel() <= 8 for block in low.reshape(-1, 32))
+    widest = table.reshape(-1, 32).abs().amax(-1, keepdim=True) / 3
+    plain = (torch.clamp(torch.round(table.reshape(-1, 32) / widest), -4, 3) * widest).reshape(40, 64)
+    assert ((low - table) ** 2).sum() < ((plain - table) ** 2).sum()
+    recipe = load_recipe("int4")
+    bench = WeightBench(str(tiny_dir))
+    weights = bench.weights(recipe)
+    name = next(n for n in weights if "embed_tokens" in n)
+    tokens = torch.cat([ids[mask > 0] for ids, mask in bench.batches]).numpy()
+    rows_of = {}
+    bench.measure = lambda label, replacements: rows_of.setdefault(label, replacements)
+    ranked = frequent_ids(bench.tokenizer.backend, 4096, {"en": {"the": 0.05, "of": 0.03}})
+    args = argparse.Namespace(int8="gate_proj,up_proj", low_bits=3, coarse_block=32, rows="8")
+    measure_low_bit_rest(bench, recipe, weights, name, args, ranked, tokens)
+    assert list(rows_of)[0] == "gate_proj/up_proj int8, the recipe's table"
+    int8_weights = rows_of["gate_proj/up_proj int8, the recipe's table"]
+    assert all(n in int8_weights for n in weights)
+    original = dict(bench.graph.named_parameters())[name].detach()
+    mixed = list(rows_of.values())[1][name](original)
+    assert torch.equal(mixed[ranked[:8]], weights[name](original)[ranked[:8]])
+    rest = [i for i in range(original.shape[0]) if i not in set(ranked[:8])][:50]
+    assert not torch.equal(mixed[rest], weights[name](original)[rest])
