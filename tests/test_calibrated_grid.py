@@ -149,3 +149,15 @@ def test_minmax_preset_is_the_calibrated_mix_without_calibration():
 def test_storable_grid_survives_numpy_float16():
     scales = storable_scales(torch.rand(100) * 0.1).numpy()
     assert np.array_equal(scales.astype(np.float16).astype(np.float32), scales)
+
+
+def test_ffn8_preset_is_int4_rotated_with_int8_gate_and_up_only():
+    """int4-rotated-ffn8 spends its extra bytes on gate/up alone (int8 per channel, as down_proj): every other
+    rule, the rotation and the activations are int4-rotated's, so the two presets cannot drift apart."""
+    rotated, ffn8 = load_recipe("int4-rotated").to_dict(), load_recipe("int4-rotated-ffn8").to_dict()
+    for part in ("gate_proj", "up_proj"):
+        assert rotated["rules"].pop(part)["bits"] == 4
+        assert ffn8["rules"].pop(part) == rotated["rules"]["down_proj"]
+    for data in (rotated, ffn8):
+        data.pop("name"), data.pop("description")
+    assert ffn8 == rotated
