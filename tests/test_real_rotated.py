@@ -12,8 +12,8 @@ on the 477 real query/document pairs (954 texts alone and in padded batches).
   calibration noise alone.
 
 * ``int4-rotated-ffn8`` (gate/up int8, past 185 MB) must rank better than ``int4-rotated``: top-10 >= 0.94,
-  cosine min >= 0.975 / mean >= 0.996, file <= 210 MB. Measured 2026-12-05: ONNX 0.953, 0.9821 / 0.99737,
-  201.5 MB; LiteRT 0.948, 0.9810 / 0.99676, 208.2 MB.
+  cosine min >= 0.975 / mean >= 0.996, file <= 205 MB. Measured 2026-12-05: ONNX 0.953, 0.9821 / 0.99737,
+  201.5 MB; LiteRT 0.948, 0.9810 / 0.99676, 208.2 MB (202.0 MB once the buckets shared quantization tables).
 
 The presets rotate down_proj's input only where it measures better (``"down": "auto"``,
 embg/quantize/down_guard.py): on the real checkpoint that is every layer, rotated error 0.03-0.13x the
@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.slow,
 FLOORS = {  # preset -> (top-10, cosine min, cosine mean, file MB)
     "int8-rotated": (INT8_TOP10_FLOOR, INT8_MIN_FLOOR, INT8_MEAN_FLOOR, None),
     "int4-rotated": (0.93, 0.95, 0.99, 185.0),
-    "int4-rotated-ffn8": (0.94, 0.975, 0.996, 210.0),
+    "int4-rotated-ffn8": (0.94, 0.975, 0.996, 205.0),
 }
 
 

@@ -236,3 +236,31 @@ def test_export_prints_only_the_bundle_path_and_no_native_logs(tiny_dir, tmp_pat
     native = [line for line in done.stderr.splitlines() if line.startswith(("INFO: ", "WARNING: ", "ERROR: ", "└"))]
     assert not native, native[:5]
     assert "parity vs sentence-transformers" in done.stderr  # progress is on stderr
+
+
+def test_signatures_share_one_copy_of_each_quantization_table(tflite_bundles, tmp_path):
+    """Every bucket's subgraph lists the same weights; their per-channel scales and int64 zero points are
+    written once (the real int8 file repeated its 262144 table rows' 12 bytes per signature), and the file
+    computes exactly what the one with a copy per subgraph computes."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    written = Artifact.load(tflite_bundles[8]).model_path
+    copies = tmp_path / "copies.tflite"
+    flatbuffer_utils.write_model(fb.read_model(written), str(copies))  # the writer's default: a copy per table
+    shared = tmp_path / "shared.tflite"
+    fb.write_model(fb.read_model(copies), shared)
+    model = fb.read_model(shared)
+    per_subgraph = sum(len(t.quantization.scale) * 12 for t in model.subgraphs[0].tensors
+                       if t.quantization is not None and t.quantization.scale is not None)
+    assert len(model.subgraphs) == len(BUCKETS) and per_subgraph > 1000
+    assert copies.stat().st_size - shared.stat().st_size >= (len(BUCKETS) - 1) * per_subgraph
+    assert written.stat().st_size == shared.stat().st_size  # the exporter already writes it this way
+    outputs = []
+    for path in (copies, shared):
+        runner = Interpreter(model_path=str(path)).get_signature_runner(f"seq{BUCKETS[0]}")
+        inputs = runner.get_input_details()
+        feed = {name: (np.arange(BUCKETS[0]).reshape(1, -1) % 50 + 2 if "ids" in name else
+                       np.ones((1, BUCKETS[0]))).astype(detail["dtype"]) for name, detail in inputs.items()}
+        outputs.append(next(iter(runner(**feed).values())))
+    assert np.array_equal(outputs[0], outputs[1])

@@ -7,6 +7,7 @@ combinations silently) and to read weights back for exact-grid checks.
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +37,41 @@ def read_model(path: Path):
 
 
 def write_model(model, path: Path) -> None:
+    """Write ``model`` with identical quantization parameters stored once.
+
+    Every signature (bucket) is a subgraph with its own tensor table, and each table repeats a weight's
+    per-channel scales and int64 zero points: 12 bytes per channel or table row, seven times over. A
+    flatbuffer may point many tensors at one table, and the runtime copies them per tensor when it loads.
+    """
     from ai_edge_litert.tools import flatbuffer_utils
 
-    flatbuffer_utils.write_model(model, str(path))
+    with shared_quantization_tables():
+        flatbuffer_utils.write_model(model, str(path))
+
+
+@contextmanager
+def shared_quantization_tables():
+    """While packing, QuantizationParameters with the same contents get one table (per builder)."""
+    schema = _schema()
+    original = schema.QuantizationParametersT.Pack
+    packed: dict[tuple, int] = {}
+
+    def pack_once(params, builder) -> int:
+        if params.details is not None:  # custom details: not compared, packed as before
+            return original(params, builder)
+        key = (id(builder), params.detailsType, params.quantizedDimension,
+               *(None if v is None else np.asarray(v, dtype=t).tobytes()
+                 for v, t in ((params.min, np.float32), (params.max, np.float32), (params.scale, np.float32),
+                              (params.zeroPoint, np.int64))))
+        if key not in packed:
+            packed[key] = original(params, builder)
+        return packed[key]
+
+    schema.QuantizationParametersT.Pack = pack_once
+    try:
+        yield
+    finally:
+        schema.QuantizationParametersT.Pack = original
 
 
 def type_name(code: int) -> str:
