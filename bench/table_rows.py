@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embg.quantize.int4_blocks import blocks_of, dequantize, quantize_rows, storable_scales
+from embg.quantize.int4_blocks import blocks_of, dequantize, mse_scales, quantize_rows, round_to_grid
 from embg.quantize.simulate import int8_rows as int8_per_row  # one scale per row: the int8 table's grid
 
 WORDS_PER_LANGUAGE = 30000
@@ -92,22 +92,12 @@ def with_rows(base: torch.Tensor, table: torch.Tensor, ids: torch.Tensor,
 
 def low_bit_rows(table: torch.Tensor, bits: int, block: int, steps: int = 24, chunk: int = 8192) -> torch.Tensor:
     """``table`` on a symmetric ``bits``-bit grid with one storable scale per block of ``block`` columns, each
-    the clip of the block's range (0.5-1x) with the least squared error."""
-    top, bottom = 2 ** (bits - 1) - 1, -(2 ** (bits - 1))
+    the clip of the block's range (0.5-1x) with the least squared error (the int4 table's search)."""
     out = torch.empty(table.shape, dtype=torch.float32)
     for start in range(0, table.shape[0], chunk):
         blocks = blocks_of(table[start:start + chunk], block)
-        widest = torch.maximum(blocks.amax(-1) / top, blocks.amin(-1) / bottom)
-        best, best_error = None, None
-        for factor in torch.linspace(0.5, 1.0, steps).tolist():
-            scales = storable_scales(widest * factor)[..., None]
-            values = torch.clamp(torch.round(blocks / scales), bottom, top) * scales
-            error = ((values - blocks) ** 2).sum(-1, keepdim=True)
-            if best is None:
-                best, best_error = values, error
-            else:
-                best, best_error = torch.where(error < best_error, values, best), torch.minimum(error, best_error)
-        out[start:start + chunk] = best.reshape(blocks.shape[0], -1)
+        scales = mse_scales(blocks, steps=steps, bits=bits)[..., None]
+        out[start:start + chunk] = (round_to_grid(blocks, scales, bits) * scales).reshape(blocks.shape[0], -1)
     return out
 
 

@@ -43,32 +43,39 @@ def blocks_of(weight: torch.Tensor, block: int) -> torch.Tensor:
     return weight.to(torch.float32).reshape(rows, cols // block, block)
 
 
-def round_to_grid(values: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """Integers in -8..7 nearest to ``values / scales`` (scales broadcast over the last axis)."""
-    return torch.clamp(torch.round(values / scales), QMIN, QMAX)
+def round_to_grid(values: torch.Tensor, scales: torch.Tensor, bits: int = 4) -> torch.Tensor:
+    """Integers in -8..7 (or the symmetric ``bits``-bit range) nearest to ``values / scales`` (scales
+    broadcast over the last axis)."""
+    low, high = _limits(bits)
+    return torch.clamp(torch.round(values / scales), low, high)
 
 
-def range_scales(blocks: torch.Tensor) -> torch.Tensor:
-    """The smallest scale that fits each block without clipping, using all of -8..7.
+def _limits(bits: int) -> tuple[int, int]:
+    return (QMIN, QMAX) if bits == 4 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+def range_scales(blocks: torch.Tensor, bits: int = 4) -> torch.Tensor:
+    """The smallest scale that fits each block without clipping, using all of -8..7 (or ``bits`` bits).
 
     A block whose largest magnitude is negative gets |min|/8 (finer than max|w|/7), the positive
     counterpart of llama.cpp's Q4_0 choice d = m / -8.
     """
-    return storable_scales(torch.maximum(blocks.amax(-1) / QMAX, -blocks.amin(-1) / -QMIN))
+    low, high = _limits(bits)
+    return storable_scales(torch.maximum(blocks.amax(-1) / high, -blocks.amin(-1) / -low))
 
 
 def mse_scales(blocks: torch.Tensor, steps: int = 32, lowest: float = 0.5,
-               weights: torch.Tensor | None = None) -> torch.Tensor:
+               weights: torch.Tensor | None = None, bits: int = 4) -> torch.Tensor:
     """Per block, the storable scale in [lowest, 1] x range_scales with the least (weighted) squared error.
 
     Clipping the few largest values of a block trades their error for a finer grid for all others.
     ``weights`` (broadcast like ``blocks``) weighs the error per element, e.g. by input importance.
     """
-    base = range_scales(blocks)
+    base = range_scales(blocks, bits)
     best, best_error = base, None
     for factor in torch.linspace(lowest, 1.0, steps).tolist():
         scales = storable_scales(base * factor)
-        error = (round_to_grid(blocks, scales[..., None]) * scales[..., None] - blocks) ** 2
+        error = (round_to_grid(blocks, scales[..., None], bits) * scales[..., None] - blocks) ** 2
         if weights is not None:
             error = error * weights
         error = error.sum(-1)

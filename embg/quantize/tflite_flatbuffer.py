@@ -51,7 +51,7 @@ def write_model(model, path: Path) -> None:
 
 @contextmanager
 def shared_quantization_tables():
-    """While packing, QuantizationParameters with the same contents get one table (per builder)."""
+    """While packing (one model, one builder), QuantizationParameters with the same contents get one table."""
     schema = _schema()
     original = schema.QuantizationParametersT.Pack
     packed: dict[tuple, int] = {}
@@ -59,7 +59,7 @@ def shared_quantization_tables():
     def pack_once(params, builder) -> int:
         if params.details is not None:  # custom details: not compared, packed as before
             return original(params, builder)
-        key = (id(builder), params.detailsType, params.quantizedDimension,
+        key = (params.detailsType, params.quantizedDimension,
                *(None if v is None else np.asarray(v, dtype=t).tobytes()
                  for v, t in ((params.min, np.float32), (params.max, np.float32), (params.scale, np.float32),
                               (params.zeroPoint, np.int64))))
