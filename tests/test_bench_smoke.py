@@ -275,3 +275,14 @@ def test_table_rows_low_bits_keeps_frequent_rows_and_puts_the_rest_on_the_coarse
     assert torch.equal(mixed[ranked[:8]], weights[name](original)[ranked[:8]])
     rest = [i for i in range(original.shape[0]) if i not in set(ranked[:8])][:50]
     assert not torch.equal(mixed[rest], weights[name](original)[rest])
+
+
+def test_profile_eager_splits_the_baseline_into_linear_attention_and_the_rest(tiny_dir):
+    """bench/profile_eager.py: the profiled parts of one eager pass cover the linear layers and attention."""
+    from bench.profile_eager import category, profile, render
+
+    assert category("aten::mm") == "linear layers" and category("aten::gelu").startswith("other")
+    result = profile(Path(tiny_dir), tokens=16, repeats=2)
+    parts = result["categories_ms"]
+    assert parts["linear layers"] > 0 and parts["attention"] > 0 and result["wall_ms_median"] > 0
+    assert "linear layers" in render(result)
