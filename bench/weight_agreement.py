@@ -1,7 +1,7 @@
 """Where the int4 weights cost retrieval agreement, on a real checkpoint (torch simulation, float activations).
 
     python -m bench.weight_agreement --model DIR [--recipe int4] [--parts] [--variant FILE.json ...]
-                                     [--threads N] [--out FILE.json]
+                                     [--gptq-bits PART=BITS,...] [--threads N] [--out FILE.json]
 
 Embeds the 477 query/document pairs of the validator's ``retrieval`` set (954 texts, each with its
 task prompt) with the float graph and with the recipe's weights (calibrated grids as the exporter
@@ -19,6 +19,9 @@ Weight-only: the run-time int8 activations are bench/activation_sensitivity.py's
   then the per-layer int4/int8 mix that drift ranking picks for the bytes the recipe's int4 decoder
   parts save, measured on every pair (where a recipe with one rule per part could go with per-layer
   rules). ~26 s per layer and group at N = 60 on the real checkpoint (5 groups x 24 layers: ~55 min);
+* ``--gptq-bits PART=BITS[,...]`` (repeatable; ``--gptq-block``, default 128): those parts GPTQ-calibrated on a
+  wider symmetric grid (5-8 bits), the rest as the recipe has them: what bytes between int4 and int8 buy,
+  which no recipe can say yet (the targets store 4 and 8 bits);
 * ``--low-rank R[,R...]``: the recipe's int4 decoder weights plus a rank-R float correction of their error,
   weighted by the float model's activations on the calibration texts (bench/low_rank.py), at each rank.
 
@@ -87,13 +90,16 @@ class WeightBench:
         out = outputs_with(self.graph, self.batches, replacements).double().numpy()[self.inverse]
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
-    def weights(self, recipe: QuantRecipe, calibration: list | None = None) -> dict:
-        """The recipe's weights, calibrated on ``calibration`` batches (default: the built-in set)."""
+    def weights(self, recipe: QuantRecipe, calibration: list | None = None, gptq_bits: dict[str, int] | None = None
+                ) -> dict:
+        """The recipe's weights, calibrated on ``calibration`` batches (default: the built-in set); ``gptq_bits``:
+        part -> bits GPTQ rounds that part to (embg.quantize.calibrate.calibrate_grids)."""
         if recipe.rotation and recipe.rotation != self.recipe_rotation:  # one without takes the graph as is
             raise SystemExit(f"recipe {recipe.name}: rotation {recipe.rotation} differs from the bench graph's "
                              f"{self.recipe_rotation}; measure it with --recipe instead of --variant")
         batches = self.calibration if calibration is None else calibration
-        grids, _ = calibrate_grids(self.graph, recipe, batches) if recipe.is_calibrated else ({}, None)
+        grids, _ = (calibrate_grids(self.graph, recipe, batches, gptq_bits=gptq_bits) if recipe.is_calibrated
+                    else ({}, None))
         return recipe_weights(self.graph, recipe, grids)
 
     def resampled_calibration(self, seed: int, share: float = RESAMPLE_SHARE) -> list:
@@ -199,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
                              "texts: how far top-10 moves with the calibration alone")
     parser.add_argument("--low-rank", metavar="R[,R...]",
                         help="ranks of an activation-weighted float correction of the int4 decoder weights' error")
+    parser.add_argument("--gptq-bits", action="append", default=[], metavar="PART=BITS[,PART=BITS...]",
+                        help="a variant: these parts GPTQ-calibrated at these bits (5-8; symmetric, block --gptq-block), "
+                             "e.g. gate_proj=6,up_proj=6 (more than 4 bits: what no recipe can say yet)")
+    parser.add_argument("--gptq-block", type=int, default=128, help="block of the --gptq-bits parts (default 128)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args(argv)
@@ -213,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.variant:
         for label, rules in json.loads(path.read_text(encoding="utf-8")).items():
             bench.measure(label, bench.weights(with_rules(recipe, rules, label)))
+    for spec in args.gptq_bits:
+        measure_gptq_bits(bench, recipe, parse_part_bits(spec), args.gptq_block)
     if args.resample:
         measure_resampled(bench, recipe, args.resample)
     if args.low_rank:
@@ -223,6 +235,36 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps({"model": Path(args.model).name, "recipe": recipe.name, "rows": bench.rows,
                                         "layers": layers}, indent=1) + "\n", encoding="utf-8")
     return 0
+
+
+def parse_part_bits(spec: str) -> dict[str, int]:
+    """``gate_proj=6,up_proj=6`` -> {part: bits}; parts as recipes name them, 5-8 bits."""
+    chosen = {}
+    for item in spec.split(","):
+        part, _, bits = item.partition("=")
+        if part not in PARTS or not bits.isdigit() or not 5 <= int(bits) <= 8:
+            raise SystemExit(f"--gptq-bits {spec!r}: give PART=BITS with a part of {', '.join(PARTS)} and 5-8 bits")
+        chosen[part] = int(bits)
+    return chosen
+
+
+def measure_gptq_bits(bench: WeightBench, recipe: QuantRecipe, bits: dict[str, int], block: int) -> dict:
+    """The recipe with ``bits``' parts GPTQ-calibrated at those bits on blocks of ``block`` (the others as the
+    recipe has them, calibrated again around them)."""
+    from embg.quantize.groups import GROUP_OF_PART, GROUP_PARTS
+
+    label = ", ".join(f"{part} int{b}" for part, b in bits.items()) + f" (GPTQ block {block})"
+    rule = {"bits": 4, "granularity": "block", "block_size": block, "algorithm": "gptq"}  # the grid's layout
+    keys = {}
+    for part in bits:  # the recipe's own key for the part: the part, or a group that is only this part
+        group = GROUP_OF_PART[part]
+        key = part if part in recipe.rules else group if GROUP_PARTS[group] == (part,) else None
+        if key is None or part == "embedding":
+            raise SystemExit(f"--gptq-bits: recipe {recipe.name} has no rule of its own for {part} "
+                             f"(it rules {group} as a whole), or {part} is the table; name parts it rules one by one")
+        keys[key] = dict(rule)
+    variant = with_rules(recipe, keys, label)
+    return bench.measure(label, bench.weights(variant, gptq_bits=bits))
 
 
 def measure_resampled(bench: WeightBench, recipe: QuantRecipe, draws: int) -> dict:

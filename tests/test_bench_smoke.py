@@ -286,3 +286,36 @@ def test_profile_eager_splits_the_baseline_into_linear_attention_and_the_rest(ti
     parts = result["categories_ms"]
     assert parts["linear layers"] > 0 and parts["attention"] > 0 and result["wall_ms_median"] > 0
     assert "linear layers" in render(result)
+
+
+def test_weight_agreement_gptq_bits_calibrates_only_the_named_parts_wider(tiny_dir, monkeypatch):
+    """--gptq-bits gate_proj=6,head=6: those parts' grids reach past int4's -8..7 (within -32..31), the recipe's
+    other GPTQ parts stay int4; the table is refused (GPTQ does not calibrate it)."""
+    import bench.weight_agreement as module
+    from bench.weight_agreement import WeightBench, measure_gptq_bits, parse_part_bits
+    from embg.quantize.groups import part_of
+    from embg.quantize.recipe import load_recipe
+
+    assert parse_part_bits("gate_proj=6,head=6") == {"gate_proj": 6, "head": 6}
+    with pytest.raises(SystemExit):
+        parse_part_bits("gate_proj=4")
+    recipe = load_recipe("int4")
+    bench = WeightBench(str(tiny_dir), recipe=recipe)
+    seen = {}
+    real = module.calibrate_grids
+
+    def spy(*args, **kwargs):
+        grids, report = real(*args, **kwargs)
+        seen.update(grids)
+        return grids, report
+
+    monkeypatch.setattr(module, "calibrate_grids", spy)
+    row = measure_gptq_bits(bench, recipe, {"gate_proj": 6, "head": 6}, 32)
+    assert 0 < row["cosine_min"] <= 1 and "gate_proj int6" in row["config"]
+    span = {part_of(name): (int(q.min()), int(q.max())) for name, (q, _) in seen.items()}
+    for part in ("gate_proj", "head"):  # int6: -32..31, used beyond int4's range
+        assert -32 <= span[part][0] and span[part][1] <= 31 and max(-span[part][0], span[part][1]) > 8
+    for part in ("up_proj", "q_proj"):  # the recipe's int4
+        assert -8 <= span[part][0] and span[part][1] <= 7
+    with pytest.raises(SystemExit):
+        measure_gptq_bits(bench, recipe, {"embedding": 6}, 32)

@@ -73,6 +73,19 @@ def test_gptq_beats_rounding_on_the_layer_output():
     assert gptq_error < 0.8 * rtn_error, (gptq_error, rtn_error)
 
 
+def test_gptq_on_a_wider_grid_keeps_its_range_and_cuts_the_error():
+    """bits=6 (bench probes): integers in -32..31, storable scales, and a smaller output error than int4."""
+    torch.manual_seed(0)
+    x = _correlated_inputs(1024, 256)
+    weight = torch.randn(64, 256) / 16
+    hessian = HessianAccumulator(256)
+    hessian.add(x)
+    out_error = lambda q, s: float(((x @ dequantize(q, s).T - x @ weight.T) ** 2).mean())  # noqa: E731
+    q6, s6 = gptq_quantize(weight, hessian.hessian, 128, bits=6)
+    assert int(q6.min()) >= -32 and int(q6.max()) <= 31 and int(q6.abs().max()) > 7 and is_storable(s6)
+    assert out_error(q6, s6) < 0.2 * out_error(*gptq_quantize(weight, hessian.hessian, 128))
+
+
 def test_gptq_is_deterministic():
     x = _correlated_inputs(512, 128, seed=1)
     hessian = HessianAccumulator(128)

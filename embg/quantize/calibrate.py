@@ -44,25 +44,31 @@ def calibrated_weights(graph: torch.nn.Module, recipe: QuantRecipe) -> dict[str,
 
 
 def calibrate_grids(graph: EmbeddingGemmaGraph, recipe: QuantRecipe, batches: list[Batch],
-                    progress: Callable[[str], None] = lambda message: None) -> tuple[dict[str, Grid], dict[str, Any]]:
+                    progress: Callable[[str], None] = lambda message: None,
+                    gptq_bits: dict[str, int] | None = None) -> tuple[dict[str, Grid], dict[str, Any]]:
     """Grids for every calibrated weight of ``graph`` and a report for the manifest (from the on-disk
-    cache when this graph, recipe and batches were calibrated before: embg/quantize/calibration_cache.py)."""
+    cache when this graph, recipe and batches were calibrated before: embg/quantize/calibration_cache.py).
+
+    ``gptq_bits`` (benchmarks only; recipes are int4): part -> the bits GPTQ rounds that part's weights to."""
     from embg.quantize import calibration_cache
 
     plan = calibrated_weights(graph, recipe)
-    key = calibration_cache.cache_key(graph, recipe.weight_rules(), batches)
+    bits = {name: gptq_bits[part_of(name)] for name, (algorithm, _) in plan.items()
+            if algorithm == "gptq" and part_of(name) in (gptq_bits or {})}
+    rules = recipe.weight_rules() if not bits else {**recipe.weight_rules(), "gptq_bits": dict(sorted(gptq_bits.items()))}
+    key = calibration_cache.cache_key(graph, rules, batches)
     cached = calibration_cache.load(key)
     if cached is not None:
         progress("calibrated grids found in the calibration cache (same weights, recipe, texts and code)")
         return cached[0], {**cached[1], "cached": True}
     with single_thread():
-        grids, report = _calibrate(graph, plan, batches, progress)
+        grids, report = _calibrate(graph, plan, batches, progress, bits)
     calibration_cache.store(key, grids, report)
     return grids, report
 
 
 def _calibrate(graph: EmbeddingGemmaGraph, plan: dict[str, tuple[str, int]], batches: list[Batch],
-               progress: Callable[[str], None]) -> tuple[dict[str, Grid], dict[str, Any]]:
+               progress: Callable[[str], None], bits: dict[str, int]) -> tuple[dict[str, Grid], dict[str, Any]]:
     started = time.perf_counter()
     params = dict(graph.named_parameters())
     original = {name: params[name].detach().clone() for name in plan}
@@ -77,7 +83,7 @@ def _calibrate(graph: EmbeddingGemmaGraph, plan: dict[str, tuple[str, int]], bat
             if gptq:
                 tokens = sum(int(mask.sum()) for _, mask in batches)
                 progress(f"GPTQ on {len(gptq)} weights, {len(batches)} calibration batches ({tokens} tokens)")
-                grids.update(_gptq_walk(graph, batches, gptq, progress))
+                grids.update(_gptq_walk(graph, batches, gptq, progress, bits))
     finally:
         with torch.no_grad():
             for name, value in original.items():
@@ -126,7 +132,7 @@ def _collect_hessians(modules: dict[str, torch.nn.Module], run: Callable[[], Non
 
 
 def _gptq_walk(graph: EmbeddingGemmaGraph, batches: list[Batch], gptq: dict[str, int],
-               progress: Callable[[str], None]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+               progress: Callable[[str], None], bits: dict[str, int]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     modules = dict(graph.named_modules())
     grids: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     inputs = [graph.decoder_inputs(ids, mask) for ids, mask in batches]
@@ -137,7 +143,8 @@ def _gptq_walk(graph: EmbeddingGemmaGraph, batches: list[Batch], gptq: dict[str,
         for name, accumulator in hessians.items():
             weight = f"{name}.weight"
             param = modules[name].weight
-            grids[weight] = _set_quantized(param, *gptq_quantize(param, accumulator.hessian, gptq[weight]))
+            grids[weight] = _set_quantized(param, *gptq_quantize(param, accumulator.hessian, gptq[weight],
+                                                                  bits.get(weight, 4)))
 
     for index, layer in enumerate(graph.layers):
         started = time.perf_counter()

@@ -45,8 +45,10 @@ def _inverse_cholesky(hessian: torch.Tensor) -> torch.Tensor:
     return torch.linalg.cholesky(inverse, upper=True).to(torch.float32)
 
 
-def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(integers int8 [rows, cols], storable scales float32 [rows, cols/block]) for ``weight``."""
+def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, block: int, bits: int = 4
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(integers int8 [rows, cols], storable scales float32 [rows, cols/block]) for ``weight``, on the symmetric
+    ``bits``-bit grid (4: -8..7, the recipes' grid; wider grids for bench probes)."""
     if COLUMNS_PER_STEP % block:
         raise ValueError(f"block size {block} must divide {COLUMNS_PER_STEP}")
     w = weight.detach().to(torch.float32).clone()
@@ -64,9 +66,9 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, block: int) -> tu
         for i in range(end - start):
             column = start + i
             if column % block == 0:  # the block's scale, from the weights as updated so far
-                scales[:, column // block] = mse_scales(w_step[:, None, i:i + block])[:, 0]
+                scales[:, column // block] = mse_scales(w_step[:, None, i:i + block], bits=bits)[:, 0]
             scale = scales[:, column // block]
-            q[:, column] = round_to_grid(w_step[:, i], scale)
+            q[:, column] = round_to_grid(w_step[:, i], scale, bits)
             error = (w_step[:, i] - q[:, column] * scale) / h_step[i, i]
             w_step[:, i:] -= error[:, None] * h_step[i, i:][None, :]
             errors[:, i] = error
