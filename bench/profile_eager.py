@@ -12,7 +12,6 @@ bundle: how far an int8 file can get ahead of eager depends on how much of eager
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -71,6 +70,8 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.real_run import write_json
+
     parser = argparse.ArgumentParser(prog="python bench/profile_eager.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="checkpoint directory (sentence-transformers layout)")
     parser.add_argument("--tokens", type=int, default=256)
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = profile(args.model, args.tokens, args.repeats)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)  # atomically: a reader never sees half a results file
     print(render(result))
     return 0
 

@@ -159,6 +159,8 @@ def _label(bundle: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.real_run import write_json
+
     parser = argparse.ArgumentParser(prog="python bench/profile_onnx.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--tokens", default="256,2048")
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = profile(args.bundles, [int(t) for t in args.tokens.split(",")], args.repeats, args.threads)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)  # atomically: a reader never sees half a results file
     print(render(result))
     return 0
 

@@ -51,7 +51,8 @@ def round_to_grid(values: torch.Tensor, scales: torch.Tensor, bits: int = 4) -> 
 
 
 def _limits(bits: int) -> tuple[int, int]:
-    return (QMIN, QMAX) if bits == 4 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    """The symmetric ``bits``-bit integer range (4 bits: QMIN..QMAX)."""
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
 def range_scales(blocks: torch.Tensor, bits: int = 4) -> torch.Tensor:
