@@ -72,8 +72,10 @@ def load(key: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, 
     with np.load(path) as data:
         meta = json.loads(bytes(data["meta"]).decode())
         grids = {}
+        packed = meta.get("int4_packed", [True] * len(meta["names"]))
         for i, (name, shape) in enumerate(zip(meta["names"], meta["shapes"])):
-            q = unpack_int4(data[f"q{i}"].tobytes(), shape[0] * shape[1]).reshape(shape)
+            q = (unpack_int4(data[f"q{i}"].tobytes(), shape[0] * shape[1]).reshape(shape) if packed[i]
+                 else data[f"q{i}"])
             grids[name] = (q, data[f"s{i}"])
     return grids, meta["report"]
 
@@ -83,9 +85,12 @@ def store(key: str, grids: dict[str, tuple[np.ndarray, np.ndarray]], report: dic
     if path is None:
         return
     arrays: dict[str, np.ndarray] = {}
+    # int4 integers two per byte; wider ones (bits 6) as int8, which packing would cut to their low 4 bits
+    packed = [bool(-8 <= int(q.min(initial=0)) and int(q.max(initial=0)) <= 7) for q, _ in grids.values()]
     for i, (q, scales) in enumerate(grids.values()):
-        arrays[f"q{i}"], arrays[f"s{i}"] = pack_int4(q), scales
-    meta = {"names": list(grids), "shapes": [list(q.shape) for q, _ in grids.values()], "report": report}
+        arrays[f"q{i}"], arrays[f"s{i}"] = (pack_int4(q) if packed[i] else q.astype(np.int8)), scales
+    meta = {"names": list(grids), "shapes": [list(q.shape) for q, _ in grids.values()], "report": report,
+            "int4_packed": packed}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
