@@ -15,6 +15,10 @@ on the 477 real query/document pairs (954 texts alone and in padded batches).
   cosine min >= 0.975 / mean >= 0.996, file <= 205 MB. Measured 2026-12-05: ONNX 0.953, 0.9821 / 0.99737,
   201.5 MB; LiteRT 0.948, 0.9810 / 0.99676, 208.2 MB (202.0 MB once the buckets shared quantization tables).
 
+* ``int4-rotated-int6`` (ONNX only: gate/up, down, v and the head at 6 bits) must meet every ``--bits 4``
+  cosine floor within 185 MB: cosine min >= 0.98 / mean >= 0.995, top-10 >= 0.94. Measured 2026-12-05: top-10
+  0.9495, 0.98536 / 0.99672, 184.4 MB.
+
 The presets rotate down_proj's input only where it measures better (``"down": "auto"``,
 embg/quantize/down_guard.py): on the real checkpoint that is every layer, rotated error 0.03-0.13x the
 unrotated one, the same rotations as ``"down": true``.
@@ -35,11 +39,14 @@ from tests.test_real_onnx_batching import INDEPENDENCE_FLOOR, INT8_MEAN_FLOOR, I
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not REAL, reason="EMBG_REAL_MODEL is not set (a local google/embeddinggemma-300m "
                                                   "checkpoint directory)")]
+TOP10_INT6 = 0.94  # measured 0.9495 (2026-12-05); GPTQ's calibration noise alone moves top-10 by ~0.006-0.01
 FLOORS = {  # preset -> (top-10, cosine min, cosine mean, file MB)
     "int8-rotated": (INT8_TOP10_FLOOR, INT8_MIN_FLOOR, INT8_MEAN_FLOOR, None),
     "int4-rotated": (0.93, 0.95, 0.99, 185.0),
     "int4-rotated-ffn8": (0.94, 0.975, 0.996, 205.0),
+    "int4-rotated-int6": (TOP10_INT6, 0.98, 0.995, 185.0),
 }
+ONNX_ONLY = {"int4-rotated-int6": ("onnx",)}  # 6-bit weights: LiteRT refuses them (tests/test_int6.py)
 
 
 def test_guard_rotates_down_proj_in_every_real_layer():
@@ -55,8 +62,11 @@ def test_guard_rotates_down_proj_in_every_real_layer():
     assert choice.layers == tuple(range(len(graph.layers))) and max(choice.error_ratio) < 0.2
 
 
-@pytest.mark.parametrize("preset", sorted(FLOORS))
-@pytest.mark.parametrize("target", ["tflite", "onnx"])
+CASES = [(preset, target) for preset in sorted(FLOORS) for target in ("tflite", "onnx")
+         if target in ONNX_ONLY.get(preset, (target,))]
+
+
+@pytest.mark.parametrize("preset, target", CASES)
 def test_rotated_preset_on_the_real_retrieval_pairs(preset, target, tmp_path):
     out = tmp_path / "bundle"
     assert export_main(["--model", REAL, "--target", target, "--recipe", preset, "--out", str(out)]) == 0

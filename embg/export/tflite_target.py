@@ -17,7 +17,7 @@ from embg.errors import EmbgError, ExportError
 from embg.bundle import INPUT_NAMES, OUTPUT_NAME
 from embg.export.base import ExportJob, ExportTarget, TargetResult, register_target
 from embg.export.completeness import check_float_terms_tflite, check_tflite_file
-from embg.quantize.recipe import QuantRecipe
+from embg.quantize.recipe import SIX_BIT_REASON, QuantRecipe
 from embg.quantize.tflite_flatbuffer import strip_tensor_names
 from embg.quiet import captured_native_output
 
@@ -92,6 +92,10 @@ class TfliteTarget(ExportTarget):
     accepted_options = frozenset({"seq_lens"})
 
     def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], max_positions: int | None) -> None:
+        if any(rule.bits == 6 for rule in recipe.all_rules()):
+            raise ExportError(f"recipe {recipe.name} has bits 6 weights, which --target tflite cannot carry: "
+                              f"{SIX_BIT_REASON}. Export it with --target onnx, or use a recipe with bits 4 or 8 "
+                              "(--bits 4 for LiteRT)")
         if seq_lens:
             check_buckets(seq_lens, max_positions or 2048)
 

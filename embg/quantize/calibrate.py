@@ -49,13 +49,16 @@ def calibrate_grids(graph: EmbeddingGemmaGraph, recipe: QuantRecipe, batches: li
     """Grids for every calibrated weight of ``graph`` and a report for the manifest (from the on-disk
     cache when this graph, recipe and batches were calibrated before: embg/quantize/calibration_cache.py).
 
-    ``gptq_bits`` (benchmarks only; recipes are int4): part -> the bits GPTQ rounds that part's weights to."""
+    GPTQ rounds each weight to its rule's bits (4 or 6); ``gptq_bits`` (benchmarks) overrides them by
+    part: part -> bits."""
     from embg.quantize import calibration_cache
 
     plan = calibrated_weights(graph, recipe)
-    bits = {name: gptq_bits[part_of(name)] for name, (algorithm, _) in plan.items()
-            if algorithm == "gptq" and part_of(name) in (gptq_bits or {})}
-    rules = recipe.weight_rules() if not bits else {**recipe.weight_rules(), "gptq_bits": dict(sorted(gptq_bits.items()))}
+    bits = {name: (gptq_bits or {}).get(part_of(name), recipe.rule_for(name).bits)
+            for name, (algorithm, _) in plan.items() if algorithm == "gptq"}
+    bits = {name: width for name, width in bits.items() if width != 4}
+    rules = recipe.weight_rules() if not gptq_bits else {**recipe.weight_rules(),
+                                                         "gptq_bits": dict(sorted(gptq_bits.items()))}
     key = calibration_cache.cache_key(graph, rules, batches)
     cached = calibration_cache.load(key)
     if cached is not None:

@@ -28,6 +28,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from embg.errors import ExportError
+from embg.quantize import int6_storage
+from embg.quantize.int6_storage import int6_as_float
+from embg.quantize.tflite_flatbuffer import pack_int4
 from embg.quantize.groups import NEVER_QUANTIZED, part_of
 from embg.quantize.recipe import PER_ROW, GroupRule, QuantRecipe
 
@@ -90,6 +93,9 @@ def plan_quantization(model: onnx.ModelProto, recipe: QuantRecipe, web_compatibl
                 f"ONNX has no per-channel int{rule.bits} MatMul with {rule.activations} activations for group {group}; "
                 f"use granularity block (MatMulNBits) or bits 8 with {PER_ROW} activations"
             )
+        if rule.bits == 6 and op_type == "MatMul" and rule.activations != PER_ROW and not _dequantized_at_load(part, rule):
+            raise ExportError(f"bits 6 ({group}) is widened to int8 at load and runs on per-row int8 activations "
+                              f"(activations {PER_ROW}; the head may keep fp32): onnxruntime has no 6-bit MatMulNBits")
         if op_type == "Gather" and rule.bits == 4 and rule.granularity != "block":
             raise ExportError("an int4 embedding needs granularity block on ONNX (GatherBlockQuantized)")
         plan.nodes[node_name] = (group, rule)
@@ -142,10 +148,7 @@ def _replace_node(model: onnx.ModelProto, old: onnx.NodeProto, new_nodes: list[o
 
 
 def _pack_int4(values: np.ndarray) -> bytes:
-    u = (values.astype(np.int16) & 0x0F).astype(np.uint8).reshape(-1)
-    if u.size % 2:
-        u = np.append(u, np.uint8(0))
-    return ((u[0::2] & 0x0F) | ((u[1::2] & 0x0F) << 4)).astype(np.uint8).tobytes()
+    return pack_int4(values).tobytes()  # the same nibble order as TFLite's: element 2i in the low nibble
 
 
 def _embedding_int8_rows(model, node, table: np.ndarray) -> None:
@@ -447,22 +450,28 @@ def _widened_blocks(name: str, q: np.ndarray, scales: np.ndarray, bits: int, blo
     onnxruntime folds when the session loads: (initializers, nodes, float [K, N] output, node name base)."""
     k, n = q.shape
     blocks = q.reshape(k // block, block, n)
-    if bits == 4:
-        data = helper.make_tensor(f"{name}_q4", TensorProto.INT4, list(blocks.shape), _pack_int4(blocks), raw=True)
-    else:
-        data = numpy_helper.from_array(blocks.astype(np.int8), f"{name}_q{bits}")
-    stored = scales_as_stored(scales[:, None, :])
-    inits = [data, numpy_helper.from_array(stored, f"{name}{BLOCK_SCALES_SUFFIX}"),
-             numpy_helper.from_array(np.array([k, n], np.int64), f"{name}_shape")]
     base = f"{name}/{tag}"
-    nodes = [helper.make_node("Cast", [data.name], [f"{base}/float"], name=f"{base}/float", to=TensorProto.FLOAT)]
-    scale = inits[1].name
+    stored = scales_as_stored(scales[:, None, :])
+    inits = [numpy_helper.from_array(stored, f"{name}{BLOCK_SCALES_SUFFIX}"),
+             numpy_helper.from_array(np.array([k, n], np.int64), f"{name}_shape")]
+    if bits == 6:  # 6 bits per weight in the file (embg/quantize/int6_storage.py)
+        stored_ints, nodes, integers = int6_as_float(name, blocks, base)
+        inits += stored_ints
+    else:
+        if bits == 4:
+            data = helper.make_tensor(f"{name}_q4", TensorProto.INT4, list(blocks.shape), _pack_int4(blocks), raw=True)
+        else:
+            data = numpy_helper.from_array(blocks.astype(np.int8), f"{name}_q{bits}")
+        inits.append(data)
+        integers = f"{base}/float"
+        nodes = [helper.make_node("Cast", [data.name], [integers], name=integers, to=TensorProto.FLOAT)]
+    scale = inits[0].name
     if stored.dtype == np.float16:  # widened to float32 at load like the integers: the same numbers
         scale = f"{base}/scales"
-        nodes.append(helper.make_node("Cast", [inits[1].name], [scale], name=scale, to=TensorProto.FLOAT))
+        nodes.append(helper.make_node("Cast", [inits[0].name], [scale], name=scale, to=TensorProto.FLOAT))
     nodes += [
-        helper.make_node("Mul", [f"{base}/float", scale], [f"{base}/dense"], name=f"{base}/dense"),
-        helper.make_node("Reshape", [f"{base}/dense", inits[2].name], [f"{base}/matrix"], name=f"{base}/matrix"),
+        helper.make_node("Mul", [integers, scale], [f"{base}/dense"], name=f"{base}/dense"),
+        helper.make_node("Reshape", [f"{base}/dense", inits[1].name], [f"{base}/matrix"], name=f"{base}/matrix"),
     ]
     return inits, nodes, f"{base}/matrix", base
 
@@ -479,12 +488,13 @@ def block_weight_as_int8(name: str, q: np.ndarray, scales: np.ndarray, bits: int
     inits, nodes, matrix, base = _widened_blocks(name, q, scales, bits, block, f"{ROW_QUANT_TAG}/widen")
     inits += [numpy_helper.from_array((1.0 / col_scale).astype(np.float32), f"{name}_col_inverse"),
               numpy_helper.from_array(col_scale, f"{name}_col_scale")]
+    inverse, col_scale_name = inits[-2].name, inits[-1].name
     nodes += [
-        helper.make_node("Mul", [matrix, inits[3].name], [f"{base}/columns"], name=f"{base}/columns"),
+        helper.make_node("Mul", [matrix, inverse], [f"{base}/columns"], name=f"{base}/columns"),
         helper.make_node("Round", [f"{base}/columns"], [f"{base}/round"], name=f"{base}/round"),
         helper.make_node("Cast", [f"{base}/round"], [f"{base}/int8"], name=f"{base}/int8", to=TensorProto.INT8),
     ]
-    return Int8Weight(name, f"{base}/int8", inits[4].name, inits, nodes, matrix)
+    return Int8Weight(name, f"{base}/int8", col_scale_name, inits, nodes, matrix)
 
 
 def _weight_dequantized_at_load(model, node, q: np.ndarray, scales: np.ndarray, bits: int, block: int) -> None:
@@ -680,11 +690,15 @@ def read_back_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
         if not name.endswith(BLOCK_SCALES_SUFFIX):
             continue
         weight = name[: -len(BLOCK_SCALES_SUFFIX)]
-        data = inits.get(f"{weight}_q4", inits.get(f"{weight}_q8"))
+        data = inits.get(f"{weight}_q4", inits.get(f"{weight}_q8", inits.get(f"{weight}{int6_storage.LOW_SUFFIX}")))
         if data is None:
             continue
         blocks, scales = list(data.dims), numpy_helper.to_array(init)  # [K/b, b, N], [K/b, 1, N]
-        if data.data_type == TensorProto.INT4:
+        if data.name.endswith(int6_storage.LOW_SUFFIX):
+            low = _unpack_uint4(data.raw_data, int(np.prod(blocks)))
+            high = numpy_helper.to_array(inits[f"{weight}{int6_storage.HIGH_SUFFIX}"]).reshape(-1)
+            q = int6_storage.unpack_int6(low, high, tuple(blocks)).astype(np.float32)
+        elif data.data_type == TensorProto.INT4:
             u = _unpack_uint4(data.raw_data, int(np.prod(blocks))).astype(np.int16)
             q = np.where(u >= 8, u - 16, u).astype(np.float32).reshape(blocks)
         else:

@@ -14,11 +14,12 @@ A group may instead be split into one rule per part (``"q_proj"``, ``"k_proj"``,
 in place of ``"attention"``; embg/quantize/groups.py): every weight gets exactly one rule, a group
 and one of its parts together are an error, so no precedence is ever implied.
 
-Rule fields: bits (32 = keep float, 16 = fp16, 8, 4), granularity (channel | block), block_size
-(with block), algorithm, activations (fp32 | dynamic_int8_per_row | dynamic_int8). Algorithms:
+Rule fields: bits (32 = keep float, 16 = fp16, 8, 6, 4), granularity (channel | block), block_size
+(with block), algorithm, activations (fp32 | dynamic_int8_per_row | dynamic_int8). bits 6: linear
+weights in blocks (gptq or min-max), ONNX only (embg/quantize/int6_storage.py). Algorithms:
   min-max   the target's own quantizer derives scales from each block's / channel's range
   qat-grid  the checkpoint's exact Q4_0/Q8_0 integers and scales (QAT checkpoints)
-  gptq      calibrated on real text: GPTQ onto the positive-scale int4 block grid (linear layers)
+  gptq      calibrated on real text: GPTQ onto the positive-scale int4 (or int6) block grid (linear layers)
   mse-clip  per-block scale with the least squared error, no calibration (any int4 block weight;
             the embedding table's choice, as a lookup table has no inputs to calibrate on)
 qat-grid, gptq and mse-clip are computed by embg and carried into the file exactly (read back).
@@ -99,11 +100,15 @@ from embg.errors import EmbgError
 from embg.quantize.groups import GROUP_OF_PART, GROUP_PARTS, LAYERED_GROUPS, LAYERED_PARTS, layer_of, part_of
 
 GROUPS = tuple(GROUP_PARTS)
-BITS = (32, 16, 8, 4)
+BITS = (32, 16, 8, 6, 4)
 GRANULARITIES = ("channel", "block")
 ALGORITHMS = ("min-max", "qat-grid", "gptq", "mse-clip")
 CALIBRATED_ALGORITHMS = ("gptq", "mse-clip")  # integers and scales computed by embg before export
 EXACT_GRID_ALGORITHMS = ("qat-grid", *CALIBRATED_ALGORITHMS)  # carried into the file as given, read back
+CALIBRATED_BITS = {"gptq": (4, 6), "mse-clip": (4,)}
+SIX_BIT_ALGORITHMS = ("gptq", "min-max")
+SIX_BIT_REASON = ("stored 6 bits per weight and widened to int8 at load; LiteRT (XNNPACK) has no 6-bit weights, "
+                  "so --target tflite refuses it")
 CALIBRATED_BLOCKS = (16, 32, 64, 128)  # GPTQ updates columns in steps of 128, so a block must divide it
 PER_ROW = "dynamic_int8_per_row"
 ACTIVATIONS = ("fp32", PER_ROW, "dynamic_int8")
@@ -362,12 +367,15 @@ def _parse_rule(group: str, raw: Any, default_activations: str, where: str) -> G
     algorithm = raw.get("algorithm", "min-max")
     if algorithm not in ALGORITHMS:
         raise EmbgError(f"{where}: {group}.algorithm must be one of {list(ALGORITHMS)}")
+    if bits == 6 and (granularity != "block" or algorithm not in SIX_BIT_ALGORITHMS or group == "embedding"):
+        raise EmbgError(f"{where}: {group}: bits 6 is for linear weights in blocks (granularity block, algorithm "
+                        f"{' or '.join(SIX_BIT_ALGORITHMS)}), not the embedding table; ONNX only: {SIX_BIT_REASON}")
     if algorithm == "qat-grid" and (granularity != "block" or block_size != 32):
         raise EmbgError(f"{where}: {group}: qat-grid needs granularity block with block_size 32 (the Q4_0/Q8_0 grid)")
     if algorithm in CALIBRATED_ALGORITHMS:
-        if bits != 4 or granularity != "block" or block_size not in CALIBRATED_BLOCKS:
-            raise EmbgError(f"{where}: {group}: {algorithm} needs bits 4, granularity block and a block_size "
-                            f"in {list(CALIBRATED_BLOCKS)}")
+        if bits not in CALIBRATED_BITS[algorithm] or granularity != "block" or block_size not in CALIBRATED_BLOCKS:
+            raise EmbgError(f"{where}: {group}: {algorithm} needs bits {' or '.join(map(str, CALIBRATED_BITS[algorithm]))}"
+                            f", granularity block and a block_size in {list(CALIBRATED_BLOCKS)}")
         if algorithm == "gptq" and group == "embedding":
             raise EmbgError(f"{where}: embedding: gptq needs a layer's inputs and a lookup table has none; "
                             "use algorithm mse-clip")

@@ -14,17 +14,17 @@ import torch
 
 from embg.quantize.calibration_texts import Batch
 from embg.quantize.torch_threads import single_thread
-from embg.quantize.int4_blocks import QMAX, blocks_of, dequantize, round_to_grid, storable_scales
+from embg.quantize.int4_blocks import blocks_of, dequantize, round_to_grid, storable_scales
 
 
 
-def minmax_int4(weight: torch.Tensor, block: int) -> torch.Tensor:
-    """LiteRT's min-max int4: scale max|w| / 7 per block, bf16 as XNNPACK keeps it."""
+def minmax_int4(weight: torch.Tensor, block: int, bits: int = 4) -> torch.Tensor:
+    """LiteRT's min-max int4: scale max|w| / 7 per block, bf16 as XNNPACK keeps it (``bits`` 6: / 31)."""
     rows = []
     for start in range(0, weight.shape[0], 8192):  # the 262144-row embedding table in pieces
         blocks = blocks_of(weight[start:start + 8192], block)
-        scales = storable_scales(blocks.abs().amax(-1) / QMAX)
-        rows.append(dequantize(round_to_grid(blocks, scales[..., None]).reshape(blocks.shape[0], -1), scales))
+        scales = storable_scales(blocks.abs().amax(-1) / (2 ** (bits - 1) - 1))
+        rows.append(dequantize(round_to_grid(blocks, scales[..., None], bits).reshape(blocks.shape[0], -1), scales))
     return torch.cat(rows)
 
 
@@ -68,8 +68,8 @@ def recipe_weights(graph: torch.nn.Module, recipe, grids: dict) -> dict[str, Cal
             continue
         if name in grids:
             replacements[name] = grid_weight(grids[name])
-        elif rule.bits == 4:
-            replacements[name] = partial(minmax_int4, block=rule.block_size or 32)
+        elif rule.bits in (4, 6):
+            replacements[name] = partial(minmax_int4, block=rule.block_size or 32, bits=rule.bits)
         else:
             replacements[name] = int8_channel
     return replacements

@@ -47,7 +47,7 @@ THRESHOLDS: dict[str, dict[str, tuple[str, float]]] = {
 }
 
 # narrowest weight bits in the recipe -> threshold class
-BITS_TO_CLASS: dict[int, str] = {32: "fp32", 16: "int8", 8: "int8", 4: "int4", 2: "int4"}
+BITS_TO_CLASS: dict[int, str] = {32: "fp32", 16: "int8", 8: "int8", 6: "int4", 4: "int4", 2: "int4"}
 
 # With --baseline: (metric path pattern, kind, margin). "drop": fails when value < baseline - margin;
 # "rise": fails when value > baseline * (1 + margin). Latency is a ratio because hosts differ in speed
