@@ -79,6 +79,8 @@ def part_bytes(rows: int, cols: int, rule: GroupRule, target: str) -> float:
         return 2.0 * n
     if rule.bits == 4:
         return n / 2 + (2 if target == "tflite" else 4) * n / rule.block_size
+    if rule.bits == 6:  # ONNX only (LiteRT refuses it): 6 bits a weight, float16 block scales
+        return float("nan") if target == "tflite" else 0.75 * n + 2 * n / rule.block_size
     # int8 per channel: LiteRT keeps scale + int64 zero point per channel in every signature's tables
     return n + (12 * LITERT_SIGNATURES if target == "tflite" else 5) * rows
 

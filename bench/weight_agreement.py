@@ -20,8 +20,8 @@ Weight-only: the run-time int8 activations are bench/activation_sensitivity.py's
   parts save, measured on every pair (where a recipe with one rule per part could go with per-layer
   rules). ~26 s per layer and group at N = 60 on the real checkpoint (5 groups x 24 layers: ~55 min);
 * ``--gptq-bits PART=BITS[,...]`` (repeatable; ``--gptq-block``, default 128): those parts GPTQ-calibrated on a
-  wider symmetric grid (5-8 bits), the rest as the recipe has them: what bytes between int4 and int8 buy,
-  which no recipe can say yet (the targets store 4 and 8 bits);
+  wider symmetric grid (5-8 bits), the rest as the recipe has them: what bytes between int4 and int8 buy
+  (recipes can say 6 bits, ONNX only: ``bits 6``);
 * ``--low-rank R[,R...]``: the recipe's int4 decoder weights plus a rank-R float correction of their error,
   weighted by the float model's activations on the calibration texts (bench/low_rank.py), at each rank.
 

@@ -20,7 +20,7 @@ from embg.quantize.calibration_texts import batches_for, calibration_split
 from embg.quantize.int4_blocks import dequantize
 from embg.quantize.int6_storage import int6_as_float, pack_int6, unpack_int6
 from embg.quantize.onnx_backend import read_back_weights
-from embg.quantize.recipe import load_recipe, parse_recipe
+from embg.quantize.recipe import load_recipe, parse_recipe, recipe_for_bits
 from embg.quantize.rotation import rotate_for
 from embg.runtimes import load_all, load_runtime
 from embg.runtimes.reference import SentenceTransformersReference
@@ -99,11 +99,13 @@ def test_tflite_refuses_six_bits_before_reading_the_checkpoint(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_six_bits_with_float_activations_is_refused_on_decoder_weights(tiny_dir, tmp_path):
-    recipe = parse_recipe(_recipe(gate_proj={**SIX_BIT, "activations": "fp32"}, up_proj=dict(SIX_BIT),
-                                  down_proj=dict(SIX_BIT), v_proj=dict(SIX_BIT), head={**SIX_BIT, "activations": "fp32"}))
-    with pytest.raises(ExportError, match="no 6-bit MatMulNBits"):
-        export_bundle(ExportRequest(model=str(tiny_dir), target="onnx", recipe=recipe, out=tmp_path / "o", parity=False))
+def test_six_bits_with_float_activations_is_refused_on_decoder_weights():
+    """Refused when the recipe is read, before calibration and export; the head (one pooled row) may keep fp32."""
+    with pytest.raises(EmbgError, match="no 6-bit MatMulNBits"):
+        parse_recipe(_recipe(gate_proj={**SIX_BIT, "activations": "fp32"}))
+    assert parse_recipe(_recipe(head={**SIX_BIT, "activations": "fp32"})).rules["head"].activations == "fp32"
+    with pytest.raises(EmbgError, match="int4-rotated-int6"):
+        recipe_for_bits(6)
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +150,19 @@ def test_six_bit_grids_reach_the_onnx_file_exactly_and_run(outliers_dir, tmp_pat
     cosine = cosine_rows(ours, reference)
     # int4-rotated measures 0.9716 / 0.9868 here; with GPTQ on down_proj the file collapsed (-0.02 / 0.49)
     assert float(cosine.min()) > 0.96 and float(cosine.mean()) > 0.98
+
+
+def test_six_bit_min_max_is_simulated_and_sized_as_onnx_stores_it():
+    """ONNX is the only target of bits 6: the torch simulation (int4_choice, the rotation guard) rounds as
+    onnx_backend.block_symmetric does, and bench.sensitivity sizes it at 6 bits a weight, none on LiteRT."""
+    from bench.sensitivity import part_bytes
+    from embg.quantize.onnx_backend import block_symmetric, dequantize_blocks
+    from embg.quantize.simulate import minmax_onnx_blocks
+
+    weight = torch.randn(48, 256, generator=torch.Generator().manual_seed(0))
+    q, scales = block_symmetric(weight.numpy().T.copy(), 6, 64)
+    assert q.min() == -32 and q.max() <= 31
+    assert torch.equal(minmax_onnx_blocks(weight, 64, 6), torch.from_numpy(dequantize_blocks(q, scales, 64).T.copy()))
+    rule = parse_recipe(_recipe(gate_proj={**SIX_BIT, "algorithm": "min-max"})).rules["gate_proj"]
+    assert part_bytes(1152, 768, rule, "onnx") == 0.75 * 1152 * 768 + 2 * 1152 * 768 / 64
+    assert np.isnan(part_bytes(1152, 768, rule, "tflite"))

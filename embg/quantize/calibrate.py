@@ -1,4 +1,4 @@
-"""Calibrated int4 grids: integers and positive scales for every weight whose rule says gptq or mse-clip.
+"""Calibrated grids (int4, or int6 for ``bits 6`` rules): integers and positive scales for every weight whose rule says gptq or mse-clip.
 
 * ``mse-clip`` weights (the embedding table above all) get per-block MSE-optimal scales from
   their values alone (embg/quantize/int4_blocks.py).

@@ -5,7 +5,8 @@ The key covers everything the result depends on: every weight and buffer of the 
 calibrated (after any smoothing), the recipe's rules, the calibration batches, the source of the
 calibration code and the torch version. A change to any of them is a new entry, never a stale hit.
 Entries live in ``$EMBG_CACHE/calibration`` (``EMBG_CALIBRATION_CACHE=DIR`` moves them, ``=off``
-turns the cache off); one entry of the real model is ~110 MB (integers packed two per byte).
+turns the cache off); one entry of the real model is ~110 MB (int4 integers packed two per byte; wider
+ones, bits 6, one per byte).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from embg.atomic import atomic_write_bytes
 from embg.cache_dir import cache_dir
 from embg.quantize.tflite_flatbuffer import pack_int4, unpack_int4
 
-CODE_MODULES = ("embg.quantize.int4_blocks", "embg.quantize.gptq", "embg.quantize.calibrate")
+# the calibration code, and this module: its storage format is part of what a hit must reproduce
+CODE_MODULES = ("embg.quantize.int4_blocks", "embg.quantize.gptq", "embg.quantize.calibrate",
+                "embg.quantize.calibration_cache")
 
 
 def cache_key(graph: torch.nn.Module, rules: dict[str, Any], batches: list,

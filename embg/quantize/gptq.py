@@ -48,7 +48,7 @@ def _inverse_cholesky(hessian: torch.Tensor) -> torch.Tensor:
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, block: int, bits: int = 4
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(integers int8 [rows, cols], storable scales float32 [rows, cols/block]) for ``weight``, on the symmetric
-    ``bits``-bit grid (4: -8..7, the recipes' grid; wider grids for bench probes)."""
+    ``bits``-bit grid (4: -8..7; 6: -32..31, recipes' ``bits 6``; other widths for bench probes)."""
     if COLUMNS_PER_STEP % block:
         raise ValueError(f"block size {block} must divide {COLUMNS_PER_STEP}")
     w = weight.detach().to(torch.float32).clone()

@@ -93,9 +93,6 @@ def plan_quantization(model: onnx.ModelProto, recipe: QuantRecipe, web_compatibl
                 f"ONNX has no per-channel int{rule.bits} MatMul with {rule.activations} activations for group {group}; "
                 f"use granularity block (MatMulNBits) or bits 8 with {PER_ROW} activations"
             )
-        if rule.bits == 6 and op_type == "MatMul" and rule.activations != PER_ROW and not _dequantized_at_load(part, rule):
-            raise ExportError(f"bits 6 ({group}) is widened to int8 at load and runs on per-row int8 activations "
-                              f"(activations {PER_ROW}; the head may keep fp32): onnxruntime has no 6-bit MatMulNBits")
         if op_type == "Gather" and rule.bits == 4 and rule.granularity != "block":
             raise ExportError("an int4 embedding needs granularity block on ONNX (GatherBlockQuantized)")
         plan.nodes[node_name] = (group, rule)

@@ -382,6 +382,9 @@ def _parse_rule(group: str, raw: Any, default_activations: str, where: str) -> G
     activations = raw.get("activations", default_activations)
     if activations not in ACTIVATIONS:
         raise EmbgError(f"{where}: {group}.activations must be one of {list(ACTIVATIONS)}: {FP16_REASON}; {FP16_HINT}")
+    if bits == 6 and activations != PER_ROW and group != "head":
+        raise EmbgError(f"{where}: {group}: bits 6 runs on per-row int8 activations (activations {PER_ROW}; only "
+                        "the head, one pooled row per text, may keep fp32): onnxruntime has no 6-bit MatMulNBits")
     return GroupRule(bits, granularity, block_size, algorithm, activations)
 
 
@@ -647,7 +650,8 @@ def load_recipe(name_or_path: str) -> QuantRecipe:
 
 def recipe_for_bits(bits: int) -> QuantRecipe:
     if bits not in BITS_TO_PRESET:
-        raise EmbgError(f"--bits must be one of {sorted(BITS_TO_PRESET)}, got {bits}")
+        hint = "; 6-bit weights come in --recipe int4-rotated-int6 (ONNX only)" if bits == 6 else ""
+        raise EmbgError(f"--bits must be one of {sorted(BITS_TO_PRESET)}, got {bits}{hint}")
     return load_recipe(BITS_TO_PRESET[bits])
 
 

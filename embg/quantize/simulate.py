@@ -14,18 +14,28 @@ import torch
 
 from embg.quantize.calibration_texts import Batch
 from embg.quantize.torch_threads import single_thread
-from embg.quantize.int4_blocks import blocks_of, dequantize, round_to_grid, storable_scales
+from embg.quantize.int4_blocks import QMAX, blocks_of, dequantize, round_to_grid, storable_scales
 
 
 
-def minmax_int4(weight: torch.Tensor, block: int, bits: int = 4) -> torch.Tensor:
-    """LiteRT's min-max int4: scale max|w| / 7 per block, bf16 as XNNPACK keeps it (``bits`` 6: / 31)."""
+def minmax_int4(weight: torch.Tensor, block: int) -> torch.Tensor:
+    """LiteRT's min-max int4: scale max|w| / 7 per block, bf16 as XNNPACK keeps it."""
     rows = []
     for start in range(0, weight.shape[0], 8192):  # the 262144-row embedding table in pieces
         blocks = blocks_of(weight[start:start + 8192], block)
-        scales = storable_scales(blocks.abs().amax(-1) / (2 ** (bits - 1) - 1))
-        rows.append(dequantize(round_to_grid(blocks, scales[..., None], bits).reshape(blocks.shape[0], -1), scales))
+        scales = storable_scales(blocks.abs().amax(-1) / QMAX)
+        rows.append(dequantize(round_to_grid(blocks, scales[..., None]).reshape(blocks.shape[0], -1), scales))
     return torch.cat(rows)
+
+
+def minmax_onnx_blocks(weight: torch.Tensor, block: int, bits: int) -> torch.Tensor:
+    """ONNX's min-max blocks (onnx_backend.block_symmetric, the only target of ``bits 6``): scale = the
+    block's signed peak / -2^(bits-1), so the peak lands exactly on the grid's negative end; float32 scales."""
+    blocks = blocks_of(weight, block)
+    peak = torch.gather(blocks, -1, blocks.abs().argmax(-1, keepdim=True))
+    scales = peak / -(2 ** (bits - 1))
+    safe = torch.where(scales == 0, torch.ones_like(scales), scales)
+    return (round_to_grid(blocks, safe, bits) * scales).reshape(weight.shape)
 
 
 def int8_channel(weight: torch.Tensor) -> torch.Tensor:
@@ -57,7 +67,7 @@ def grid_weight(grid) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def recipe_weights(graph: torch.nn.Module, recipe, grids: dict) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Replacements for every weight ``recipe`` quantizes: exact grids where given, else the rule simulated
-    (int4 block min-max as LiteRT, int8 per channel); float rules (bits 32, 16) are left alone."""
+    (int4 block min-max as LiteRT, int6 blocks as ONNX, int8 per channel); float rules (bits 32, 16) are left alone."""
     from embg.quantize.groups import part_of
 
     replacements: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
@@ -68,8 +78,10 @@ def recipe_weights(graph: torch.nn.Module, recipe, grids: dict) -> dict[str, Cal
             continue
         if name in grids:
             replacements[name] = grid_weight(grids[name])
-        elif rule.bits in (4, 6):
-            replacements[name] = partial(minmax_int4, block=rule.block_size or 32, bits=rule.bits)
+        elif rule.bits == 4:
+            replacements[name] = partial(minmax_int4, block=rule.block_size or 32)
+        elif rule.bits == 6:
+            replacements[name] = partial(minmax_onnx_blocks, block=rule.block_size, bits=6)
         else:
             replacements[name] = int8_channel
     return replacements
