@@ -152,17 +152,23 @@ def test_six_bit_grids_reach_the_onnx_file_exactly_and_run(outliers_dir, tmp_pat
     assert float(cosine.min()) > 0.96 and float(cosine.mean()) > 0.98
 
 
-def test_six_bit_min_max_is_simulated_and_sized_as_onnx_stores_it():
-    """ONNX is the only target of bits 6: the torch simulation (int4_choice, the rotation guard) rounds as
-    onnx_backend.block_symmetric does, and bench.sensitivity sizes it at 6 bits a weight, none on LiteRT."""
+def test_six_bit_min_max_is_simulated_and_sized_as_onnx_stores_it(tiny_model):
+    """ONNX is the only target of bits 6: the torch simulation (int4_choice, the rotation guard) rounds a
+    bits-6 min-max rule as the ONNX exporter does, and bench.sensitivity sizes it at 6 bits a weight, none on
+    LiteRT."""
     from bench.sensitivity import part_bytes
     from embg.quantize.onnx_backend import block_symmetric, dequantize_blocks
-    from embg.quantize.simulate import minmax_onnx_blocks
+    from embg.quantize.simulate import recipe_weights
 
-    weight = torch.randn(48, 256, generator=torch.Generator().manual_seed(0))
+    rule = {**SIX_BIT, "algorithm": "min-max"}
+    recipe = parse_recipe(_recipe(gate_proj=rule, up_proj=rule, down_proj=rule, v_proj=rule, head=dict(SIX_BIT)))
+    graph = tiny_model.graph()
+    name = "layers.0.mlp.gate_proj.weight"
+    weight = graph.state_dict()[name]
+    simulated = recipe_weights(graph, recipe, {})[name](weight)
     q, scales = block_symmetric(weight.numpy().T.copy(), 6, 64)
-    assert q.min() == -32 and q.max() <= 31
-    assert torch.equal(minmax_onnx_blocks(weight, 64, 6), torch.from_numpy(dequantize_blocks(q, scales, 64).T.copy()))
-    rule = parse_recipe(_recipe(gate_proj={**SIX_BIT, "algorithm": "min-max"})).rules["gate_proj"]
-    assert part_bytes(1152, 768, rule, "onnx") == 0.75 * 1152 * 768 + 2 * 1152 * 768 / 64
-    assert np.isnan(part_bytes(1152, 768, rule, "tflite"))
+    assert q.min() >= -32 and q.max() <= 31 and np.abs(q).max() > 8
+    assert torch.equal(simulated, torch.from_numpy(dequantize_blocks(q, scales, 64).T.copy()))
+    six = recipe.rules["gate_proj"]
+    assert part_bytes(1152, 768, six, "onnx") == 0.75 * 1152 * 768 + 2 * 1152 * 768 / 64
+    assert np.isnan(part_bytes(1152, 768, six, "tflite"))

@@ -54,9 +54,9 @@ def calibrate_grids(graph: EmbeddingGemmaGraph, recipe: QuantRecipe, batches: li
     from embg.quantize import calibration_cache
 
     plan = calibrated_weights(graph, recipe)
-    bits = {name: (gptq_bits or {}).get(part_of(name), recipe.rule_for(name).bits)
-            for name, (algorithm, _) in plan.items() if algorithm == "gptq"}
-    bits = {name: width for name, width in bits.items() if width != 4}
+    widths = {name: (gptq_bits or {}).get(part_of(name), recipe.rule_for(name).bits)
+              for name, (algorithm, _) in plan.items() if algorithm == "gptq"}
+    bits = {name: width for name, width in widths.items() if width != 4}  # 4 is _gptq_walk's default
     rules = recipe.weight_rules() if not gptq_bits else {**recipe.weight_rules(),
                                                          "gptq_bits": dict(sorted(gptq_bits.items()))}
     key = calibration_cache.cache_key(graph, rules, batches)

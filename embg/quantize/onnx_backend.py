@@ -29,7 +29,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from embg.errors import ExportError
 from embg.quantize import int6_storage
-from embg.quantize.int6_storage import int6_as_float
 from embg.quantize.tflite_flatbuffer import pack_int4
 from embg.quantize.groups import NEVER_QUANTIZED, part_of
 from embg.quantize.recipe import PER_ROW, GroupRule, QuantRecipe
@@ -452,7 +451,7 @@ def _widened_blocks(name: str, q: np.ndarray, scales: np.ndarray, bits: int, blo
     inits = [numpy_helper.from_array(stored, f"{name}{BLOCK_SCALES_SUFFIX}"),
              numpy_helper.from_array(np.array([k, n], np.int64), f"{name}_shape")]
     if bits == 6:  # 6 bits per weight in the file (embg/quantize/int6_storage.py)
-        stored_ints, nodes, integers = int6_as_float(name, blocks, base)
+        stored_ints, nodes, integers = int6_storage.int6_as_float(name, blocks, base)
         inits += stored_ints
     else:
         if bits == 4:

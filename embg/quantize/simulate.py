@@ -29,13 +29,12 @@ def minmax_int4(weight: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def minmax_onnx_blocks(weight: torch.Tensor, block: int, bits: int) -> torch.Tensor:
-    """ONNX's min-max blocks (onnx_backend.block_symmetric, the only target of ``bits 6``): scale = the
-    block's signed peak / -2^(bits-1), so the peak lands exactly on the grid's negative end; float32 scales."""
-    blocks = blocks_of(weight, block)
-    peak = torch.gather(blocks, -1, blocks.abs().argmax(-1, keepdim=True))
-    scales = peak / -(2 ** (bits - 1))
-    safe = torch.where(scales == 0, torch.ones_like(scales), scales)
-    return (round_to_grid(blocks, safe, bits) * scales).reshape(weight.shape)
+    """ONNX's min-max blocks, the only target of ``bits 6``: the exporter's own rounding
+    (onnx_backend.block_symmetric, on the [in, out] layout it quantizes)."""
+    from embg.quantize.onnx_backend import block_symmetric, dequantize_blocks
+
+    q, scales = block_symmetric(weight.detach().to(torch.float32).numpy().T.copy(), bits, block)
+    return torch.from_numpy(dequantize_blocks(q, scales, block).T.copy())
 
 
 def int8_channel(weight: torch.Tensor) -> torch.Tensor:
