@@ -174,3 +174,27 @@ def test_ffn8_preset_is_int4_rotated_with_int8_gate_and_up_only():
     for data in (rotated, ffn8):
         data.pop("name"), data.pop("description")
     assert ffn8 == rotated
+
+
+def test_gptq_for_a_widened_grid_spreads_the_widening_error_too():
+    """``widened``: ONNX runs a 6-bit grid widened to int8 per row; GPTQ that rounds to those int8 values
+    leaves a smaller output error on them than GPTQ that ignores the widening, with the same scales."""
+    from embg.quantize.int4_blocks import int8_row_steps, widened_to_int8
+
+    torch.manual_seed(0)
+    x = _correlated_inputs(2048, 256)
+    weight = torch.randn(64, 256) / 16 * torch.tensor([1.0, 0.2, 0.1, 0.05]).repeat_interleave(64)  # uneven blocks
+    hessian = HessianAccumulator(256)
+    hessian.add(x)
+
+    def widened_error(q, scales):
+        w = widened_to_int8(q.reshape(64, 4, 64), scales[..., None], int8_row_steps(scales, 6)[:, None, None])
+        return float(((x @ w.reshape(64, 256).T - x @ weight.T) ** 2).mean())
+
+    plain = gptq_quantize(weight, hessian.hessian, 64, bits=6)
+    aware = gptq_quantize(weight, hessian.hessian, 64, bits=6, widened=True)
+    assert int(aware[0].min()) >= -32 and int(aware[0].max()) <= 31 and is_storable(aware[1])
+    # small blocks raised to the row's int8 step, the largest kept: the step is the same
+    assert bool((aware[1] >= plain[1]).all()) and torch.equal(aware[1].amax(1), plain[1].amax(1))
+    assert bool((aware[1] > plain[1]).any())
+    assert widened_error(*aware) < 0.8 * widened_error(*plain), (widened_error(*aware), widened_error(*plain))

@@ -172,3 +172,28 @@ def test_six_bit_min_max_is_simulated_and_sized_as_onnx_stores_it(tiny_model):
     six = recipe.rules["gate_proj"]
     assert part_bytes(1152, 768, six, "onnx") == 0.75 * 1152 * 768 + 2 * 1152 * 768 / 64
     assert np.isnan(part_bytes(1152, 768, six, "tflite"))
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_onnxruntime_widens_a_six_bit_grid_to_the_int8_values_gptq_rounded_to(tmp_path, signed):
+    """The int8 weight onnxruntime builds at load is exactly int4_blocks.widened_to_int8 on the step
+    int8_row_steps gives, the values GPTQ measured its errors on (min-max scales carry a sign)."""
+    from embg.quantize.int4_blocks import int8_row_steps, storable_scales, widened_to_int8
+    from embg.quantize.onnx_backend import block_weight_as_int8
+
+    torch.manual_seed(0)
+    rows, cols, block = 24, 256, 64
+    q = torch.randint(-32, 32, (rows, cols), dtype=torch.int8)
+    scales = storable_scales(torch.rand(rows, cols // block) * 0.01 + 1e-4)  # blocks of very different sizes
+    if signed:
+        scales = scales * torch.where(torch.rand_like(scales) < 0.5, -1.0, 1.0)
+    weight = block_weight_as_int8("w", np.ascontiguousarray(q.numpy().T), np.ascontiguousarray(scales.numpy().T),
+                                  6, block)
+    output = helper.make_tensor_value_info(weight.int8, TensorProto.INT8, None)
+    graph = helper.make_graph(weight.nodes, "g", [], [output], initializer=weight.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    (int8,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})
+    steps = int8_row_steps(scales, 6)
+    expected = widened_to_int8(q.reshape(rows, -1, block), scales[..., None], steps[:, None, None]).reshape(rows, cols)
+    assert np.abs(int8).max() <= 127
+    assert np.array_equal(int8.T.astype(np.float32) * steps.numpy()[:, None], expected.numpy())

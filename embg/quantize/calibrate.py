@@ -6,7 +6,8 @@
   the export graph; each decoder layer's linear inputs are collected as Hessians (one forward of
   the layer), its gptq weights quantized (embg/quantize/gptq.py), and the layer re-run with the
   quantized weights so later layers calibrate on what the exported model will really compute.
-  The head calibrates on the pooled vectors the same way.
+  The head calibrates on the pooled vectors the same way. 6-bit weights with int8 activations run
+  widened to int8 per column on ONNX; GPTQ rounds them to those int8 values (gptq_quantize's ``widened``).
 
 The graph's weights are restored afterwards (the exporters find weights by value); the grids go
 to the targets through ``ExportJob.grids`` and are read back from the written file.
@@ -25,7 +26,7 @@ from embg.model.graph import EmbeddingGemmaGraph
 from embg.quantize.calibration_texts import Batch
 from embg.quantize.gptq import HessianAccumulator, gptq_quantize
 from embg.quantize.groups import part_of
-from embg.quantize.int4_blocks import dequantize, quantize_rows
+from embg.quantize.int4_blocks import dequantize, int8_row_steps, quantize_rows, steps_from_scales, widened_to_int8
 from embg.quantize.recipe import CALIBRATED_ALGORITHMS, QuantRecipe
 from embg.quantize.torch_threads import single_thread
 
@@ -57,6 +58,9 @@ def calibrate_grids(graph: EmbeddingGemmaGraph, recipe: QuantRecipe, batches: li
     widths = {name: (gptq_bits or {}).get(part_of(name), recipe.rule_for(name).bits)
               for name, (algorithm, _) in plan.items() if algorithm == "gptq"}
     bits = {name: width for name, width in widths.items() if width != 4}  # 4 is _gptq_walk's default
+    # 6-bit grids run widened to int8 where their activations are int8 (ONNX, onnx_backend.block_weight_as_int8)
+    widened = {name for name, width in bits.items()
+               if steps_from_scales(width) and recipe.rule_for(name).dynamic_activations}
     rules = recipe.weight_rules() if not gptq_bits else {**recipe.weight_rules(),
                                                          "gptq_bits": dict(sorted(gptq_bits.items()))}
     key = calibration_cache.cache_key(graph, rules, batches)
@@ -65,13 +69,14 @@ def calibrate_grids(graph: EmbeddingGemmaGraph, recipe: QuantRecipe, batches: li
         progress("calibrated grids found in the calibration cache (same weights, recipe, texts and code)")
         return cached[0], {**cached[1], "cached": True}
     with single_thread():
-        grids, report = _calibrate(graph, plan, batches, progress, bits)
+        grids, report = _calibrate(graph, plan, batches, progress, bits, widened)
     calibration_cache.store(key, grids, report)
     return grids, report
 
 
 def _calibrate(graph: EmbeddingGemmaGraph, plan: dict[str, tuple[str, int]], batches: list[Batch],
-               progress: Callable[[str], None], bits: dict[str, int]) -> tuple[dict[str, Grid], dict[str, Any]]:
+               progress: Callable[[str], None], bits: dict[str, int], widened: set[str]
+               ) -> tuple[dict[str, Grid], dict[str, Any]]:
     started = time.perf_counter()
     params = dict(graph.named_parameters())
     original = {name: params[name].detach().clone() for name in plan}
@@ -86,7 +91,7 @@ def _calibrate(graph: EmbeddingGemmaGraph, plan: dict[str, tuple[str, int]], bat
             if gptq:
                 tokens = sum(int(mask.sum()) for _, mask in batches)
                 progress(f"GPTQ on {len(gptq)} weights, {len(batches)} calibration batches ({tokens} tokens)")
-                grids.update(_gptq_walk(graph, batches, gptq, progress, bits))
+                grids.update(_gptq_walk(graph, batches, gptq, progress, bits, widened))
     finally:
         with torch.no_grad():
             for name, value in original.items():
@@ -97,9 +102,17 @@ def _calibrate(graph: EmbeddingGemmaGraph, plan: dict[str, tuple[str, int]], bat
     return {name: (q.numpy(), s.numpy()) for name, (q, s) in grids.items()}, report
 
 
-def _set_quantized(param: torch.nn.Parameter, q: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Put the dequantized weight into the graph (later layers calibrate on it); return the grid."""
-    param.copy_(dequantize(q, scales))
+def _set_quantized(param: torch.nn.Parameter, q: torch.Tensor, scales: torch.Tensor, widened_bits: int = 0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Put the dequantized weight into the graph (later layers calibrate on it): the values the target will
+    multiply, so a grid widened to int8 at load goes in widened (``widened_bits``: its width). Return the grid."""
+    if widened_bits:
+        rows, cols = q.shape
+        blocks = q.reshape(rows, scales.shape[1], -1)
+        steps = int8_row_steps(scales, widened_bits)[:, None, None]
+        param.copy_(widened_to_int8(blocks, scales[..., None], steps).reshape(rows, cols))
+    else:
+        param.copy_(dequantize(q, scales))
     return q, scales
 
 
@@ -135,7 +148,8 @@ def _collect_hessians(modules: dict[str, torch.nn.Module], run: Callable[[], Non
 
 
 def _gptq_walk(graph: EmbeddingGemmaGraph, batches: list[Batch], gptq: dict[str, int],
-               progress: Callable[[str], None], bits: dict[str, int]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+               progress: Callable[[str], None], bits: dict[str, int], widened: set[str]
+               ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     modules = dict(graph.named_modules())
     grids: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     inputs = [graph.decoder_inputs(ids, mask) for ids, mask in batches]
@@ -146,8 +160,9 @@ def _gptq_walk(graph: EmbeddingGemmaGraph, batches: list[Batch], gptq: dict[str,
         for name, accumulator in hessians.items():
             weight = f"{name}.weight"
             param = modules[name].weight
-            grids[weight] = _set_quantized(param, *gptq_quantize(param, accumulator.hessian, gptq[weight],
-                                                                  bits.get(weight, 4)))
+            width, widen = bits.get(weight, 4), weight in widened
+            grids[weight] = _set_quantized(param, *gptq_quantize(param, accumulator.hessian, gptq[weight], width, widen),
+                                           widened_bits=width if widen else 0)
 
     for index, layer in enumerate(graph.layers):
         started = time.perf_counter()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from embg.quantize.int4_blocks import mse_scales, round_to_grid
+from embg.quantize.int4_blocks import int8_row_steps, mse_scales, round_to_grid, storable_scales, widened_to_int8
 
 DAMPING = 0.01  # of the mean Hessian diagonal, added to the diagonal (GPTQ's default)
 COLUMNS_PER_STEP = 128  # lazy batch updates: propagate errors to later columns in steps of this width
@@ -45,19 +45,40 @@ def _inverse_cholesky(hessian: torch.Tensor) -> torch.Tensor:
     return torch.linalg.cholesky(inverse, upper=True).to(torch.float32)
 
 
-def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, block: int, bits: int = 4
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, block: int, bits: int = 4,
+                  widened: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(integers int8 [rows, cols], storable scales float32 [rows, cols/block]) for ``weight``, on the symmetric
-    ``bits``-bit grid (4: -8..7; 6: -32..31, recipes' ``bits 6``; other widths for bench probes)."""
+    ``bits``-bit grid (4: -8..7; 6: -32..31, recipes' ``bits 6``; other widths for bench probes).
+
+    ``widened``: the grid will run widened to int8 per output row (ONNX's 6-bit weights,
+    onnx_backend.block_weight_as_int8), which adds its own rounding (docs/measurements.md). Then a
+    first sweep chooses the block scales (raised to at least the int8 step), and a second sweep with those
+    scales fixed rounds each weight to its 6-bit integer and measures the error on the int8 value it will
+    become (int4_blocks.widened_to_int8), so the error GPTQ spreads includes the widening."""
     if COLUMNS_PER_STEP % block:
         raise ValueError(f"block size {block} must divide {COLUMNS_PER_STEP}")
+    if weight.shape[1] % block:
+        raise ValueError(f"{weight.shape[1]} input columns are not a multiple of the block size {block}")
+    hinv = _inverse_cholesky(hessian)
+    q, scales = _sweep(weight, hinv, block, bits)
+    if widened:
+        # A block whose scale is under the row's int8 step can only take multiples of that step, and fewer of
+        # them than at the step itself: raise it to the step (storable, and never above the row's largest
+        # scale, so the step stays). Small blocks then keep their range instead of clipping what GPTQ adds.
+        scales = torch.maximum(scales, storable_scales(int8_row_steps(scales, bits))[:, None])
+        q, scales = _sweep(weight, hinv, block, bits, scales)
+    return q.to(torch.int8), scales
+
+
+def _sweep(weight: torch.Tensor, hinv: torch.Tensor, block: int, bits: int, fixed_scales: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One GPTQ pass: block scales chosen as each block comes up, or ``fixed_scales`` (then the error is
+    measured on the int8 widening of the grid, see gptq_quantize)."""
     w = weight.detach().to(torch.float32).clone()
     rows, cols = w.shape
-    if cols % block:
-        raise ValueError(f"{cols} input columns are not a multiple of the block size {block}")
-    hinv = _inverse_cholesky(hessian)
     q = torch.zeros(rows, cols, dtype=torch.float32)
-    scales = torch.zeros(rows, cols // block, dtype=torch.float32)
+    scales = torch.zeros(rows, cols // block, dtype=torch.float32) if fixed_scales is None else fixed_scales
+    steps = int8_row_steps(scales, bits) if fixed_scales is not None else None
     for start in range(0, cols, COLUMNS_PER_STEP):
         end = min(start + COLUMNS_PER_STEP, cols)
         w_step = w[:, start:end].clone()
@@ -65,12 +86,13 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, block: int, bits:
         h_step = hinv[start:end, start:end]
         for i in range(end - start):
             column = start + i
-            if column % block == 0:  # the block's scale, from the weights as updated so far
+            if column % block == 0 and fixed_scales is None:  # the block's scale, from the weights as updated so far
                 scales[:, column // block] = mse_scales(w_step[:, None, i:i + block], bits=bits)[:, 0]
             scale = scales[:, column // block]
             q[:, column] = round_to_grid(w_step[:, i], scale, bits)
-            error = (w_step[:, i] - q[:, column] * scale) / h_step[i, i]
+            value = q[:, column] * scale if steps is None else widened_to_int8(q[:, column], scale, steps)
+            error = (w_step[:, i] - value) / h_step[i, i]
             w_step[:, i:] -= error[:, None] * h_step[i, i:][None, :]
             errors[:, i] = error
         w[:, end:] -= errors @ hinv[start:end, end:]
-    return q.to(torch.int8), scales
+    return q, scales

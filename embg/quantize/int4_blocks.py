@@ -102,6 +102,28 @@ def quantize_rows(weight: torch.Tensor, block: int, method: str = "mse") -> tupl
     return torch.cat(qs), torch.cat(ss)
 
 
+def steps_from_scales(bits: int) -> bool:
+    """Whether a ``bits``-bit block grid is widened to int8 on a step set by its scales (int8_row_steps):
+    grids of 5-7 bits. int4 keeps the step of its largest value, and int8 grids (Q8_0) too, where equal
+    block scales make the widening exact."""
+    return 4 < bits < 8
+
+
+def int8_row_steps(scales: torch.Tensor, bits: int) -> torch.Tensor:
+    """The int8 step per output row [rows] that a ``bits``-bit block grid (scales [rows, blocks]) is widened
+    to on ONNX (onnx_backend.block_weight_as_int8, when steps_from_scales): the row's largest |scale| times the
+    grid's largest magnitude, over 127. It depends on the scales alone, so GPTQ can round to the int8
+    values the weights will become before it has chosen every integer (gptq.gptq_quantize)."""
+    return scales.to(torch.float32).abs().amax(-1) * float(2 ** (bits - 1)) / 127.0
+
+
+def widened_to_int8(q: torch.Tensor, scales: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """``q * scales`` (same shape, or broadcast) rounded to multiples of ``steps``: the float value of
+    the int8 weight onnxruntime will multiply (onnx_backend.block_weight_as_int8 computes the same:
+    dense x (1 / step), Round, times step)."""
+    return torch.round(q.to(torch.float32) * scales * (1.0 / steps)) * steps
+
+
 def dequantize(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """``q [rows, cols] * scales [rows, cols/block]`` back to float32 weights."""
     rows, cols = q.shape

@@ -31,6 +31,7 @@ from embg.errors import ExportError
 from embg.quantize import int6_storage
 from embg.quantize.tflite_flatbuffer import pack_int4
 from embg.quantize.groups import NEVER_QUANTIZED, part_of
+from embg.quantize.int4_blocks import steps_from_scales
 from embg.quantize.recipe import PER_ROW, GroupRule, QuantRecipe
 
 log = logging.getLogger(__name__)
@@ -478,9 +479,13 @@ def block_weight_as_int8(name: str, q: np.ndarray, scales: np.ndarray, bits: int
     GEMM (docs/onnx-int8.md). The per-column int8 step adds a rounding of at most half an int8 column step
     to each weight."""
     k, n = q.shape
-    dense = q.reshape(k // block, block, n).astype(np.float32) * scales[:, None, :].astype(np.float32)
-    absmax = np.abs(dense).reshape(k, n).max(axis=0)  # exactly what the graph computes
-    col_scale = np.where(absmax == 0, 1.0, absmax / 127.0).astype(np.float32)
+    if steps_from_scales(bits):  # the step GPTQ rounds to, from the scales alone (int4_blocks.int8_row_steps,
+        # tested equal; min-max scales carry a sign)
+        col_scale = np.abs(scales.astype(np.float32)).max(axis=0) * np.float32(2 ** (bits - 1)) / np.float32(127.0)
+    else:
+        dense = q.reshape(k // block, block, n).astype(np.float32) * scales[:, None, :].astype(np.float32)
+        col_scale = np.abs(dense).reshape(k, n).max(axis=0) / np.float32(127.0)  # exactly what the graph computes
+    col_scale = np.where(col_scale == 0, 1.0, col_scale).astype(np.float32)
     inits, nodes, matrix, base = _widened_blocks(name, q, scales, bits, block, f"{ROW_QUANT_TAG}/widen")
     inits += [numpy_helper.from_array((1.0 / col_scale).astype(np.float32), f"{name}_col_inverse"),
               numpy_helper.from_array(col_scale, f"{name}_col_scale")]
