@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from embg.errors import ExportError
 from embg.quantize import int6_storage
 from embg.quantize.tflite_flatbuffer import pack_int4
 from embg.quantize.groups import NEVER_QUANTIZED, part_of
-from embg.quantize.int4_blocks import steps_from_scales
+from embg.quantize.int4_blocks import int8_row_steps, steps_from_scales
 from embg.quantize.recipe import PER_ROW, GroupRule, QuantRecipe
 
 log = logging.getLogger(__name__)
@@ -479,9 +480,8 @@ def block_weight_as_int8(name: str, q: np.ndarray, scales: np.ndarray, bits: int
     GEMM (docs/onnx-int8.md). The per-column int8 step adds a rounding of at most half an int8 column step
     to each weight."""
     k, n = q.shape
-    if steps_from_scales(bits):  # the step GPTQ rounds to, from the scales alone (int4_blocks.int8_row_steps,
-        # tested equal; min-max scales carry a sign)
-        col_scale = np.abs(scales.astype(np.float32)).max(axis=0) * np.float32(2 ** (bits - 1)) / np.float32(127.0)
+    if steps_from_scales(bits):  # the very step GPTQ rounds to, from the scales alone ([K/block, N] -> [N])
+        col_scale = int8_row_steps(torch.from_numpy(np.ascontiguousarray(scales.T, np.float32)), bits).numpy()
     else:
         dense = q.reshape(k // block, block, n).astype(np.float32) * scales[:, None, :].astype(np.float32)
         col_scale = np.abs(dense).reshape(k, n).max(axis=0) / np.float32(127.0)  # exactly what the graph computes
