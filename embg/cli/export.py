@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"hub id, local checkpoint directory, or built-in fixture (default {DEFAULT_MODEL})")
     parser.add_argument("--revision", help="hub revision (branch, tag or commit)")
     parser.add_argument("--target", required=True, help="export format: tflite or onnx (the registered targets)")
-    parser.add_argument("--bits", type=int, help=f"shorthand for a preset recipe: {BITS_TO_PRESET}")
+    parser.add_argument("--bits", type=int, help=f"shorthand for a preset recipe: {BITS_TO_PRESET}; a QAT checkpoint "
+                        "gets its -qat preset, and onnx --bits 4 uses int4-rotated-int6 where its blocks fit the model "
+                        "(the real model's sizes) and its calibration holds, else int4")
     parser.add_argument("--recipe", help=f"preset name ({', '.join(preset_names())}) or a recipe .json file")
     parser.add_argument("--dim", type=int, help="Matryoshka output dimension (768, 512, 256 or 128 for the real model)")
     parser.add_argument("--seq-lens", help="tflite: comma-separated sequence buckets, one signature each "
@@ -73,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
             raise EmbgError(f"--dim {args.dim} must be a positive Matryoshka dimension (768, 512, 256 or 128 for "
                             "the real model)")
         recipe = load_recipe(args.recipe) if args.recipe else recipe_for_bits(args.bits if args.bits is not None else 32)
-        print(recipe.summary(), file=sys.stderr)
+        preferred = TARGETS.get(args.target).bits_presets.get(args.bits) if args.bits is not None else None
+        if preferred:  # the target's own preset for these bits, tried first (ExportTarget.bits_presets)
+            print(f"{load_recipe(preferred).summary()}\n(--bits {args.bits} on {args.target}: {preferred} when its "
+                  f"blocks fit the model and it simulates above the collapse floor, else {recipe.name})", file=sys.stderr)
+        else:
+            print(recipe.summary(), file=sys.stderr)
         request = ExportRequest(
             model=args.model, target=args.target, recipe=recipe, out=args.out, dim=args.dim,
             seq_lens=parse_seq_lens(args.seq_lens) if args.seq_lens else (), revision=args.revision,

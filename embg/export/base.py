@@ -43,6 +43,9 @@ class ExportTarget(ABC):
     #: refuses the others, naming the targets that take them and ``why_not`` this one
     accepted_options: frozenset[str] = frozenset()
     why_not: dict[str, str] = {}
+    #: --bits N -> the preset this target prefers over the generic one (BITS_TO_PRESET) when its blocks fit
+    #: the model and its held-out simulation clears int4_choice.HOLD_FLOOR; the generic preset otherwise
+    bits_presets: dict[int, str] = {}
 
     def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], max_positions: int | None) -> None:
         """Refuse bad arguments before any expensive work (default: accept). ``max_positions`` is None

@@ -16,6 +16,8 @@ from embg.bundle.integrity import record_hashes
 from embg.export.base import TARGETS, ExportJob, ExportTarget
 from embg.export.bundle_files import artifact_stem, copy_tokenizer
 from embg.export.options import FLAGS, ExportOptions
+from embg.quantize.fit import grid_block_misfits
+from embg.quantize.int4_choice import HOLD_FLOOR, HOLD_FLOOR_TEXT
 from embg.quantize.rotation import rotate_for
 from embg.model.weights import weights_sha256
 from embg.quantize.recipe import FP16_REASON, QuantRecipe
@@ -71,62 +73,27 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     recipe = request.recipe
     check_layers_named(recipe, int(model.spec.config["num_hidden_layers"]))
     if options.auto_qat and not recipe.uses_qat_grid:
-        from embg.quantize.qat import QAT_PRESET_FOR_BITS, detect_qat_recipe
-        from embg.quantize.recipe import bits_of_preset
-
-        bits = bits_of_preset(recipe.name)
-        detected = detect_qat_recipe(model.state_dict, bits) if bits in QAT_PRESET_FOR_BITS else None
-        if detected is not None:
-            progress(f"every weight sits on the {'Q4_0' if bits == 4 else 'Q8_0'} QAT grid: using recipe "
-                     f"{detected.name} (pass --recipe {recipe.name} for min-max)")
-            recipe = detected
-    graph = model.graph(request.dim)
-    if options.attention == "dense":  # the graph before banding: for benchmarks
-        graph.band_block = None
-    smoothing = None
-    if recipe.smoothing:  # SmoothQuant scales folded in before conversion; the fp32 function stays the same
-        from embg.quantize.smoothing import calibration_batches, smooth_graph
-
-        progress(f"folding SmoothQuant scales (alpha {recipe.smoothing['alpha']}) into norms and weights")
-        smoothing = smooth_graph(graph, calibration_batches(model.tokenizer), recipe.smoothing["alpha"])
-    precision = {"required": "fp32", "reason": FP16_REASON}
-    if recipe.fp16_safe:  # after smoothing: it rewrites the norms' (1 + w) form, which this replaces
-        from embg.model.fp16_safe import fp16_safe_graph
-        from embg.quantize.smoothing import calibration_batches
-
-        progress(f"fp16-safe graph: residual x {recipe.fp16_safe['residual_scale']:g} folded into the norms, "
-                 "RMSNorm restated; checking every intermediate on the calibration texts")
-        precision = fp16_safe_graph(graph, recipe.fp16_safe["residual_scale"], calibration_batches(model.tokenizer))
-        precision["file_activations"] = "fp16" if recipe.is_fp16 and target.name == "onnx" else "fp32"
-    # before calibration: GPTQ and the table's scales fit the rotated weights
-    rotation = rotate_for(graph, recipe, lambda: _calibration_batches(model), progress)
-    if rotation:
-        progress(f"rotating the q/k/v, o and gate/up inputs (Hadamard blocks of {rotation['block']})"
-                 + _down_text(rotation) + (" and the embedding table" if rotation["table"] else ""))
+        recipe = _qat_recipe_if_on_grid(model, recipe, progress)
     seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)
     target.check_request(request.recipe, seq_lens, model.spec.max_positions)
-    stem = artifact_stem(model.spec.model_id, target.name, recipe.name,
-                         seq_lens[0] if len(seq_lens) == 1 else None)
-    out = Path(request.out) if request.out is not None else Path.cwd() / stem
-    if request.out is None:
-        check_writable_destination(out, is_bundle)
-        check_not_over_model(out, model.spec.directory)
-    grids = grid_report = None
-    if recipe.uses_qat_grid:
-        from embg.quantize.qat import recover_grids
-
-        progress("recovering the QAT grid of every quantized weight")
-        grids, grid_report = recover_grids(model.state_dict, recipe, force=options.force_grid)
-    calibration = None
-    if recipe.is_calibrated:
-        chosen, grids, calibration = calibrate(recipe, model, graph, options, grids, progress)
-        if chosen is not recipe:  # --bits 4 measured min-max better: file names follow the recipe used
-            recipe = chosen
-            stem = artifact_stem(model.spec.model_id, target.name, recipe.name,
-                                 seq_lens[0] if len(seq_lens) == 1 else None)
-            if request.out is None:
-                out = Path.cwd() / stem
-                check_writable_destination(out, is_bundle)
+    graph = model.graph(request.dim)
+    candidates = _bits_candidates(target, recipe, graph, progress) if options.auto_qat else [recipe]
+    misfits = grid_block_misfits(candidates[0], graph)
+    if misfits:
+        raise ExportError(f"recipe {candidates[0].name}'s blocks do not fit this model's weights: "
+                          f"{'; '.join(misfits[:3])}{f' (and {len(misfits) - 3} more)' if len(misfits) > 3 else ''}. Choose a recipe whose "
+                          "block sizes divide every weight's input columns (e.g. int4), or edit block_size")
+    out = _default_out(request, model, target, candidates[0], seq_lens)
+    for index, candidate in enumerate(candidates):
+        fallback = candidates[index + 1] if index + 1 < len(candidates) else None
+        prepared = _prepare(candidate, model, graph if index == 0 else model.graph(request.dim), target, options,
+                            progress)
+        if fallback is None or _holds(prepared, fallback, progress):
+            break
+    recipe, graph, grids = prepared.recipe, prepared.graph, prepared.grids
+    if recipe is not candidates[0]:  # --bits chose another recipe: file names follow the recipe used
+        out = _default_out(request, model, target, recipe, seq_lens)
+    stem = artifact_stem(model.spec.model_id, target.name, recipe.name, seq_lens[0] if len(seq_lens) == 1 else None)
     job = ExportJob(model=model, graph=graph, recipe=recipe, stem=stem, seq_lens=seq_lens,
                     options=options, grids=grids, progress=progress)
     with atomic_directory(out, is_bundle, "bundle", progress) as bundle:
@@ -157,12 +124,15 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                 "max_length": spec.max_seq_length,
             },
             **result.manifest,
-            "qat_grid": _grid_summary(grid_report, result.manifest),
-            "calibration": _calibration_summary(calibration, result.manifest),
-            "smoothing": smoothing,
-            "rotation": rotation,
+            "qat_grid": _grid_summary(prepared.grid_report, result.manifest),
+            "calibration": _calibration_summary(prepared.calibration, result.manifest),
+            "smoothing": prepared.smoothing,
+            "rotation": prepared.rotation,
+            # --bits: the recipes tried in order (the target's preferred preset, then the generic one) and the one used
+            "bits_choice": {"tried": [c.name for c in candidates[:candidates.index(candidate) + 1]],
+                            "used": recipe.name} if options.auto_qat else None,
             # for apps choosing an accelerator: fp32 unless the graph was rewritten fp16-safe
-            "activation_precision": precision,
+            "activation_precision": prepared.precision,
             "tool_versions": tool_versions(),
             "export_seconds": None,
             "parity": None,
@@ -179,6 +149,116 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         Manifest(manifest).write(bundle)
     progress(f"bundle ready: {out}")
+    return out
+
+
+@dataclass
+class Prepared:
+    """A recipe applied to a fresh graph before conversion: folded, rotated, grids recovered or calibrated."""
+    recipe: QuantRecipe  # the recipe to export (calibrate() may have chosen its min-max counterpart)
+    graph: Any
+    grids: dict[str, Any] | None = None
+    grid_report: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    smoothing: dict[str, Any] | None = None
+    rotation: dict[str, Any] | None = None
+    precision: dict[str, Any] = field(default_factory=lambda: {"required": "fp32", "reason": FP16_REASON})
+
+
+def _prepare(recipe: QuantRecipe, model, graph, target: ExportTarget, options: ExportOptions,
+             progress: Callable[[str], None]) -> Prepared:
+    if options.attention == "dense":  # the graph before banding: for benchmarks
+        graph.band_block = None
+    prepared = Prepared(recipe, graph)
+    if recipe.smoothing:  # SmoothQuant scales folded in before conversion; the fp32 function stays the same
+        from embg.quantize.smoothing import calibration_batches, smooth_graph
+
+        progress(f"folding SmoothQuant scales (alpha {recipe.smoothing['alpha']}) into norms and weights")
+        prepared.smoothing = smooth_graph(graph, calibration_batches(model.tokenizer), recipe.smoothing["alpha"])
+    if recipe.fp16_safe:  # after smoothing: it rewrites the norms' (1 + w) form, which this replaces
+        from embg.model.fp16_safe import fp16_safe_graph
+        from embg.quantize.smoothing import calibration_batches
+
+        progress(f"fp16-safe graph: residual x {recipe.fp16_safe['residual_scale']:g} folded into the norms, "
+                 "RMSNorm restated; checking every intermediate on the calibration texts")
+        prepared.precision = fp16_safe_graph(graph, recipe.fp16_safe["residual_scale"],
+                                             calibration_batches(model.tokenizer))
+        prepared.precision["file_activations"] = "fp16" if recipe.is_fp16 and target.name == "onnx" else "fp32"
+    # before calibration: GPTQ and the table's scales fit the rotated weights
+    prepared.rotation = rotation = rotate_for(graph, recipe, lambda: _calibration_batches(model), progress)
+    if rotation:
+        progress(f"rotating the q/k/v, o and gate/up inputs (Hadamard blocks of {rotation['block']})"
+                 + _down_text(rotation) + (" and the embedding table" if rotation["table"] else ""))
+    if recipe.uses_qat_grid:
+        from embg.quantize.qat import recover_grids
+
+        progress("recovering the QAT grid of every quantized weight")
+        prepared.grids, prepared.grid_report = recover_grids(model.state_dict, recipe, force=options.force_grid)
+    if recipe.is_calibrated:
+        prepared.recipe, prepared.grids, prepared.calibration = calibrate(recipe, model, graph, options,
+                                                                          prepared.grids, progress)
+    return prepared
+
+
+def _qat_recipe_if_on_grid(model, recipe: QuantRecipe, progress: Callable[[str], None]) -> QuantRecipe:
+    """``--bits``: the -qat recipe when every weight sits on its grid, else ``recipe``."""
+    from embg.quantize.qat import QAT_PRESET_FOR_BITS, detect_qat_recipe
+    from embg.quantize.recipe import bits_of_preset
+
+    bits = bits_of_preset(recipe.name)
+    detected = detect_qat_recipe(model.state_dict, bits) if bits in QAT_PRESET_FOR_BITS else None
+    if detected is None:
+        return recipe
+    progress(f"every weight sits on the {'Q4_0' if bits == 4 else 'Q8_0'} QAT grid: using recipe "
+             f"{detected.name} (pass --recipe {recipe.name} for min-max)")
+    return detected
+
+
+def _bits_candidates(target: ExportTarget, recipe: QuantRecipe, graph, progress: Callable[[str], None]
+                     ) -> list[QuantRecipe]:
+    """``--bits``: the target's preferred preset for these bits (ExportTarget.bits_presets) when its blocks fit
+    the model, then the generic preset as the fallback; the generic preset alone otherwise."""
+    from embg.quantize.recipe import bits_of_preset, load_recipe
+
+    bits = bits_of_preset(recipe.name)
+    preferred = target.bits_presets.get(bits) if bits is not None else None
+    if preferred is None:
+        return [recipe]
+    candidate = load_recipe(preferred)
+    misfits = grid_block_misfits(candidate, graph)
+    if misfits:
+        progress(f"--bits {bits}: {target.name}'s preset {preferred} does not fit this model ({misfits[0]}"
+                 f"{f'; {len(misfits) - 1} more' if len(misfits) > 1 else ''}): using recipe {recipe.name}")
+        return [recipe]
+    progress(f"--bits {bits} on {target.name}: trying recipe {candidate.name} first (it measured better than "
+             f"{recipe.name} on the real checkpoint); {recipe.name} if it simulates under the {HOLD_FLOOR_TEXT} floor here")
+    return [candidate, recipe]
+
+
+def _holds(prepared: Prepared, fallback: QuantRecipe, progress: Callable[[str], None]) -> bool:
+    """Whether a preferred ``--bits`` recipe is kept: its held-out simulation (calibrate's choice figures)
+    clears HOLD_FLOOR. A collapse, e.g. GPTQ on a down_proj that feeds an amplified channel, falls back."""
+    choice = (prepared.calibration or {}).get("choice")
+    if choice is None:
+        return True
+    figures = choice["calibrated" if prepared.calibration.get("used", True) else "minmax"]
+    if all(figures[metric] >= floor for metric, floor in HOLD_FLOOR.items()):
+        return True
+    progress(f"--bits: recipe {prepared.recipe.name} simulates cosine min {figures['cosine_min']:.4f} / mean "
+             f"{figures['cosine_mean']:.4f} on {choice['texts']} held-out texts, under the {HOLD_FLOOR_TEXT} floor: "
+             f"using recipe {fallback.name}")
+    return False
+
+
+def _default_out(request: ExportRequest, model, target: ExportTarget, recipe: QuantRecipe,
+                 seq_lens: tuple[int, ...]) -> Path:
+    """--out, or ./<model>_<target>_<recipe>, checked writable and not over the checkpoint."""
+    if request.out is not None:
+        return Path(request.out)
+    out = Path.cwd() / artifact_stem(model.spec.model_id, target.name, recipe.name,
+                                     seq_lens[0] if len(seq_lens) == 1 else None)
+    check_writable_destination(out, is_bundle)
+    check_not_over_model(out, model.spec.directory)
     return out
 
 
@@ -228,8 +308,8 @@ def calibrate(recipe: QuantRecipe, model, graph, options: ExportOptions, grids: 
             progress(f"--bits 4: min-max measured better than calibration ({choice.reason}): using recipe "
                      f"{choice.recipe.name}")
             return choice.recipe, grids, {**report, "used": False}
-        progress(f"--bits 4: not a QAT checkpoint, calibrated int4 measured better ({choice.reason}): using recipe "
-                 f"{recipe.name}")
+        progress(f"--bits 4: not a QAT checkpoint, calibrated {recipe.name} measured better than min-max "
+                 f"({choice.reason}): using recipe {recipe.name}")
     return recipe, {**(grids or {}), **calibrated}, report
 
 

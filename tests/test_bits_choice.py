@@ -1,0 +1,111 @@
+"""``--bits`` and a target's own preset (ExportTarget.bits_presets): ONNX ``--bits 4`` tries
+int4-rotated-int6, and falls back to int4 where its blocks do not fit the model or where its calibration
+collapses in the held-out simulation; an explicit recipe whose blocks do not fit is refused before any work.
+
+The real preset's 6-bit blocks of 128 do not fit the fixtures (192 input columns), so the fallback on a
+collapse is exercised with the same preset at block 64 standing in as ONNX's preference: with GPTQ on
+down_proj it collapses on the tiny-outliers fixture (docs/measurements.md), with min-max down_proj it holds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from embg.bundle import Artifact
+from embg.cli.export import main as export_main
+from embg.errors import ExportError
+from embg.export.onnx_target import OnnxTarget
+from embg.export.pipeline import ExportRequest, export_bundle
+from embg.quantize.int4_choice import HOLD_FLOOR
+from embg.quantize.recipe import load_recipe
+from embg.validate.thresholds import THRESHOLDS
+from tests.conftest import _fixture
+from tests.test_int6 import SIX_BIT, _recipe
+
+
+@pytest.fixture(scope="module")
+def outliers_dir(fixture_root):
+    return _fixture(fixture_root, "tiny-outliers")
+
+
+def six_bit_preset(tmp_path, down_proj: str):
+    """int4-rotated-int6 at block 64 (the fixture's 192 columns take it), as a recipe file."""
+    data = _recipe(gate_proj=dict(SIX_BIT), up_proj=dict(SIX_BIT), down_proj={**SIX_BIT, "algorithm": down_proj},
+                   v_proj=dict(SIX_BIT), head={**SIX_BIT, "activations": "fp32"})
+    data["name"] = f"int6-block64-{down_proj}"
+    path = tmp_path / f"{data['name']}.json"
+    path.write_text(json.dumps(data))
+    return data["name"], path
+
+
+def export_bits4(model_dir, out, capsys) -> tuple[dict, str]:
+    status = export_main(["--model", str(model_dir), "--target", "onnx", "--bits", "4", "--out", str(out),
+                          "--skip-parity"])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    return dict(Artifact.load(out).manifest), err
+
+
+def test_onnx_bits4_prefers_int4_rotated_int6():
+    assert OnnxTarget.bits_presets == {4: "int4-rotated-int6"}
+    assert load_recipe(OnnxTarget.bits_presets[4]).name == "int4-rotated-int6"
+
+
+def test_the_hold_floor_is_the_validators_int4_gate():
+    assert HOLD_FLOOR == {metric: THRESHOLDS["int4"][metric][1] for metric in HOLD_FLOOR}
+
+
+def test_a_preferred_preset_that_collapses_falls_back_on_a_fresh_graph(outliers_dir, tmp_path, monkeypatch, capsys):
+    name, path = six_bit_preset(tmp_path, "gptq")
+    monkeypatch.setattr(OnnxTarget, "bits_presets", {4: str(path)})
+    manifest, err = export_bits4(outliers_dir, tmp_path / "out", capsys)
+    assert f"trying recipe {name} first" in err
+    assert "under the 0.95 / 0.97 floor: using recipe int4" in err
+    assert manifest["bits_choice"] == {"tried": [name, "int4"], "used": "int4"}
+    assert manifest["recipe"]["name"] == "int4"
+    # int4 exported from the checkpoint's own graph, not from the rotated one the 6-bit attempt left behind
+    assert manifest["rotation"] is None and manifest["calibration"]["used"] is True
+    # both held-out figures of the attempt were under the floor (the collapse shows in simulation)
+    assert manifest["calibration"]["choice"]["chosen"] == "int4"
+
+
+def test_a_preferred_preset_that_holds_is_used(outliers_dir, tmp_path, monkeypatch, capsys):
+    name, path = six_bit_preset(tmp_path, "min-max")
+    monkeypatch.setattr(OnnxTarget, "bits_presets", {4: str(path)})
+    manifest, err = export_bits4(outliers_dir, tmp_path / "out", capsys)
+    assert "using recipe int4\n" not in err and f"using recipe {name}" in err
+    assert manifest["bits_choice"] == {"tried": [name], "used": name}
+    assert manifest["recipe"]["name"] == name and manifest["rotation"] is not None
+    figures = manifest["calibration"]["choice"]["calibrated"]
+    assert all(figures[metric] >= floor for metric, floor in HOLD_FLOOR.items())
+
+
+def test_bits4_passes_over_a_preset_whose_blocks_do_not_fit(tiny_dir, tmp_path, capsys):
+    manifest, err = export_bits4(tiny_dir, tmp_path / "out", capsys)
+    assert "preset int4-rotated-int6 does not fit this model" in err and "192 input columns, block 128" in err
+    assert manifest["bits_choice"] == {"tried": ["int4"], "used": "int4"} and manifest["recipe"]["name"] == "int4"
+
+
+def test_an_explicit_recipe_whose_blocks_do_not_fit_is_refused_before_any_work(tiny_dir, tmp_path, monkeypatch):
+    import embg.quantize.calibrate as calibrate
+
+    monkeypatch.setattr(calibrate, "calibrate_grids", lambda *a, **k: pytest.fail("calibrated before refusing"))
+    request = ExportRequest(model=str(tiny_dir), target="onnx", recipe=load_recipe("int4-rotated-int6"),
+                            out=tmp_path / "out")
+    with pytest.raises(ExportError, match=r"do not fit .*v_proj.*192 input columns, block 128.*\(and \d+ more\)"):
+        export_bundle(request)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bits8_and_tflite_keep_their_generic_preset(tiny_dir, tmp_path, capsys):
+    status = export_main(["--model", str(tiny_dir), "--target", "onnx", "--bits", "8", "--out", str(tmp_path / "o"),
+                          "--skip-parity"])
+    assert status == 0
+    assert Artifact.load(tmp_path / "o").manifest["bits_choice"] == {"tried": ["int8"], "used": "int8"}
+    from embg.export.base import TARGETS
+    from embg.export.pipeline import load_targets
+
+    load_targets()
+    assert TARGETS.get("tflite").bits_presets == {}
