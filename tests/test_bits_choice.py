@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import onnx
 import pytest
 
 from embg.bundle import Artifact
@@ -63,12 +64,21 @@ def test_a_preferred_preset_that_collapses_falls_back_on_a_fresh_graph(outliers_
     manifest, err = export_bits4(outliers_dir, tmp_path / "out", capsys)
     assert f"trying recipe {name} first" in err
     assert "under the 0.95 / 0.97 floor: using recipe int4" in err
-    assert manifest["bits_choice"] == {"tried": [name, "int4"], "used": "int4"}
-    assert manifest["recipe"]["name"] == "int4"
-    # int4 exported from the checkpoint's own graph, not from the rotated one the 6-bit attempt left behind
-    assert manifest["rotation"] is None and manifest["calibration"]["used"] is True
-    # both held-out figures of the attempt were under the floor (the collapse shows in simulation)
-    assert manifest["calibration"]["choice"]["chosen"] == "int4"
+    choice = manifest["bits_choice"]
+    assert choice["used"] == "int4" and list(choice["passed_over"]) == [name]
+    # the collapse shows in simulation: the calibrated grids far under the floor, min-max under it too
+    assert choice["passed_over"][name].startswith(f"{name}-minmax simulates cosine min")
+    assert "under the 0.95 / 0.97 floor" in choice["passed_over"][name]
+    assert "calibrated cosine min 0.1" in err or "calibrated cosine min 0.0" in err
+    assert manifest["recipe"]["name"] == "int4" and manifest["calibration"]["used"] is True
+    # int4 exported from the checkpoint's own graph, not the one the 6-bit attempt rotated in place: no
+    # Hadamard factors in the file, and the same weights as a plain --recipe int4 export
+    artifact = Artifact.load(tmp_path / "out")
+    initializers = {init.name for init in onnx.load(str(artifact.model_path)).graph.initializer}
+    assert not [n for n in initializers if "rotation" in n or "table_signs" in n]
+    plain = export_bundle(ExportRequest(model=str(outliers_dir), target="onnx", recipe=load_recipe("int4"),
+                                        out=tmp_path / "plain", parity=False))
+    assert Artifact.load(plain).model_path.read_bytes() == artifact.model_path.read_bytes()
 
 
 def test_a_preferred_preset_that_holds_is_used(outliers_dir, tmp_path, monkeypatch, capsys):
@@ -76,8 +86,10 @@ def test_a_preferred_preset_that_holds_is_used(outliers_dir, tmp_path, monkeypat
     monkeypatch.setattr(OnnxTarget, "bits_presets", {4: str(path)})
     manifest, err = export_bits4(outliers_dir, tmp_path / "out", capsys)
     assert "using recipe int4\n" not in err and f"using recipe {name}" in err
-    assert manifest["bits_choice"] == {"tried": [name], "used": name}
+    assert manifest["bits_choice"] == {"used": name, "passed_over": {}}
     assert manifest["recipe"]["name"] == name and manifest["rotation"] is not None
+    initializers = {init.name for init in onnx.load(str(Artifact.load(tmp_path / "out").model_path)).graph.initializer}
+    assert [n for n in initializers if "rotation" in n]  # what the fallback test checks is absent
     figures = manifest["calibration"]["choice"]["calibrated"]
     assert all(figures[metric] >= floor for metric, floor in HOLD_FLOOR.items())
 
@@ -85,7 +97,8 @@ def test_a_preferred_preset_that_holds_is_used(outliers_dir, tmp_path, monkeypat
 def test_bits4_passes_over_a_preset_whose_blocks_do_not_fit(tiny_dir, tmp_path, capsys):
     manifest, err = export_bits4(tiny_dir, tmp_path / "out", capsys)
     assert "preset int4-rotated-int6 does not fit this model" in err and "192 input columns, block 128" in err
-    assert manifest["bits_choice"] == {"tried": ["int4"], "used": "int4"} and manifest["recipe"]["name"] == "int4"
+    assert manifest["bits_choice"]["used"] == "int4" and manifest["recipe"]["name"] == "int4"
+    assert "192 input columns, block 128" in manifest["bits_choice"]["passed_over"]["int4-rotated-int6"]
 
 
 def test_an_explicit_recipe_whose_blocks_do_not_fit_is_refused_before_any_work(tiny_dir, tmp_path, monkeypatch):
@@ -99,13 +112,8 @@ def test_an_explicit_recipe_whose_blocks_do_not_fit_is_refused_before_any_work(t
     assert not (tmp_path / "out").exists()
 
 
-def test_bits8_and_tflite_keep_their_generic_preset(tiny_dir, tmp_path, capsys):
+def test_bits8_keeps_its_generic_preset(tiny_dir, tmp_path):
     status = export_main(["--model", str(tiny_dir), "--target", "onnx", "--bits", "8", "--out", str(tmp_path / "o"),
                           "--skip-parity"])
     assert status == 0
-    assert Artifact.load(tmp_path / "o").manifest["bits_choice"] == {"tried": ["int8"], "used": "int8"}
-    from embg.export.base import TARGETS
-    from embg.export.pipeline import load_targets
-
-    load_targets()
-    assert TARGETS.get("tflite").bits_presets == {}
+    assert Artifact.load(tmp_path / "o").manifest["bits_choice"] == {"used": "int8", "passed_over": {}}

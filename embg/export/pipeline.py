@@ -19,6 +19,7 @@ from embg.export.options import FLAGS, ExportOptions
 from embg.quantize.fit import grid_block_misfits
 from embg.quantize.int4_choice import HOLD_FLOOR, HOLD_FLOOR_TEXT
 from embg.quantize.rotation import rotate_for
+from embg.model.graph import EmbeddingGemmaGraph
 from embg.model.weights import weights_sha256
 from embg.quantize.recipe import FP16_REASON, QuantRecipe
 
@@ -77,20 +78,34 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)
     target.check_request(request.recipe, seq_lens, model.spec.max_positions)
     graph = model.graph(request.dim)
-    candidates = _bits_candidates(target, recipe, graph, progress) if options.auto_qat else [recipe]
+    bits_choice = _bits_candidates(target, recipe, graph, progress) if options.auto_qat else None
+    candidates = bits_choice.candidates if bits_choice else [recipe]
+    for candidate in candidates[1:]:  # a fallback is checked now, not after the first attempt's minutes
+        check_layers_named(candidate, int(model.spec.config["num_hidden_layers"]))
+        target.check_request(candidate, seq_lens, model.spec.max_positions)
+        _default_out(request, model, target, candidate, seq_lens)
     misfits = grid_block_misfits(candidates[0], graph)
     if misfits:
+        more = f" (and {len(misfits) - 3} more)" if len(misfits) > 3 else ""
         raise ExportError(f"recipe {candidates[0].name}'s blocks do not fit this model's weights: "
-                          f"{'; '.join(misfits[:3])}{f' (and {len(misfits) - 3} more)' if len(misfits) > 3 else ''}. Choose a recipe whose "
-                          "block sizes divide every weight's input columns (e.g. int4), or edit block_size")
+                          f"{'; '.join(misfits[:3])}{more}. Choose a recipe whose block sizes divide every "
+                          "weight's input columns, or edit its block_size")
     out = _default_out(request, model, target, candidates[0], seq_lens)
     for index, candidate in enumerate(candidates):
-        fallback = candidates[index + 1] if index + 1 < len(candidates) else None
-        prepared = _prepare(candidate, model, graph if index == 0 else model.graph(request.dim), target, options,
-                            progress)
-        if fallback is None or _holds(prepared, fallback, progress):
+        if index:  # the checkpoint's own graph again: the attempt before rotated and calibrated its copy
+            graph = prepared = None  # let the attempt's graph (1.2 GB for the real model) go first
+            graph = model.graph(request.dim)
+        prepared = _prepare(candidate, model, graph, target, options, progress)
+        if index + 1 == len(candidates):
             break
+        shortfall = _shortfall(prepared)
+        if shortfall is None:
+            break
+        bits_choice.passed_over[candidate.name] = shortfall
+        progress(f"--bits: recipe {shortfall}: using recipe {candidates[index + 1].name}")
     recipe, graph, grids = prepared.recipe, prepared.graph, prepared.grids
+    if bits_choice:
+        bits_choice.used = recipe.name
     if recipe is not candidates[0]:  # --bits chose another recipe: file names follow the recipe used
         out = _default_out(request, model, target, recipe, seq_lens)
     stem = artifact_stem(model.spec.model_id, target.name, recipe.name, seq_lens[0] if len(seq_lens) == 1 else None)
@@ -129,8 +144,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
             "smoothing": prepared.smoothing,
             "rotation": prepared.rotation,
             # --bits: the recipes tried in order (the target's preferred preset, then the generic one) and the one used
-            "bits_choice": {"tried": [c.name for c in candidates[:candidates.index(candidate) + 1]],
-                            "used": recipe.name} if options.auto_qat else None,
+            "bits_choice": bits_choice.to_dict() if bits_choice else None,
             # for apps choosing an accelerator: fp32 unless the graph was rewritten fp16-safe
             "activation_precision": prepared.precision,
             "tool_versions": tool_versions(),
@@ -156,7 +170,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
 class Prepared:
     """A recipe applied to a fresh graph before conversion: folded, rotated, grids recovered or calibrated."""
     recipe: QuantRecipe  # the recipe to export (calibrate() may have chosen its min-max counterpart)
-    graph: Any
+    graph: EmbeddingGemmaGraph
     grids: dict[str, Any] | None = None
     grid_report: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
@@ -214,8 +228,19 @@ def _qat_recipe_if_on_grid(model, recipe: QuantRecipe, progress: Callable[[str],
     return detected
 
 
+@dataclass
+class BitsChoice:
+    """What ``--bits`` resolved to: the recipes to try in order, those passed over and why, the one used."""
+    candidates: list[QuantRecipe]
+    passed_over: dict[str, str] = field(default_factory=dict)  # recipe name -> why it was not used
+    used: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"used": self.used, "passed_over": dict(self.passed_over)}
+
+
 def _bits_candidates(target: ExportTarget, recipe: QuantRecipe, graph, progress: Callable[[str], None]
-                     ) -> list[QuantRecipe]:
+                     ) -> BitsChoice:
     """``--bits``: the target's preferred preset for these bits (ExportTarget.bits_presets) when its blocks fit
     the model, then the generic preset as the fallback; the generic preset alone otherwise."""
     from embg.quantize.recipe import bits_of_preset, load_recipe
@@ -223,31 +248,31 @@ def _bits_candidates(target: ExportTarget, recipe: QuantRecipe, graph, progress:
     bits = bits_of_preset(recipe.name)
     preferred = target.bits_presets.get(bits) if bits is not None else None
     if preferred is None:
-        return [recipe]
+        return BitsChoice([recipe])
     candidate = load_recipe(preferred)
     misfits = grid_block_misfits(candidate, graph)
     if misfits:
-        progress(f"--bits {bits}: {target.name}'s preset {preferred} does not fit this model ({misfits[0]}"
-                 f"{f'; {len(misfits) - 1} more' if len(misfits) > 1 else ''}): using recipe {recipe.name}")
-        return [recipe]
+        more = f"; {len(misfits) - 1} more" if len(misfits) > 1 else ""
+        reason = f"does not fit this model ({misfits[0]}{more})"
+        progress(f"--bits {bits}: {target.name}'s preset {candidate.name} {reason}: using recipe {recipe.name}")
+        return BitsChoice([recipe], {candidate.name: reason})
     progress(f"--bits {bits} on {target.name}: trying recipe {candidate.name} first (it measured better than "
-             f"{recipe.name} on the real checkpoint); {recipe.name} if it simulates under the {HOLD_FLOOR_TEXT} floor here")
-    return [candidate, recipe]
+             f"{recipe.name} on the real checkpoint); {recipe.name} if it simulates under the {HOLD_FLOOR_TEXT} "
+             "floor here")
+    return BitsChoice([candidate, recipe])
 
 
-def _holds(prepared: Prepared, fallback: QuantRecipe, progress: Callable[[str], None]) -> bool:
-    """Whether a preferred ``--bits`` recipe is kept: its held-out simulation (calibrate's choice figures)
-    clears HOLD_FLOOR. A collapse, e.g. GPTQ on a down_proj that feeds an amplified channel, falls back."""
+def _shortfall(prepared: Prepared) -> str | None:
+    """Why a preferred ``--bits`` recipe is not kept, or None: its held-out simulation (calibrate's choice
+    figures) under HOLD_FLOOR. A collapse, e.g. GPTQ on a down_proj that feeds an amplified channel."""
     choice = (prepared.calibration or {}).get("choice")
     if choice is None:
-        return True
+        return None
     figures = choice["calibrated" if prepared.calibration.get("used", True) else "minmax"]
     if all(figures[metric] >= floor for metric, floor in HOLD_FLOOR.items()):
-        return True
-    progress(f"--bits: recipe {prepared.recipe.name} simulates cosine min {figures['cosine_min']:.4f} / mean "
-             f"{figures['cosine_mean']:.4f} on {choice['texts']} held-out texts, under the {HOLD_FLOOR_TEXT} floor: "
-             f"using recipe {fallback.name}")
-    return False
+        return None
+    return (f"{prepared.recipe.name} simulates cosine min {figures['cosine_min']:.4f} / mean {figures['cosine_mean']:.4f} on "
+            f"{choice['texts']} held-out texts, under the {HOLD_FLOOR_TEXT} floor")
 
 
 def _default_out(request: ExportRequest, model, target: ExportTarget, recipe: QuantRecipe,
