@@ -160,3 +160,34 @@ def test_unknown_browser_and_engine_are_clear(bundles):
         open_device("browser:firefox", Artifact.load(bundles["onnx-fp32"]), "onnxruntime")
     with pytest.raises(DeviceError, match="no browser runtime for engine 'torch'"):
         open_device("browser", Artifact.load(bundles["onnx-fp32"]), "torch")
+
+
+def test_six_bit_weights_run_in_onnxruntime_web(tmp_path, tiny_dir, tiny_model):
+    """ONNX --bits 4 on the real model stores 6-bit weights (UINT4 low bits, uint8 high bits) widened by
+    constant expressions at load: onnxruntime-web must fold and run them as the host does. The preset at
+    block 64 (the fixture's 192 columns), --web-compatible."""
+    from embg.export.pipeline import ExportRequest, export_bundle
+    from embg.quantize.recipe import parse_recipe
+    from tests.test_int6 import SIX_BIT, _recipe
+
+    missing = browser.missing_parts()
+    require_tool(not missing, "; ".join(missing), browser.SETUP_HINT)
+    recipe = parse_recipe(_recipe(gate_proj=dict(SIX_BIT), up_proj=dict(SIX_BIT), down_proj=dict(SIX_BIT),
+                                  v_proj=dict(SIX_BIT), head={**SIX_BIT, "activations": "fp32"}))
+    out = export_bundle(ExportRequest(model=str(tiny_dir), target="onnx", recipe=recipe, out=tmp_path / "six",
+                                      parity=False, options={"web_compatible": True}))
+    artifact = Artifact.load(out)
+    import onnx
+
+    assert any(init.name.endswith("_q6hi") for init in onnx.load(str(artifact.model_path)).graph.initializer)
+    load_all()
+    host = load_runtime("onnxruntime", artifact, threads=1)
+    runtime = open_device("browser", artifact, "onnxruntime")
+    try:
+        batch = tiny_model.tokenizer.encode(TEXTS[:8], prompt="query", max_length=runtime.max_length)
+        ours = runtime.embed(batch.input_ids, batch.attention_mask)
+        vs_host = cosine_rows(ours, host.embed(batch.input_ids, batch.attention_mask))
+        print(f"\nsix-bit onnx in the browser vs host onnxruntime: min {vs_host.min():.7f}")
+        assert np.isfinite(ours).all() and vs_host.min() >= VS_HOST[4], vs_host.min()
+    finally:
+        runtime.close()

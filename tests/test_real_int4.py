@@ -50,18 +50,24 @@ def validate(artifact: Artifact, texts: str, report) -> dict:
     return entry["metrics"]
 
 
+# --bits 4 on the real checkpoint: ONNX takes its own preset (OnnxTarget.bits_presets), whose 6-bit blocks of
+# 128 fit the real sizes and whose held-out simulation clears the collapse floor; LiteRT has no 6-bit weights
+BITS4_RECIPE = {"tflite": "int4", "onnx": "int4-rotated-int6"}
+
+
 @pytest.mark.parametrize("target", ["tflite", "onnx"])
 def test_bits4_is_calibrated_on_the_real_checkpoint(target, root):
     manifest = bundle(target, root).manifest
-    assert manifest["recipe"]["name"] == "int4"
+    assert manifest["recipe"]["name"] == BITS4_RECIPE[target]
+    assert manifest["bits_choice"] == {"used": BITS4_RECIPE[target], "passed_over": {}}
     assert manifest["calibration"]["used"] is True and manifest["calibration"]["target"]["exact"] is True
 
 
-# A floor the issue asks that is not reached yet, with the figure measured on 2026-12-02 (README,
-# docs/measurements.md): kept as an expected failure so a run that reaches it reports XPASS. (ONNX cosine
-# min reached 0.9801 once the head went weight-only, so it is asserted strictly.)
-TOP10_NOT_REACHED = pytest.mark.xfail(reason="top-10 agreement on 477 real query/document pairs < 0.95: TFLite 0.931, "
-                                             "ONNX 0.930 (int4-rotated: 0.943 / 0.945)", strict=False)
+# A floor the issue asks that LiteRT does not reach yet, with the figure measured (README, docs/measurements.md):
+# kept as an expected failure so a run that reaches it reports XPASS. ONNX --bits 4 (int4-rotated-int6 since
+# 2026-12-05) measured 0.953 and is asserted strictly.
+TOP10_NOT_REACHED = pytest.mark.xfail(reason="top-10 agreement on 477 real query/document pairs < 0.95: TFLite 0.931 "
+                                             "(int4-rotated: 0.935-0.943)", strict=False)
 
 
 _BUILTIN: dict[str, dict] = {}
@@ -102,8 +108,7 @@ def retrieval_metrics(target: str, root) -> dict:
     return _RETRIEVAL[target]
 
 
-@pytest.mark.parametrize("target", [pytest.param("tflite", marks=TOP10_NOT_REACHED),
-                                    pytest.param("onnx", marks=TOP10_NOT_REACHED)])
+@pytest.mark.parametrize("target", [pytest.param("tflite", marks=TOP10_NOT_REACHED), "onnx"])
 def test_bits4_retrieval_agreement(target, root):
     retrieval = retrieval_metrics(target, root)["retrieval"]
     print(f"\n{target} --bits 4 top-10 agreement {retrieval['top10_overlap_mean']:.4f}")
@@ -128,8 +133,8 @@ def test_bits4_tflite_size(root):
 
 
 def test_bits4_onnx_size(root):
-    """The issue asks ONNX --bits 4 the same 185 MB as LiteRT (184.4 MB measured on 2026-12-03: the float
-    channels' rows of grid weights gathered at load, the others' stored float16)."""
+    """The issue asks ONNX --bits 4 the same 185 MB as LiteRT (int4-rotated-int6: 184.41 MB measured on
+    2026-12-05, its 6-bit weights stored 6 bits each)."""
     size_mb = bundle("onnx", root).model_path.stat().st_size / 1e6
     print(f"\nonnx --bits 4 file {size_mb:.1f} MB")
     assert size_mb <= FILE_MB
