@@ -80,10 +80,11 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     graph = model.graph(request.dim)
     bits_choice = _bits_candidates(target, recipe, graph, progress) if options.auto_qat else None
     candidates = bits_choice.candidates if bits_choice else [recipe]
-    for candidate in candidates[1:]:  # a fallback is checked now, not after the first attempt's minutes
+    for index, candidate in enumerate(candidates):  # every one checked now, not after an attempt's minutes
         check_layers_named(candidate, int(model.spec.config["num_hidden_layers"]))
         target.check_request(candidate, seq_lens, model.spec.max_positions)
-        _default_out(request, model, target, candidate, seq_lens)
+        if index:  # the first one's directory is checked below, after its blocks
+            _default_out(request, model, target, candidate, seq_lens)
     misfits = grid_block_misfits(candidates[0], graph)
     if misfits:
         more = f" (and {len(misfits) - 3} more)" if len(misfits) > 3 else ""
