@@ -10,6 +10,7 @@ down_proj it collapses on the tiny-outliers fixture (docs/measurements.md), with
 from __future__ import annotations
 
 import json
+import re
 
 import onnx
 import pytest
@@ -69,7 +70,8 @@ def test_a_preferred_preset_that_collapses_falls_back_on_a_fresh_graph(outliers_
     # the collapse shows in simulation: the calibrated grids far under the floor, min-max under it too
     assert choice["passed_over"][name].startswith(f"{name}-minmax simulates cosine min")
     assert "under the 0.95 / 0.97 floor" in choice["passed_over"][name]
-    assert "calibrated cosine min 0.1" in err or "calibrated cosine min 0.0" in err
+    calibrated_min = float(re.search(r"calibrated cosine min (-?[\d.]+)", err).group(1))
+    assert calibrated_min < 0.5  # GPTQ's grids, before the min-max counterpart was tried (measured 0.1005)
     assert manifest["recipe"]["name"] == "int4" and manifest["calibration"]["used"] is True
     # int4 exported from the checkpoint's own graph, not the one the 6-bit attempt rotated in place: no
     # Hadamard factors in the file, and the same weights as a plain --recipe int4 export

@@ -11,6 +11,7 @@ import json
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 
 from embg.devices import DeviceError, open_device
@@ -86,8 +87,6 @@ def test_matches_reference_and_stays_local(bundles, name, tiny_model, tiny_refer
 
 def test_onnx_external_data(bundles, tmp_path, tiny_model):
     """Full-size exports put weights in a .data side file: the page must fetch it too (locally)."""
-    import onnx
-
     moved = tmp_path / "external"
     shutil.copytree(bundles["onnx-fp32"], moved)
     artifact = Artifact.load(moved)
@@ -177,8 +176,6 @@ def test_six_bit_weights_run_in_onnxruntime_web(tmp_path, tiny_dir, tiny_model):
     out = export_bundle(ExportRequest(model=str(tiny_dir), target="onnx", recipe=recipe, out=tmp_path / "six",
                                       parity=False, options={"web_compatible": True}))
     artifact = Artifact.load(out)
-    import onnx
-
     assert any(init.name.endswith("_q6hi") for init in onnx.load(str(artifact.model_path)).graph.initializer)
     load_all()
     host = load_runtime("onnxruntime", artifact, threads=1)

@@ -25,6 +25,11 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not REAL, reason="EMBG_REAL_MODEL is not set (a local google/embeddinggemma-300m "
                                                   "checkpoint directory)")]
 COSINE_MEAN, COSINE_MIN, TOP10, FILE_MB = 0.99, 0.98, 0.95, 185.0
+# ONNX --bits 4 (int4-rotated-int6) reaches the mean the issue aims for (QAT's 0.995) on the built-in texts, and
+# these on the 954 retrieval texts. Measured 2026-12-05: built-in 0.98238 / 0.99605; retrieval texts 0.97906 /
+# 0.99681 (GPTQ that ignored the 6-bit widening: 0.98536 / 0.99672, top-10 0.9495).
+BUILTIN_MEAN_AIMED = {"onnx": 0.995}
+RETRIEVAL_COSINE = {"onnx": (0.975, 0.996)}  # target -> cosine (min, mean) over the 954 retrieval texts
 INDEPENDENCE = 0.999  # alone vs in a padded batch, every int8/int4 bundle
 _BUNDLES: dict[str, Artifact] = {}
 
@@ -85,7 +90,7 @@ def test_bits4_cosine_floors_on_builtin_texts(target, root):
     drift = builtin_metrics(target, root)["drift"]
     print(f"\n{target} --bits 4 on the real checkpoint: cosine min {drift['cosine_min']:.4f} "
           f"mean {drift['cosine_mean']:.4f}")
-    assert drift["cosine_mean"] >= COSINE_MEAN and drift["cosine_min"] >= COSINE_MIN
+    assert drift["cosine_mean"] >= max(COSINE_MEAN, BUILTIN_MEAN_AIMED.get(target, 0)) and drift["cosine_min"] >= COSINE_MIN
 
 
 @pytest.mark.parametrize("target", ["tflite", "onnx"])
@@ -113,6 +118,14 @@ def test_bits4_retrieval_agreement(target, root):
     retrieval = retrieval_metrics(target, root)["retrieval"]
     print(f"\n{target} --bits 4 top-10 agreement {retrieval['top10_overlap_mean']:.4f}")
     assert retrieval["top10_overlap_mean"] >= TOP10
+
+
+@pytest.mark.parametrize("target", sorted(RETRIEVAL_COSINE))
+def test_bits4_retrieval_text_cosine(target, root):
+    drift = retrieval_metrics(target, root)["drift"]
+    print(f"\n{target} --bits 4 on the 954 retrieval texts: cosine {drift['cosine_min']:.5f} / {drift['cosine_mean']:.5f}")
+    low, mean = RETRIEVAL_COSINE[target]
+    assert drift["cosine_min"] >= low and drift["cosine_mean"] >= mean
 
 
 @pytest.mark.parametrize("target", ["tflite", "onnx"])

@@ -153,8 +153,8 @@ class OnnxTarget(ExportTarget):
     accepted_options = frozenset({"web_compatible"})
     why_not = {"seq_lens": "an ONNX bundle takes any sequence length up to the model's positions (dynamic axes)"}
     # --bits 4: 6-bit weights where int4 costs most, within the same 185 MB (LiteRT has no 6-bit weights). On
-    # the real checkpoint top-10 agreement 0.953 against int4's 0.930 and the 35 built-in texts' cosine min
-    # 0.982 against 0.980; as fast (241 against 272 ms at 256 tokens). docs/measurements.md.
+    # the real checkpoint top-10 agreement 0.953 against int4's 0.930, the 35 built-in texts' cosine 0.9824 /
+    # 0.9961 against 0.9826 / 0.9935; 247 ms against --bits 8's 281 at 256 tokens. docs/measurements.md.
     bits_presets = {4: "int4-rotated-int6"}
 
     def export(self, job: ExportJob, bundle: Path) -> TargetResult:

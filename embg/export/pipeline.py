@@ -109,9 +109,8 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         bits_choice.used = recipe.name
     if recipe is not candidates[0]:  # --bits chose another recipe: file names follow the recipe used
         out = _default_out(request, model, target, recipe, seq_lens)
-    stem = artifact_stem(model.spec.model_id, target.name, recipe.name, seq_lens[0] if len(seq_lens) == 1 else None)
-    job = ExportJob(model=model, graph=graph, recipe=recipe, stem=stem, seq_lens=seq_lens,
-                    options=options, grids=grids, progress=progress)
+    job = ExportJob(model=model, graph=graph, recipe=recipe, stem=_stem(model, target, recipe, seq_lens),
+                    seq_lens=seq_lens, options=options, grids=grids, progress=progress)
     with atomic_directory(out, is_bundle, "bundle", progress) as bundle:
         result = target.export(job, bundle)
         tokenizer_files = copy_tokenizer(model.spec.directory, bundle)
@@ -276,13 +275,17 @@ def _shortfall(prepared: Prepared) -> str | None:
             f"{choice['texts']} held-out texts, under the {HOLD_FLOOR_TEXT} floor")
 
 
+def _stem(model, target: ExportTarget, recipe: QuantRecipe, seq_lens: tuple[int, ...]) -> str:
+    """The bundle's file stem: <model>_<target>_<recipe>, with the bucket when there is one."""
+    return artifact_stem(model.spec.model_id, target.name, recipe.name, seq_lens[0] if len(seq_lens) == 1 else None)
+
+
 def _default_out(request: ExportRequest, model, target: ExportTarget, recipe: QuantRecipe,
                  seq_lens: tuple[int, ...]) -> Path:
     """--out, or ./<model>_<target>_<recipe>, checked writable and not over the checkpoint."""
     if request.out is not None:
         return Path(request.out)
-    out = Path.cwd() / artifact_stem(model.spec.model_id, target.name, recipe.name,
-                                     seq_lens[0] if len(seq_lens) == 1 else None)
+    out = Path.cwd() / _stem(model, target, recipe, seq_lens)
     check_writable_destination(out, is_bundle)
     check_not_over_model(out, model.spec.directory)
     return out

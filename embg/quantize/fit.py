@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 
 from embg.quantize.groups import part_of
+from embg.quantize.recipe import QuantRecipe
 
 
-def grid_block_misfits(recipe, graph: torch.nn.Module) -> list[str]:
-    """One line per weight of ``graph`` whose grid rule in ``recipe`` (a QuantRecipe) has a block size that
+def grid_block_misfits(recipe: QuantRecipe, graph: torch.nn.Module) -> list[str]:
+    """One line per weight of ``graph`` whose grid rule in ``recipe`` has a block size that
     does not divide its input columns; empty when every block fits."""
     found = []
     for name, weight in graph.named_parameters():
