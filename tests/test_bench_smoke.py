@@ -319,3 +319,36 @@ def test_weight_agreement_gptq_bits_calibrates_only_the_named_parts_wider(tiny_d
         assert -8 <= span[part][0] and span[part][1] <= 7
     with pytest.raises(SystemExit):
         measure_gptq_bits(bench, recipe, {"embedding": 6}, 32)
+
+
+def test_ffn_channels_scores_the_int4_error_and_swaps_in_int8_rows(tiny_dir):
+    """bench.ffn_channels: no int4 error scores zero everywhere; every channel picked is gate/up int8
+    throughout; the top-scored half's int8 rows leave less drift than the bottom half's."""
+    import torch
+
+    from bench.ffn_channels import channel_scores, mlp_weight_names, split_by_layer, with_int8_rows
+    from bench.weight_agreement import WeightBench
+    from embg.quantize.recipe import load_recipe
+    from embg.quantize.simulate import int8_channel
+
+    recipe = load_recipe("int4-minmax")
+    bench = WeightBench(str(tiny_dir), pairs=20, recipe=recipe)
+    weights = bench.weights(recipe)
+    params = dict(bench.graph.named_parameters())
+    names = [n for layer in range(len(bench.graph.layers)) for n in mlp_weight_names(layer)]
+    with torch.no_grad():
+        exact = {n: params[n].detach().clone() for n in names}
+        quantized = {n: weights[n](params[n].detach()) for n in names}
+    assert all(float(s.abs().max()) == 0.0 for s in channel_scores(bench, exact))
+    scores = channel_scores(bench, quantized)
+    flat = torch.cat(scores)
+    assert float(flat.min()) >= 0 and float(flat.sum()) > 0
+    width, layers = len(scores[0]), len(scores)
+    every = with_int8_rows(weights, quantized, split_by_layer(list(range(len(flat))), width, layers))
+    for name in names:
+        assert torch.equal(every[name](params[name].detach()), int8_channel(params[name].detach()))
+    order = torch.argsort(flat, descending=True).tolist()
+    half = len(order) // 2
+    top = bench.measure("top half", with_int8_rows(weights, quantized, split_by_layer(order[:half], width, layers)))
+    bottom = bench.measure("bottom half", with_int8_rows(weights, quantized, split_by_layer(order[half:], width, layers)))
+    assert top["cosine_mean"] > bottom["cosine_mean"]
