@@ -119,6 +119,7 @@ def test_weight_agreement_measures_parts_and_variants(tmp_path, tiny_dir):
     assert late.rule_for("layers.0.self_attn.o_proj.weight").bits == 4
 
 
+@pytest.mark.heavy
 def test_weight_agreement_parts_include_all_but_the_embedding(tmp_path, tiny_dir):
     """--parts measures each part alone and everything but the embedding (an embedding change's ceiling)."""
     import json
@@ -132,6 +133,7 @@ def test_weight_agreement_parts_include_all_but_the_embedding(tmp_path, tiny_dir
     assert rows["all but the embedding"]["top10_agreement"] > rows["recipe int4-minmax weights"]["top10_agreement"]
 
 
+@pytest.mark.heavy
 def test_weight_agreement_layers_scan_and_mix(tmp_path, tiny_dir):
     """--layers: one row per decoder layer and part group (drift and bytes saved), then the mix the drift
     ranking picks for the recipe's int4 bytes, measured like the recipe."""
@@ -190,6 +192,7 @@ def test_table_rows_ranks_ids_without_the_validator_texts_and_replaces_only_chos
     assert (out[[2, 5]] - table[[2, 5]]).abs().max() <= table[[2, 5]].abs().max() / 254 + 1e-6
 
 
+@pytest.mark.heavy
 def test_weight_agreement_resample_calibrates_on_other_draws_and_reports_the_spread(tmp_path, tiny_dir):
     """--resample N: N more calibrations on seeded 90% draws of the calibration texts (each a different
     draw, the same draw for the same seed), then top-10's mean and spread over all calibrations."""
@@ -214,6 +217,7 @@ def test_weight_agreement_resample_calibrates_on_other_draws_and_reports_the_spr
     assert abs(spread["top10_mean"] - sum(values) / 3) < 1e-4
 
 
+@pytest.mark.heavy
 def test_low_rank_correction_follows_the_activations_and_reaches_the_weight_at_full_rank(tmp_path, tiny_dir):
     """bench.low_rank: the weighted error falls with the rank, full rank gives the float weight back, and
     --low-rank measures each rank on the recipe's int4 decoder weights."""

@@ -59,6 +59,7 @@ def test_the_hold_floor_is_the_validators_int4_gate():
     assert HOLD_FLOOR == {metric: THRESHOLDS["int4"][metric][1] for metric in HOLD_FLOOR}
 
 
+@pytest.mark.heavy
 def test_a_preferred_preset_that_collapses_falls_back_on_a_fresh_graph(outliers_dir, tmp_path, monkeypatch, capsys):
     name, path = six_bit_preset(tmp_path, "gptq")
     monkeypatch.setattr(OnnxTarget, "bits_presets", {4: str(path)})
@@ -83,6 +84,7 @@ def test_a_preferred_preset_that_collapses_falls_back_on_a_fresh_graph(outliers_
     assert Artifact.load(plain).model_path.read_bytes() == artifact.model_path.read_bytes()
 
 
+@pytest.mark.heavy
 def test_a_preferred_preset_that_holds_is_used(outliers_dir, tmp_path, monkeypatch, capsys):
     name, path = six_bit_preset(tmp_path, "min-max")
     monkeypatch.setattr(OnnxTarget, "bits_presets", {4: str(path)})

@@ -231,6 +231,7 @@ def _calibration(model):
 
 
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
+@pytest.mark.heavy
 def test_rotated_bundle_carries_its_rotations_in_float(outliers_dir, outliers, root, target):
     """int4-rotated's rotations (embg/quantize/rotation.py) are in the file once, as float32, the manifest
     says which, and its calibrated grids reach the file exactly (read back on the rotated weights). On
@@ -288,6 +289,7 @@ def test_int8_rotated_keeps_no_float_channels_and_guards_down_proj(outliers_dir,
     assert cosine.min() > 0.995  # 0.9979 / 0.9981 export parity; down_proj rotated everywhere: mean 0.63
 
 
+@pytest.mark.heavy
 def test_export_warns_when_parity_is_under_the_validator_gate(outliers_dir, tmp_path, capsys):
     """int4-rotated with down_proj's input rotated in every layer (``"down": true``, no guard) collapses on
     the outlier fixture (down_proj writes into a channel with norm gain ~9e4): the bundle is written, and

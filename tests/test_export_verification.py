@@ -34,6 +34,7 @@ def _tree_digest(directory: Path) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.heavy
 def test_a_gemm_head_left_in_float_fails_the_export(tiny_dir, tmp_path, monkeypatch):
     """nn.Linear on the pooled 2-D tensor exports as Gemm, which the ONNX planner never sees: the plan
     check passed such a file with the head in float32; the check against the model refuses it."""
@@ -120,6 +121,7 @@ def test_a_quantized_file_that_did_not_shrink_fails_the_export(tiny_dir, tmp_pat
     _nothing_written(out)
 
 
+@pytest.mark.heavy
 def test_a_failure_inside_the_bundle_directory_leaves_the_earlier_bundle(tiny_dir, tmp_path, monkeypatch):
     from embg.export import pipeline
 

@@ -222,6 +222,7 @@ def manifest(bundle) -> dict:
     return json.loads((bundle / "manifest.json").read_text())
 
 
+@pytest.mark.heavy
 def test_onnx_bits_16_computes_in_fp16_and_matches(bundles, outliers, reference, padded):
     import onnx
     from onnx import TensorProto
@@ -250,6 +251,7 @@ def test_onnx_bits_16_computes_in_fp16_and_matches(bundles, outliers, reference,
     assert ours.dtype == np.float32 and np.isfinite(ours).all() and cos.min() >= 0.999
 
 
+@pytest.mark.heavy
 def test_tflite_bits_16_stores_fp16_weights(bundles):
     fp16, fp32 = manifest(bundles["tflite", "fp16"]), manifest(bundles["tflite", "fp32"])
     tensors = fp16["quantization"]["tensors"]
@@ -262,12 +264,14 @@ def test_tflite_bits_16_stores_fp16_weights(bundles):
     assert fp16["parity"]["nonfinite"] == 0 and fp16["parity"]["cosine_min"] >= 0.999
 
 
+@pytest.mark.heavy
 def test_integer_recipe_with_fp16_safe_is_marked(bundles):
     found = manifest(bundles["onnx", "int8-safe"])
     assert found["activation_precision"]["required"] == "fp16-safe"
     assert found["smoothing"] and found["parity"]["cosine_min"] >= 0.995
 
 
+@pytest.mark.heavy
 def test_cli_bits_16_exports(outliers, tmp_path):
     from embg.cli.export import main
 
@@ -279,6 +283,7 @@ def test_cli_bits_16_exports(outliers, tmp_path):
 
 # ------------------------------------------------------------------ runtimes: fp16 only where safe
 
+@pytest.mark.heavy
 def test_litert_fp16_precision_only_for_fp16_safe_bundles(bundles, monkeypatch):
     from embg.runtimes import litert_rt
     from embg.runtimes.litert_rt import LiteRtRuntime
@@ -302,6 +307,7 @@ def test_litert_fp16_precision_only_for_fp16_safe_bundles(bundles, monkeypatch):
         LiteRtRuntime(safe, threads=1, api="compiled", accelerator="cpu", precision="fp16")
 
 
+@pytest.mark.heavy
 def test_validator_sees_fp16_headroom_in_an_fp16_bundle(bundles, outliers):
     from embg.validate.activations import FP16_MAX, activation_report
 

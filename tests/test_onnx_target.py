@@ -59,6 +59,7 @@ def test_fp32_matches_reference(onnx_bundles, tiny_model, tiny_reference, batch_
 
 
 @pytest.mark.parametrize("dim", [128, 64, 32])
+@pytest.mark.heavy
 def test_fp32_matryoshka_dims(tiny_dir, tiny_model, tiny_reference, tmp_path, dim):
     bundle = export_bundle(ExportRequest(model=str(tiny_dir), target="onnx", recipe=recipe_for_bits(32),
                                          out=tmp_path / "d", dim=dim, parity=False))

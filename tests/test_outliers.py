@@ -170,6 +170,7 @@ def test_bits_16_only_on_the_fp16_safe_graph():
         parse_recipe(data)
 
 
+@pytest.mark.heavy
 def test_litert_gpu_needs_fp32_precision(bundles):
     from embg.runtimes.litert_rt import LiteRtRuntime
 
@@ -180,6 +181,7 @@ def test_litert_gpu_needs_fp32_precision(bundles):
 
 
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
+@pytest.mark.heavy
 def test_validator_flags_fp16_headroom(bundles, outliers_model, target):
     from embg.validate.activations import FP16_WARN, activation_report
 
@@ -194,11 +196,13 @@ def test_validator_flags_fp16_headroom(bundles, outliers_model, target):
 # ------------------------------------------------------------------ fp32 and int8 in both runtimes
 
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
+@pytest.mark.heavy
 def test_fp32_export_matches_sentence_transformers(bundles, target):
     found = parity(bundles[target, "fp32"])
     assert found["nonfinite"] == 0 and found["cosine_min"] >= 0.99999, found
 
 
+@pytest.mark.heavy
 def test_int8_holds_where_per_tensor_activations_do_not(bundles):
     onnx_int8, tflite_int8 = parity(bundles["onnx", "int8"]), parity(bundles["tflite", "int8"])
     per_tensor = parity(bundles["onnx", "per-tensor"])
@@ -209,6 +213,7 @@ def test_int8_holds_where_per_tensor_activations_do_not(bundles):
     assert per_tensor["cosine_min"] < onnx_int8["cosine_min"] - 0.01  # the difference the recipe makes
 
 
+@pytest.mark.heavy
 def test_per_tensor_int8_onnx_depends_on_its_batch_and_the_parity_path_shows_it(bundles):
     """Dynamic per-tensor int8 (one activation scale over [batch, seq, hidden]): a text's embedding changes
     with its batch neighbours and padding. LiteRT's XNNPACK quantizes per row and does not."""
@@ -226,6 +231,7 @@ def test_per_tensor_int8_onnx_depends_on_its_batch_and_the_parity_path_shows_it(
     assert tflite["batch_consistency_min"] >= limit
 
 
+@pytest.mark.heavy
 def test_the_gate_fails_a_batch_dependent_onnx_int8_bundle(bundles, outliers_dir, tmp_path):
     from embg.cli.validate import main
     from tests.conftest import run_cli

@@ -95,6 +95,7 @@ def test_bits4_on_q4_checkpoint_selects_exact_grid_and_onnx_is_lossless(tiny_q4_
     assert cos.min() >= 0.9999, cos.min()
 
 
+@pytest.mark.heavy
 def test_exact_grid_beats_naive_min_max_on_both_targets(tiny_q4_dir, export_root):
     for target in ("onnx", "tflite"):
         exact = drift(export(tiny_q4_dir, target, export_root, "int4", auto=True), tiny_q4_dir)
@@ -160,6 +161,7 @@ def test_litert_int4_qat_is_the_exact_grid_plus_litert_activation_quantization(t
     assert measured.min() >= 0.9995
 
 
+@pytest.mark.heavy
 def test_int4_qat_exact_reaches_the_grid_on_litert(tiny_q4_dir, export_root):
     """``int4-qat-exact``: every linear input in two dynamic int8 passes (the second its rounding
     residual, around XNNPACK's own rows) and a float head take LiteRT to what ONNX's float activations
@@ -263,6 +265,7 @@ def test_block_sum_correction_converts_to_a_float_litert_product(tmp_path):
     assert sorted(param for param, _, _ in plan.expected.values()) == ["embed_tokens.weight", "up_proj.weight"]
 
 
+@pytest.mark.heavy
 def test_q8_checkpoint_bits8_onnx_is_exact_and_tflite_says_it_is_not(tiny_q8_dir, export_root):
     onnx_artifact = export(tiny_q8_dir, "onnx", export_root, "int8", auto=True)
     assert onnx_artifact.manifest["recipe"]["name"] == "int8-qat"
@@ -290,6 +293,7 @@ def test_non_qat_checkpoint_refused_then_forced_with_warning(tiny_dir, tmp_path,
 
 
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
+@pytest.mark.heavy
 def test_matryoshka_dim_after_exact_grid(tiny_q4_dir, export_root, target):
     artifact = export(tiny_q4_dir, target, export_root, "int4-qat", dim=64)
     assert artifact.embedding_dim == 64
