@@ -103,6 +103,8 @@ def test_bits4_passes_over_a_preset_whose_blocks_do_not_fit(tiny_dir, tmp_path, 
     assert "preset int4-rotated-int6 does not fit this model" in err and "192 input columns, block 128" in err
     assert manifest["bits_choice"]["used"] == "int4" and manifest["recipe"]["name"] == "int4"
     assert "192 input columns, block 128" in manifest["bits_choice"]["passed_over"]["int4-rotated-int6"]
+    # the summary printed is the recipe used, never the preset passed over
+    assert "used recipe int4:" in err and "recipe int4-rotated-int6:" not in err
 
 
 def test_an_explicit_recipe_whose_blocks_do_not_fit_is_refused_before_any_work(tiny_dir, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from embg.bundle import Artifact
 from embg.cli.common import run_cli, setup_logging, step
 from embg.errors import EmbgError
 from embg.checkpoint.resolve import DEFAULT_MODEL
-from embg.quantize.recipe import BITS_TO_PRESET, load_recipe, preset_names, recipe_for_bits
+from embg.quantize.recipe import BITS_TO_PRESET, load_recipe, parse_recipe, preset_names, recipe_for_bits
 from embg.validate.thresholds import parity_shortfalls
 
 
@@ -77,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(args.recipe) if args.recipe else recipe_for_bits(args.bits if args.bits is not None else 32)
         preferred = TARGETS.get(args.target).bits_presets.get(args.bits) if args.bits is not None else None
         if preferred:  # the target's own preset for these bits, tried first (ExportTarget.bits_presets)
-            print(f"{load_recipe(preferred).summary()}\n(--bits {args.bits} on {args.target}: {preferred} when its "
-                  f"blocks fit the model and it simulates above the collapse floor, else {recipe.name})", file=sys.stderr)
+            print(f"--bits {args.bits} on {args.target}: {preferred} when its blocks fit the model and it simulates "
+                  f"above the collapse floor, else {recipe.name}", file=sys.stderr)
+            summarised = None
         else:
             print(recipe.summary(), file=sys.stderr)
+            summarised = recipe.name
         request = ExportRequest(
             model=args.model, target=args.target, recipe=recipe, out=args.out, dim=args.dim,
             seq_lens=parse_seq_lens(args.seq_lens) if args.seq_lens else (), revision=args.revision,
@@ -89,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
                                   auto_qat=args.bits is not None),
         )
         out = export_bundle(request, progress=step)
-        shortfalls = parity_shortfalls(dict(Artifact.load(out).manifest))
+        manifest = dict(Artifact.load(out).manifest)
+        if manifest["recipe"]["name"] != summarised:  # --bits chose another recipe (QAT grid, target preset)
+            print(f"used {parse_recipe(manifest['recipe']).summary()}", file=sys.stderr)
+        shortfalls = parity_shortfalls(manifest)
         if shortfalls:  # written and usable, but it will fail embg-validate: say so now, not after a deploy
             print(f"embg-export: WARNING: parity of the written file is under the validator's gate: "
                   f"{'; '.join(shortfalls)}. Try another recipe (e.g. --bits 8, or int4 instead of a rotated "
