@@ -27,8 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.weight_agreement import WeightBench
-from embg.quantize.recipe import load_recipe
+from bench.weight_agreement import WeightBench, recipe_bench
 from embg.quantize.simulate import int8_channel, single_thread
 
 
@@ -93,8 +92,9 @@ def with_int8_rows(weights: dict, quantized: dict[str, torch.Tensor], chosen: li
 
 
 def split_by_layer(flat: list[int], width: int, layers: int) -> list[torch.Tensor]:
-    return [torch.tensor(sorted(c - i * width for c in flat if i * width <= c < (i + 1) * width), dtype=torch.long)
-            for i in range(layers)]
+    """Channel indices over all layers (layer * width + channel) -> each layer's channels, sorted."""
+    picked = torch.tensor(sorted(flat), dtype=torch.long)
+    return [picked[picked // width == layer] - layer * width for layer in range(layers)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    recipe = load_recipe(args.recipe)
-    bench = WeightBench(args.model, recipe=recipe)
-    weights = bench.weights(recipe)
-    bench.measure(f"recipe {recipe.name} weights", weights)
+    bench, recipe, weights = recipe_bench(args)
     params = dict(bench.graph.named_parameters())
     layers = len(bench.graph.layers)
     names = [name for layer in range(layers) for name in mlp_weight_names(layer)]
