@@ -122,8 +122,8 @@ def export_variant(variant: Variant, plan: Plan, cache: Path, fixture: dict[str,
             "--out", str(bundle)]
     if variant.target == "tflite" and plan.tflite_buckets:
         args += ["--seq-lens", ",".join(map(str, plan.tflite_buckets))]
-    for key, value in variant.options:
-        args += ["--option", f"{key}={value}"]
+    for option, value in variant.options:  # not `key`: that is the cache key recorded below
+        args += ["--option", f"{option}={value}"]
     progress(f"export {variant.name} ...")
     result = run_worker(args, log_path=folder / "export.log")
     manifest = json.loads((bundle / "manifest.json").read_text())
