@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 BASELINE = "eager-fp32"  # PyTorch eager fp32 via sentence-transformers, measured in the same loop
+BITS_PRESETS = {8: "int8", 4: "int4"}  # --bits N -> the generic preset it starts from (embg BITS_TO_PRESET)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,14 @@ def _variants(fixture: str, qat_fixture: str) -> tuple[Variant, ...]:
     return tuple(plain + dense + products + qat)
 
 
+def _bits_variants(model: str) -> tuple[Variant, ...]:
+    """What `embg-export --bits N` writes: the generic preset and --bits's own choice (the target's preferred
+    preset where it holds on this checkpoint, a QAT grid). The real checkpoint's default rows; not in the
+    random-weight plan, where --bits 4 would calibrate GPTQ on random weights."""
+    return tuple(Variant(f"{t}-bits{b}", model, t, BITS_PRESETS[b], options=(("auto_qat", "true"),))
+                 for t in ("onnx", "tflite") for b in (8, 4))
+
+
 FULL_SHAPES = (
     Shape("q16", 16), Shape("s64", 64), Shape("s256", 256), Shape("s512", 512), Shape("s1024", 1024),
     Shape("s2048", 2048),
@@ -100,7 +109,7 @@ def make_plan(quick: bool, threads: tuple[int, ...], only: tuple[str, ...] = (),
 
 def real_plan(model: str, only: tuple[str, ...], repeats: int | None = None) -> Plan:
     """Variants of a real checkpoint directory (no QAT pairs: those need a QAT checkpoint), 1 thread."""
-    variants = tuple(v for v in _variants(model, "") if not v.qat)
+    variants = tuple(v for v in _variants(model, "") if not v.qat) + _bits_variants(model)
     unknown = sorted(set(only) - {v.name for v in variants})
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {[v.name for v in variants]}")

@@ -74,17 +74,17 @@ def test_write_readme_replaces_only_the_marked_block(tmp_path):
 def test_model_flag_exports_and_times_a_checkpoint_directory(tmp_path, tiny_dir):
     """`bench/run.py --model DIR`: the real-checkpoint path, here on a fixture written in the real layout."""
     out, cache = tmp_path / "results", tmp_path / "cache"
-    command = [sys.executable, str(REPO / "bench" / "run.py"), "--model", str(tiny_dir), "--variants", "onnx-int8",
+    command = [sys.executable, str(REPO / "bench" / "run.py"), "--model", str(tiny_dir), "--variants", "onnx-bits8",
                "--tokens", "16,32", "--repeats", "1", "--out", str(out), "--cache", str(cache)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads((out / "real_run.json").read_text())
-    assert set(result["latency"]) == {"eager-fp32", "onnx-int8"}
-    assert set(result["latency"]["onnx-int8"]["1"]) == {"s16", "s32"}
-    assert result["latency"]["onnx-int8"]["1"]["s32"]["median_ms"] > 0
-    assert 0.9 < result["drift"]["onnx-int8"]["min"] <= 1.0 + 1e-6
-    assert result["exports"]["onnx-int8"]["recipe"]["name"] == "int8"
-    assert "| onnx-int8 |" in (out / "real_table.md").read_text()
+    assert set(result["latency"]) == {"eager-fp32", "onnx-bits8"}
+    assert set(result["latency"]["onnx-bits8"]["1"]) == {"s16", "s32"}
+    assert result["latency"]["onnx-bits8"]["1"]["s32"]["median_ms"] > 0
+    assert 0.9 < result["drift"]["onnx-bits8"]["min"] <= 1.0 + 1e-6
+    assert result["exports"]["onnx-bits8"]["recipe"]["name"] == "int8-rotated"  # exported through --bits 8
+    assert "| onnx-bits8 |" in (out / "real_table.md").read_text()
 
     again = subprocess.run(command[:-4] + ["--out", str(out), "--cache", str(cache), "--export-only"],
                            capture_output=True, text=True, timeout=600, cwd=tmp_path)

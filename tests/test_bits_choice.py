@@ -51,7 +51,7 @@ def export_bits4(model_dir, out, capsys) -> tuple[dict, str]:
 
 
 def test_onnx_bits4_prefers_int4_rotated_int6():
-    assert OnnxTarget.bits_presets == {4: "int4-rotated-int6"}
+    assert OnnxTarget.bits_presets[4] == "int4-rotated-int6"  # --bits 8: tests/test_int8_choice.py
     assert load_recipe(OnnxTarget.bits_presets[4]).name == "int4-rotated-int6"
 
 
@@ -62,7 +62,7 @@ def test_the_hold_floor_is_the_validators_int4_gate():
 @pytest.mark.heavy
 def test_a_preferred_preset_that_collapses_falls_back_on_a_fresh_graph(outliers_dir, tmp_path, monkeypatch, capsys):
     name, path = six_bit_preset(tmp_path, "gptq")
-    monkeypatch.setattr(OnnxTarget, "bits_presets", {4: str(path)})
+    monkeypatch.setattr(OnnxTarget, "bits_presets", {**OnnxTarget.bits_presets, 4: str(path)})
     manifest, err = export_bits4(outliers_dir, tmp_path / "out", capsys)
     assert f"trying recipe {name} first" in err
     assert "under the 0.95 / 0.97 floor: using recipe int4" in err
@@ -87,7 +87,7 @@ def test_a_preferred_preset_that_collapses_falls_back_on_a_fresh_graph(outliers_
 @pytest.mark.heavy
 def test_a_preferred_preset_that_holds_is_used(outliers_dir, tmp_path, monkeypatch, capsys):
     name, path = six_bit_preset(tmp_path, "min-max")
-    monkeypatch.setattr(OnnxTarget, "bits_presets", {4: str(path)})
+    monkeypatch.setattr(OnnxTarget, "bits_presets", {**OnnxTarget.bits_presets, 4: str(path)})
     manifest, err = export_bits4(outliers_dir, tmp_path / "out", capsys)
     assert "using recipe int4\n" not in err and f"using recipe {name}" in err
     assert manifest["bits_choice"] == {"used": name, "passed_over": {}}
@@ -116,10 +116,3 @@ def test_an_explicit_recipe_whose_blocks_do_not_fit_is_refused_before_any_work(t
     with pytest.raises(ExportError, match=r"do not fit .*v_proj.*192 input columns, block 128.*\(and \d+ more\)"):
         export_bundle(request)
     assert not (tmp_path / "out").exists()
-
-
-def test_bits8_keeps_its_generic_preset(tiny_dir, tmp_path):
-    status = export_main(["--model", str(tiny_dir), "--target", "onnx", "--bits", "8", "--out", str(tmp_path / "o"),
-                          "--skip-parity"])
-    assert status == 0
-    assert Artifact.load(tmp_path / "o").manifest["bits_choice"] == {"used": "int8", "passed_over": {}}

@@ -27,9 +27,16 @@ __all__ = ["real_model"]  # the fixture, shared with the ONNX test
 
 @pytest.fixture(scope="module")
 def bundle(real_model, tmp_path_factory):
+    # as `embg-export --bits 8` does it (auto_qat: int8-rotated when it simulates as well as int8)
     return export_bundle(ExportRequest(model=str(real_model), target="tflite", recipe=recipe_for_bits(8),
                                        seq_lens=BUCKETS, out=tmp_path_factory.mktemp("real-tflite") / "int8",
-                                       parity=False))
+                                       parity=False, options={"auto_qat": True}))
+
+
+def test_real_tflite_bits8_is_int8_rotated(bundle):
+    """--bits 8 keeps the rotated preset on the real checkpoint (its simulation matches int8's)."""
+    choice = Artifact.load(bundle).manifest["bits_choice"]
+    assert choice["used"] == "int8-rotated" and choice["passed_over"] == {}
 
 
 @pytest.fixture(scope="module")

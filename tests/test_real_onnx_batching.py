@@ -116,8 +116,9 @@ class Measured(dict):
 
         out = self.root / f"onnx-int{bits}"
         if not (out / "manifest.json").exists():
+            # --bits 8 as users run it (auto_qat: the target's preferred preset, int8-rotated, when it holds)
             export_bundle(ExportRequest(model=str(self.model_dir), target="onnx", recipe=recipe_for_bits(bits),
-                                        out=out, parity=False))
+                                        out=out, parity=False, options={"auto_qat": bits == 8}))
         return out
 
     def __missing__(self, bits: int) -> dict[str, tuple[float, float]]:
@@ -152,6 +153,12 @@ def test_real_int8_regression_floors_in_every_batching(measured):
 def test_real_embedding_does_not_depend_on_its_batch(measured, bits):
     independence = _independence(measured, bits)
     assert min(independence.values()) >= INDEPENDENCE_FLOOR, independence
+
+
+def test_real_onnx_bits8_is_int8_rotated(measured):
+    """--bits 8 keeps the rotated preset on the real checkpoint (its simulation matches int8's)."""
+    choice = Artifact.load(measured.bundle(8)).manifest["bits_choice"]
+    assert choice["used"] == "int8-rotated" and choice["passed_over"] == {}
 
 
 def test_real_int8_min_floor_in_every_batching(measured):

@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from embg.export.base import TARGETS
+        from embg.export.bits_choice import plan_text
         from embg.export.options import ExportOptions
         from embg.export.pipeline import ExportRequest, export_bundle, load_targets
 
@@ -77,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(args.recipe) if args.recipe else recipe_for_bits(args.bits if args.bits is not None else 32)
         preferred = TARGETS.get(args.target).bits_presets.get(args.bits) if args.bits is not None else None
         if preferred:  # the target's own preset for these bits, tried first (ExportTarget.bits_presets)
-            print(f"--bits {args.bits} on {args.target}: {preferred} when its blocks fit the model and it simulates "
-                  f"above the collapse floor, else {recipe.name}", file=sys.stderr)
+            print(f"--bits {args.bits} on {args.target}: {plan_text(args.bits, preferred, recipe.name)}", file=sys.stderr)
             summarised = None
         else:
             print(recipe.summary(), file=sys.stderr)

@@ -44,7 +44,7 @@ class ExportTarget(ABC):
     accepted_options: frozenset[str] = frozenset()
     why_not: dict[str, str] = {}
     #: --bits N -> the preset this target prefers over the generic one (BITS_TO_PRESET) when its blocks fit
-    #: the model and its held-out simulation clears int4_choice.HOLD_FLOOR; the generic preset otherwise
+    #: the model and it passes the held-out check for N (embg/export/bits_choice.py); the generic preset otherwise
     bits_presets: dict[int, str] = {}
 
     def check_request(self, recipe: QuantRecipe, seq_lens: tuple[int, ...], max_positions: int | None) -> None:

@@ -14,10 +14,10 @@ from embg.errors import EmbgError, ExportError
 from embg.bundle import HASHES_FIELD, Artifact, Manifest, is_bundle, tool_versions
 from embg.bundle.integrity import record_hashes
 from embg.export.base import TARGETS, ExportJob, ExportTarget
+from embg.export.bits_choice import bits_candidates, hold_check
 from embg.export.bundle_files import artifact_stem, copy_tokenizer
 from embg.export.options import FLAGS, ExportOptions
 from embg.quantize.fit import grid_block_misfits
-from embg.quantize.int4_choice import HOLD_FLOOR, HOLD_FLOOR_TEXT
 from embg.quantize.rotation import rotate_for
 from embg.model.graph import EmbeddingGemmaGraph
 from embg.model.weights import weights_sha256
@@ -78,7 +78,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     seq_lens = request.seq_lens or target.default_seq_lens(model.spec.max_positions)
     target.check_request(request.recipe, seq_lens, model.spec.max_positions)
     graph = model.graph(request.dim)
-    bits_choice = _bits_candidates(target, recipe, graph, progress) if options.auto_qat else None
+    bits_choice = bits_candidates(target, recipe, graph, progress) if options.auto_qat else None
     candidates = bits_choice.candidates if bits_choice else [recipe]
     for index, candidate in enumerate(candidates):  # every one checked now, not after an attempt's minutes
         check_layers_named(candidate, int(model.spec.config["num_hidden_layers"]))
@@ -92,14 +92,17 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
                           f"{'; '.join(misfits[:3])}{more}. Choose a recipe whose block sizes divide every "
                           "weight's input columns, or edit its block_size")
     out = _default_out(request, model, target, candidates[0], seq_lens)
+    check = hold_check(bits_choice, model, target, progress) if len(candidates) > 1 else None
     for index, candidate in enumerate(candidates):
         if index:  # the checkpoint's own graph again: the attempt before rotated and calibrated its copy
             graph = prepared = None  # let the attempt's graph (1.2 GB for the real model) go first
             graph = model.graph(request.dim)
+        if index + 1 < len(candidates):  # on the graph as loaded, before the preferred preset rotates it
+            check.measure_fallback(graph, candidates[index + 1])
         prepared = _prepare(candidate, model, graph, target, options, progress)
         if index + 1 == len(candidates):
             break
-        shortfall = _shortfall(prepared)
+        shortfall = check.shortfall(prepared)
         if shortfall is None:
             break
         bits_choice.passed_over[candidate.name] = shortfall
@@ -226,53 +229,6 @@ def _qat_recipe_if_on_grid(model, recipe: QuantRecipe, progress: Callable[[str],
     progress(f"every weight sits on the {'Q4_0' if bits == 4 else 'Q8_0'} QAT grid: using recipe "
              f"{detected.name} (pass --recipe {recipe.name} for min-max)")
     return detected
-
-
-@dataclass
-class BitsChoice:
-    """What ``--bits`` resolved to: the recipes to try in order, those passed over and why, the one used."""
-    candidates: list[QuantRecipe]
-    passed_over: dict[str, str] = field(default_factory=dict)  # recipe name -> why it was not used
-    used: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"used": self.used, "passed_over": dict(self.passed_over)}
-
-
-def _bits_candidates(target: ExportTarget, recipe: QuantRecipe, graph, progress: Callable[[str], None]
-                     ) -> BitsChoice:
-    """``--bits``: the target's preferred preset for these bits (ExportTarget.bits_presets) when its blocks fit
-    the model, then the generic preset as the fallback; the generic preset alone otherwise."""
-    from embg.quantize.recipe import bits_of_preset, load_recipe
-
-    bits = bits_of_preset(recipe.name)
-    preferred = target.bits_presets.get(bits) if bits is not None else None
-    if preferred is None:
-        return BitsChoice([recipe])
-    candidate = load_recipe(preferred)
-    misfits = grid_block_misfits(candidate, graph)
-    if misfits:
-        more = f"; {len(misfits) - 1} more" if len(misfits) > 1 else ""
-        reason = f"does not fit this model ({misfits[0]}{more})"
-        progress(f"--bits {bits}: {target.name}'s preset {candidate.name} {reason}: using recipe {recipe.name}")
-        return BitsChoice([recipe], {candidate.name: reason})
-    progress(f"--bits {bits} on {target.name}: trying recipe {candidate.name} first (it measured better than "
-             f"{recipe.name} on the real checkpoint); {recipe.name} if it simulates under the {HOLD_FLOOR_TEXT} "
-             "floor here")
-    return BitsChoice([candidate, recipe])
-
-
-def _shortfall(prepared: Prepared) -> str | None:
-    """Why a preferred ``--bits`` recipe is not kept, or None: its held-out simulation (calibrate's choice
-    figures) under HOLD_FLOOR. A collapse, e.g. GPTQ on a down_proj that feeds an amplified channel."""
-    choice = (prepared.calibration or {}).get("choice")
-    if choice is None:
-        return None
-    figures = choice["calibrated" if prepared.calibration.get("used", True) else "minmax"]
-    if all(figures[metric] >= floor for metric, floor in HOLD_FLOOR.items()):
-        return None
-    return (f"{prepared.recipe.name} simulates cosine min {figures['cosine_min']:.4f} / mean {figures['cosine_mean']:.4f} on "
-            f"{choice['texts']} held-out texts, under the {HOLD_FLOOR_TEXT} floor")
 
 
 def _stem(model, target: ExportTarget, recipe: QuantRecipe, seq_lens: tuple[int, ...]) -> str:
