@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--revision", help="hub revision (branch, tag or commit)")
     parser.add_argument("--target", required=True, help="export format: tflite or onnx (the registered targets)")
     parser.add_argument("--bits", type=int, help=f"shorthand for a preset recipe: {BITS_TO_PRESET}; a QAT checkpoint "
-                        "gets its -qat preset, and onnx --bits 4 uses int4-rotated-int6 where its blocks fit the model "
-                        "(the real model's sizes) and its calibration holds, else int4")
+                        "gets its -qat preset; --bits 8 uses int8-rotated where it simulates as well as int8 on held-out "
+                        "texts (the real model does), else int8; onnx --bits 4 uses int4-rotated-int6 where its blocks "
+                        "fit the model (the real model's sizes) and its calibration holds, else int4")
     parser.add_argument("--recipe", help=f"preset name ({', '.join(preset_names())}) or a recipe .json file")
     parser.add_argument("--dim", type=int, help="Matryoshka output dimension (768, 512, 256 or 128 for the real model)")
     parser.add_argument("--seq-lens", help="tflite: comma-separated sequence buckets, one signature each "

@@ -39,8 +39,12 @@ def minmax_onnx_blocks(weight: torch.Tensor, block: int, bits: int) -> torch.Ten
 
 def int8_channel(weight: torch.Tensor) -> torch.Tensor:
     """Symmetric per-output-channel int8 (max|w| / 127), as both targets' int8 recipes store weights."""
-    scales = (weight.abs().amax(1, keepdim=True) / 127).clamp(min=1e-30)
-    return torch.clamp(torch.round(weight / scales), -127, 127) * scales
+    rows = []
+    for start in range(0, weight.shape[0], 8192):  # the 262144-row table in pieces: no full-size temporaries
+        part = weight[start:start + 8192]
+        scales = (part.abs().amax(1, keepdim=True) / 127).clamp(min=1e-30)
+        rows.append(torch.clamp(torch.round(part / scales), -127, 127) * scales)
+    return torch.cat(rows)
 
 
 def outputs_with(graph: torch.nn.Module, batches: list[Batch],
