@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 BASELINE = "eager-fp32"  # PyTorch eager fp32 via sentence-transformers, measured in the same loop
-BITS_PRESETS = {8: "int8", 4: "int4"}  # --bits N -> the generic preset it starts from (embg BITS_TO_PRESET)
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,9 @@ def _bits_variants(model: str) -> tuple[Variant, ...]:
     """What `embg-export --bits N` writes: the generic preset and --bits's own choice (the target's preferred
     preset where it holds on this checkpoint, a QAT grid). The real checkpoint's default rows; not in the
     random-weight plan, where --bits 4 would calibrate GPTQ on random weights."""
-    return tuple(Variant(f"{t}-bits{b}", model, t, BITS_PRESETS[b], options=(("auto_qat", "true"),))
+    from embg.quantize.recipe import BITS_TO_PRESET
+
+    return tuple(Variant(f"{t}-bits{b}", model, t, BITS_TO_PRESET[b], options=(("auto_qat", "true"),))
                  for t in ("onnx", "tflite") for b in (8, 4))
 
 

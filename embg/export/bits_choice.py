@@ -29,6 +29,7 @@ class BitsChoice:
     """What ``--bits`` resolved to: the recipes to try in order, those passed over and why, the one used, and
     the figures the choice rested on (recipe name -> simulated cosine, when the check simulates)."""
     candidates: list[QuantRecipe]
+    bits: int | None = None  # the --bits value, when its target prefers a preset for it
     passed_over: dict[str, str] = field(default_factory=dict)  # recipe name -> why it was not used
     used: str | None = None
     simulated: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -43,8 +44,8 @@ class BitsChoice:
 class HoldCheck(Protocol):
     """How a preferred preset is judged. ``measure_fallback`` runs on the checkpoint's own graph before the
     preferred preset rotates or calibrates it; ``shortfall`` after, on what that preparation produced."""
-    why_preferred: str  # why the target prefers it (printed with the plan)
-    condition: str  # when it is kept (printed with the plan)
+    why_preferred: str  # why the target prefers it (printed with the plan; {generic}: the generic preset)
+    condition: str  # when it is kept (printed with the plan; {generic} as above)
 
     def measure_fallback(self, graph, fallback: QuantRecipe) -> None: ...
 
@@ -53,7 +54,7 @@ class HoldCheck(Protocol):
 
 class CollapseFloor:
     """--bits 4: the calibrated preset's own held-out simulation (calibrate's choice figures) clears HOLD_FLOOR."""
-    why_preferred = "it measured better than the generic preset on the real checkpoint"
+    why_preferred = "it measured better than {generic} on the real checkpoint"
     condition = f"its blocks fit the model and it simulates above the {HOLD_FLOOR_TEXT} collapse floor"
 
     def __init__(self, model, target: ExportTarget, choice: BitsChoice, progress: Progress) -> None:
@@ -76,8 +77,8 @@ class CollapseFloor:
 class NoWorseThanPlain:
     """--bits 8: the rotated preset simulates no worse than the plain one (int8_choice.TOLERANCE), each with the
     target runtime's int8 activation rounding, on the calibration's held-out texts."""
-    why_preferred = "faster and smaller than the generic preset at the same floors on the real checkpoint"
-    condition = "it simulates no worse than the generic preset here (held-out texts, this runtime's int8 rounding)"
+    why_preferred = "faster and smaller than {generic} at the same floors on the real checkpoint"
+    condition = "it simulates no worse than {generic} here (held-out texts, this runtime's int8 rounding)"
 
     def __init__(self, model, target: ExportTarget, choice: BitsChoice, progress: Progress) -> None:
         from embg.quantize.calibration_texts import batches_for, calibration_split
@@ -86,6 +87,7 @@ class NoWorseThanPlain:
         self.calibration = batches_for(model.tokenizer, calibration)
         self.held_out = batches_for(model.tokenizer, held_out)
         self.target, self.choice, self.progress = target.name, choice, progress
+        self.texts = sum(len(ids) for ids, _ in self.held_out)
         self.plain = self.reference = None
         self.plain_name = ""
 
@@ -93,7 +95,7 @@ class NoWorseThanPlain:
         from embg.quantize.int8_choice import simulate
         from embg.quantize.simulate import outputs_with
 
-        self.progress(f"simulating {fallback.name} on {sum(len(ids) for ids, _ in self.held_out)} held-out texts "
+        self.progress(f"simulating {fallback.name} on {self.texts} held-out texts "
                       f"with {self.target}'s int8 activation rounding, to compare the rotated preset with")
         self.reference = outputs_with(graph, self.held_out)  # the float function: rotation keeps it
         self.plain = simulate(graph, fallback, self.target, self.calibration, self.held_out, self.reference)
@@ -105,10 +107,9 @@ class NoWorseThanPlain:
 
         rotated = simulate(prepared.graph, prepared.recipe, self.target, self.calibration, self.held_out, self.reference)
         self.choice.simulated[prepared.recipe.name] = rotated.to_dict()
-        texts = len(self.reference)
-        self.progress(f"simulated cosine min / mean on {texts} held-out texts: {prepared.recipe.name} {rotated.text()}, "
-                      f"{self.plain_name} {self.plain.text()}")
-        reason = rotated_shortfall(rotated, self.plain, self.plain_name, texts)
+        self.progress(f"simulated cosine min / mean on {self.texts} held-out texts: {prepared.recipe.name} "
+                      f"{rotated.text()}, {self.plain_name} {self.plain.text()}")
+        reason = rotated_shortfall(rotated, self.plain, self.plain_name, self.texts)
         return None if reason is None else f"{prepared.recipe.name} {reason}"
 
 
@@ -118,7 +119,11 @@ HOLD_CHECKS: dict[int, type] = {4: CollapseFloor, 8: NoWorseThanPlain}
 
 def plan_text(bits: int, preferred: str, generic: str) -> str:
     """One line saying what ``--bits`` will try, for the CLI before the export starts."""
-    return f"{preferred} when {HOLD_CHECKS[bits].condition.replace('the generic preset', generic)}, else {generic}"
+    return f"{preferred} {_kept_when(bits, generic)}"
+
+
+def _kept_when(bits: int, generic: str) -> str:
+    return f"when {HOLD_CHECKS[bits].condition.format(generic=generic)}, else {generic}"
 
 
 def bits_candidates(target: ExportTarget, recipe: QuantRecipe, graph, progress: Progress) -> BitsChoice:
@@ -136,17 +141,12 @@ def bits_candidates(target: ExportTarget, recipe: QuantRecipe, graph, progress: 
         more = f"; {len(misfits) - 1} more" if len(misfits) > 1 else ""
         reason = f"does not fit this model ({misfits[0]}{more})"
         progress(f"--bits {bits}: {target.name}'s preset {candidate.name} {reason}: using recipe {recipe.name}")
-        return BitsChoice([recipe], {candidate.name: reason})
-    check = HOLD_CHECKS[bits]
+        return BitsChoice([recipe], passed_over={candidate.name: reason})
     progress(f"--bits {bits} on {target.name}: trying recipe {candidate.name} first "
-             f"({check.why_preferred.replace('the generic preset', recipe.name)}); kept when "
-             f"{check.condition.replace('the generic preset', recipe.name)}, else {recipe.name}")
-    return BitsChoice([candidate, recipe])
+             f"({HOLD_CHECKS[bits].why_preferred.format(generic=recipe.name)}); kept {_kept_when(bits, recipe.name)}")
+    return BitsChoice([candidate, recipe], bits)
 
 
 def hold_check(choice: BitsChoice, model, target: ExportTarget, progress: Progress) -> HoldCheck:
     """The check for ``choice``'s preferred preset (its first candidate, when there is a fallback)."""
-    from embg.quantize.recipe import bits_of_preset
-
-    bits = bits_of_preset(choice.candidates[-1].name)
-    return HOLD_CHECKS[bits](model, target, choice, progress)
+    return HOLD_CHECKS[choice.bits](model, target, choice, progress)

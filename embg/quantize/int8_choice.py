@@ -52,22 +52,6 @@ class Simulated:
         return f"{self.cosine_min:.5f} / {self.cosine_mean:.5f}"
 
 
-def _with_float_columns(rounding: Rounding, kept) -> Rounding:
-    """A weight rounding for a layer whose ``kept`` input channels stay float: both targets zero those columns
-    in the int8 weight (its scales come from the others) and carry them in a float product."""
-    if kept is None:
-        return rounding
-    index = torch.as_tensor(kept, dtype=torch.long)
-
-    def split(weight: torch.Tensor) -> torch.Tensor:
-        rest = weight.clone()
-        rest[:, index] = 0
-        out = rounding(rest)
-        out[:, index] = weight[:, index]
-        return out
-    return split
-
-
 def _plan(graph: torch.nn.Module, recipe: QuantRecipe, target: str, calibration: list[Batch]
           ) -> tuple[dict[str, Rounding], dict[str, Rounding]]:
     """(activation rounding, weight rounding) by weight name, as ``target`` runs ``recipe``: every decoder linear
@@ -85,7 +69,9 @@ def _plan(graph: torch.nn.Module, recipe: QuantRecipe, target: str, calibration:
             continue
         kept = largest_channels(peaks[weight], count) if count else None
         activations[weight] = with_float_channels(two_pass if part in twice else rows, kept)
-        weights[weight] = _with_float_columns(weights[weight], kept)
+        # the same split on the weight's last axis, its input columns: both targets zero the kept columns in
+        # the int8 weight (its scales come from the others) and carry them in a float product
+        weights[weight] = with_float_channels(weights[weight], kept)
     return activations, weights
 
 
