@@ -2,7 +2,8 @@
 
 A failed or interrupted run therefore never leaves a half-written bundle behind, and a user's
 files are never deleted: an existing output directory is replaced only when it is an earlier
-output of the same kind (recognised by its own marker file, e.g. a bundle's manifest.json).
+output of the same kind (recognised by its own record, e.g. a bundle's manifest.json) and holds
+nothing but the files that output wrote (a note or a report the user put beside them is refused).
 A run killed with SIGKILL cannot clean up; its ``.NAME.partial-<pid>-*`` directory is removed by
 the next run writing to the same place once that pid is gone.
 """
@@ -14,27 +15,60 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path, PurePosixPath
 
 from embg.errors import EmbgError
 
-Recognise = Callable[[Path], bool]
+#: Recognises an earlier output of ours in a directory: the relative paths of the files it wrote, or None
+#: when the directory is not one.
+Recognise = Callable[[Path], Collection[str] | None]
+FOREIGN_SHOWN = 5  # how many of the user's files an error names
 
 
 def check_writable_destination(dest: Path, is_ours: Recognise | None = None, what: str = "bundle") -> None:
     """Fail early, before any expensive work, if ``dest`` cannot become a directory we own.
 
-    ``is_ours`` recognises an earlier output (which may be replaced); any other non-empty
-    directory is the user's and is refused.
+    ``is_ours`` recognises an earlier output, which may be replaced when it holds only the files it
+    wrote; any other non-empty directory, or an earlier output with anything else in it, is refused.
     """
     dest = Path(dest)
     if dest.exists() and not dest.is_dir():
         raise EmbgError(f"output path {dest} exists and is a file; pass a directory with --out")
-    if dest.is_dir() and any(dest.iterdir()) and not (is_ours and is_ours(dest)):
-        raise EmbgError(f"--out {dest} is a non-empty directory that is not an embg {what}; refusing to replace "
-                        "it (its files would be deleted): choose a new or empty directory")
+    if dest.is_dir() and any(dest.iterdir()):
+        owned = is_ours(dest) if is_ours else None
+        if owned is None:
+            raise EmbgError(f"--out {dest} is a non-empty directory that is not an embg {what}; refusing to replace "
+                            "it (its files would be deleted): choose a new or empty directory")
+        foreign = foreign_entries(dest, owned)
+        if foreign:
+            shown = ", ".join(foreign[:FOREIGN_SHOWN]) + (f" and {len(foreign) - FOREIGN_SHOWN} more"
+                                                          if len(foreign) > FOREIGN_SHOWN else "")
+            raise EmbgError(f"--out {dest} holds an earlier embg {what} and also {shown}, which that {what} did not "
+                            f"write; refusing to replace it (they would be deleted): move them out of {dest} or "
+                            "choose another --out")
     _check_can_create(dest.parent if not dest.exists() else dest, "--out")
+
+
+def foreign_entries(directory: Path, owned: Collection[str]) -> list[str]:
+    """What in ``directory`` an earlier output did not write (relative paths; a directory ends with "/")."""
+    owned = {PurePosixPath(name).as_posix() for name in owned}
+    parents = {parent.as_posix() for name in owned for parent in PurePosixPath(name).parents} - {"."}
+    found: list[str] = []
+
+    def walk(folder: Path, prefix: str) -> None:
+        for entry in sorted(folder.iterdir()):
+            name = prefix + entry.name
+            if entry.is_dir() and not entry.is_symlink():
+                if name in parents:
+                    walk(entry, name + "/")
+                else:
+                    found.append(name + "/")
+            elif name not in owned:
+                found.append(name)
+
+    walk(Path(directory), "")
+    return found
 
 
 def check_writable_directory(path: Path, option: str) -> None:

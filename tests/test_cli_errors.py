@@ -176,7 +176,8 @@ def test_out_equal_to_or_above_the_checkpoint_is_refused(tiny_dir, tiny_bundle, 
     outer = shutil.copytree(tiny_bundle("onnx", 32), tmp_path / "bundle")
     checkpoint = shutil.copytree(tiny_dir, outer / "checkpoint")
     before = sorted(p.name for p in outer.iterdir())
-    for out, needle in ((outer, "checkpoint directory or one above it"), (checkpoint, "not an embg bundle")):
+    # the checkpoint is not the bundle's: refused before the model is even read (check_not_over_model backs it up)
+    for out, needle in ((outer, "checkpoint/, which that bundle did not write"), (checkpoint, "not an embg bundle")):
         code, _, err = run_export(["--model", str(checkpoint), "--target", "onnx", "--bits", "8", "--out", str(out)],
                                   capsys)
         assert code == 2
@@ -184,28 +185,81 @@ def test_out_equal_to_or_above_the_checkpoint_is_refused(tiny_dir, tiny_bundle, 
     assert sorted(p.name for p in outer.iterdir()) == before and (checkpoint / "model.safetensors").is_file()
 
 
+def test_out_over_the_checkpoint_is_refused_by_its_own_check_too(tmp_path):
+    from embg.errors import EmbgError
+    from embg.export.pipeline import check_not_over_model
+
+    model = tmp_path / "bundle" / "checkpoint"
+    for out in (model, model.parent, tmp_path):
+        with pytest.raises(EmbgError, match="checkpoint directory or one above it"):
+            check_not_over_model(out, model)
+    check_not_over_model(tmp_path / "elsewhere", model)
+
+
 def test_atomic_directory_replaces_only_an_earlier_output_and_says_so(tmp_path):
     from embg.atomic import atomic_directory
     from embg.errors import EmbgError
-    from embg.bundle import is_bundle
+    from embg.bundle import earlier_bundle_files
 
     dest = tmp_path / "bundle"
     said = []
-    with atomic_directory(dest, is_bundle, "bundle", said.append) as tmp:
-        (tmp / "manifest.json").write_text(json.dumps({"schema": 1, "target": "onnx", "model_file": "m.onnx"}))
+    with atomic_directory(dest, earlier_bundle_files, "bundle", said.append) as tmp:
+        (tmp / "manifest.json").write_text(json.dumps({"schema": 1, "target": "onnx", "model_file": "m.onnx",
+                                                       "files": ["m.onnx"]}))
+        (tmp / "m.onnx").write_text("x")
     umask = os.umask(0)
     os.umask(umask)
     assert (dest.stat().st_mode & 0o777) == 0o777 & ~umask  # not mkdtemp's 0700
     assert said == []
-    with atomic_directory(dest, is_bundle, "bundle", said.append) as tmp:
+    with atomic_directory(dest, earlier_bundle_files, "bundle", said.append) as tmp:
         (tmp / "manifest.json").write_text((dest / "manifest.json").read_text())
         (tmp / "new").write_text("x")
-    assert (dest / "new").is_file() and said == [f"replacing the earlier bundle in {dest}"]
+    assert (dest / "new").is_file() and not (dest / "m.onnx").exists()
+    assert said == [f"replacing the earlier bundle in {dest}"]
     (dest / "manifest.json").unlink()  # no longer recognisable as a bundle: the user's directory now
     with pytest.raises(EmbgError, match="not an embg bundle"):
-        with atomic_directory(dest, is_bundle, "bundle", said.append):
+        with atomic_directory(dest, earlier_bundle_files, "bundle", said.append):
             raise AssertionError("must not be reached")
     assert (dest / "new").is_file()
+
+
+def test_an_earlier_bundle_with_the_users_files_beside_it_is_not_replaced(tmp_path):
+    """A bundle is replaced only when it holds nothing but what it wrote; checked again just before the
+    rename, so a file added while an export runs is kept too."""
+    from embg.atomic import atomic_directory, foreign_entries
+    from embg.errors import EmbgError
+    from embg.bundle import earlier_bundle_files
+
+    dest = tmp_path / "bundle"
+    with atomic_directory(dest, earlier_bundle_files, "bundle") as tmp:
+        (tmp / "manifest.json").write_text(json.dumps({"schema": 1, "target": "onnx", "model_file": "m.onnx",
+                                                       "files": ["m.onnx"], "tokenizer": {"files": {"t.json": "x"}},
+                                                       "file_sha256": {"m.onnx": "x", "t.json": "x"}}))
+        for name in ("m.onnx", "t.json"):
+            (tmp / name).write_text("x")
+    assert foreign_entries(dest, earlier_bundle_files(dest)) == []
+    with pytest.raises(EmbgError, match="which that bundle did not write"):
+        with atomic_directory(dest, earlier_bundle_files, "bundle") as tmp:
+            (dest / "NOTES.md").write_text("mine")  # added while the export runs
+    assert (dest / "NOTES.md").read_text() == "mine" and (dest / "m.onnx").is_file()
+    (dest / "results").mkdir()
+    (dest / "results" / "r.json").write_text("{}")
+    assert foreign_entries(dest, earlier_bundle_files(dest)) == ["NOTES.md", "results/"]
+
+
+def test_export_into_an_earlier_bundle_holding_a_users_file_is_refused(tiny_dir, tiny_bundle, tmp_path, capsys):
+    import shutil
+
+    bundle = shutil.copytree(tiny_bundle("onnx", 32), tmp_path / "bundle")
+    (bundle / "results").mkdir()
+    (bundle / "results" / "validation.json").write_text("mine")
+    before = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*"))
+    code, stdout, err = run_export(tiny_args(tiny_dir, "--target", "onnx", "--bits", "8", "--out", str(bundle)), capsys)
+    assert code == 2 and stdout == ""
+    line = error_line(err)
+    assert "earlier embg bundle" in line and "results/" in line and "move them out" in line
+    assert sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no partial directory either
 
 
 def test_stale_partial_directories_of_dead_processes_are_removed(tmp_path):
@@ -269,6 +323,24 @@ def test_fixture_out_refuses_a_users_directory(tmp_path):
     code, _, err = run_cli(fixture_main, ["--kind", "tiny", "--out", work])
     assert code == 2 and "not an embg fixture checkpoint" in err
     assert [p.name for p in work.iterdir()] == ["thesis.tex"]
+
+
+def test_fixture_out_replaces_an_earlier_fixture_only_without_the_users_files(tmp_path):
+    from embg.cli.fixture import main as fixture_main
+    from embg.fixtures import earlier_fixture_files
+    from tests.conftest import run_cli
+
+    out = tmp_path / "fixture"
+    assert run_cli(fixture_main, ["--kind", "tiny", "--out", out])[0] == 0
+    written = earlier_fixture_files(out)
+    assert {"embg_fixture.json", "config.json", "modules.json", "tokenizer.model"} <= written
+    assert written == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    (out / "my_notes.txt").write_text("mine")
+    code, _, err = run_cli(fixture_main, ["--kind", "tiny", "--out", out])
+    assert code == 2 and "my_notes.txt" in err and "did not write" in err
+    assert (out / "my_notes.txt").read_text() == "mine"
+    (out / "my_notes.txt").unlink()
+    assert run_cli(fixture_main, ["--kind", "tiny", "--out", out])[0] == 0  # only its own files: replaced
 
 
 # --------------------------------------------------------------------------- checked before any work: exit 2

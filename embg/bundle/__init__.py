@@ -5,9 +5,9 @@ written and verified. It imports nothing of embg but ``errors`` and ``atomic``; 
 from embg.bundle.artifact import Artifact
 from embg.bundle.buckets import DYNAMIC_LENGTHS, choose_bucket, fit_to, rows_by_bucket
 from embg.bundle.digest import array_digest, file_sha256
-from embg.bundle.manifest import Manifest, Signature, is_bundle, tool_versions
+from embg.bundle.manifest import Manifest, Signature, earlier_bundle_files, tool_versions
 from embg.bundle.names import HASHES_FIELD, INPUT_NAMES, MANIFEST_NAME, MANIFEST_SCHEMA, OUTPUT_NAME
 
 __all__ = ["DYNAMIC_LENGTHS", "HASHES_FIELD", "INPUT_NAMES", "MANIFEST_NAME", "MANIFEST_SCHEMA", "OUTPUT_NAME",
-           "Artifact", "Manifest", "Signature", "array_digest", "choose_bucket", "file_sha256", "fit_to", "is_bundle", "rows_by_bucket",
-           "tool_versions"]
+           "Artifact", "Manifest", "Signature", "array_digest", "earlier_bundle_files", "choose_bucket", "file_sha256", "fit_to",
+           "rows_by_bucket", "tool_versions"]

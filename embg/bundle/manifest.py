@@ -126,14 +126,25 @@ class Manifest(Mapping[str, Any]):
         return cls(fields)
 
 
-def is_bundle(directory: Path) -> bool:
-    """Whether ``directory`` holds an embg bundle (its manifest.json): the only directory --out may replace."""
+def earlier_bundle_files(directory: Path) -> set[str] | None:
+    """The files an embg bundle in ``directory`` wrote (its manifest and every file the manifest names or
+    hashes), or None when it holds no bundle: --out replaces a directory only when it holds nothing else."""
     try:
         manifest = json.loads((Path(directory) / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return (isinstance(manifest, dict) and manifest.get("schema") == MANIFEST_SCHEMA
-            and isinstance(manifest.get("target"), str) and "model_file" in manifest)
+        return None
+    if not (isinstance(manifest, dict) and manifest.get("schema") == MANIFEST_SCHEMA
+            and isinstance(manifest.get("target"), str) and "model_file" in manifest):
+        return None
+    tokenizer = manifest.get("tokenizer")
+    named = [manifest["model_file"], *_listed(manifest.get("files")), *_listed(manifest.get(HASHES_FIELD)),
+             *_listed(tokenizer.get("files") if isinstance(tokenizer, dict) else None)]
+    return {MANIFEST_NAME, *(name for name in named if isinstance(name, str))}
+
+
+def _listed(value: Any) -> list[Any]:
+    """A manifest field's file names, whether a list of names or a {name: ...} mapping (damaged: none)."""
+    return list(value) if isinstance(value, (list, dict)) else []
 
 
 def tool_versions() -> dict[str, str]:

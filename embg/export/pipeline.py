@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from embg.atomic import atomic_directory, check_writable_destination
 from embg.errors import EmbgError, ExportError
-from embg.bundle import HASHES_FIELD, Artifact, Manifest, is_bundle, tool_versions
+from embg.bundle import HASHES_FIELD, Artifact, Manifest, earlier_bundle_files, tool_versions
 from embg.bundle.integrity import record_hashes
 from embg.export.base import TARGETS, ExportJob, ExportTarget
 from embg.export.bits_choice import bits_candidates, hold_check
@@ -64,7 +64,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
     check_options(target, options, request.seq_lens)
     target.check_request(request.recipe, request.seq_lens, None)
     if request.out is not None:
-        check_writable_destination(request.out, is_bundle)
+        check_writable_destination(request.out, earlier_bundle_files)
     started = time.perf_counter()
     progress(f"loading {request.model}")
     resolved = resolve_model(request.model, request.revision, request.token)
@@ -114,7 +114,7 @@ def export_bundle(request: ExportRequest, progress: Callable[[str], None] = lamb
         out = _default_out(request, model, target, recipe, seq_lens)
     job = ExportJob(model=model, graph=graph, recipe=recipe, stem=_stem(model, target, recipe, seq_lens),
                     seq_lens=seq_lens, options=options, grids=grids, progress=progress)
-    with atomic_directory(out, is_bundle, "bundle", progress) as bundle:
+    with atomic_directory(out, earlier_bundle_files, "bundle", progress) as bundle:
         result = target.export(job, bundle)
         tokenizer_files = copy_tokenizer(model.spec.directory, bundle)
         spec = model.spec
@@ -242,7 +242,7 @@ def _default_out(request: ExportRequest, model, target: ExportTarget, recipe: Qu
     if request.out is not None:
         return Path(request.out)
     out = Path.cwd() / _stem(model, target, recipe, seq_lens)
-    check_writable_destination(out, is_bundle)
+    check_writable_destination(out, earlier_bundle_files)
     check_not_over_model(out, model.spec.directory)
     return out
 
