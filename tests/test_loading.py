@@ -190,6 +190,11 @@ def _missing_config(d: Path) -> None:
     (d / "config.json").unlink()
 
 
+def _emptied(d: Path) -> None:
+    shutil.rmtree(d)
+    d.mkdir()
+
+
 def _invalid_config(d: Path) -> None:
     (d / "config.json").write_text('{"model_type": "gemma3_text", ')
 
@@ -228,7 +233,8 @@ REFUSALS = {
     "custom-module-type": (_custom_module, ["custom_pooling.Pooling", "remote code"]),
     "truncated-safetensors": (_truncated_weights, ["model.safetensors", "corrupt or truncated"]),
     "garbage-safetensors": (_garbage_weights, ["model.safetensors", "corrupt or truncated"]),
-    "missing-config": (_missing_config, ["config.json", "not found"]),
+    "missing-config": (_missing_config, ["holds no config.json", "sentence-transformers layout", "hub id", "fixture"]),
+    "empty-directory": (_emptied, ["holds no config.json", "sentence-transformers layout"]),
     "invalid-config-json": (_invalid_config, ["config.json", "not valid JSON"]),
     "invalid-modules-json": (_invalid_modules, ["modules.json", "not valid JSON"]),
     "config-lacks-hidden-size": (_config_lacks_hidden, ["hidden_size"]),

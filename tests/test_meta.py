@@ -49,3 +49,17 @@ def test_registries_are_not_empty():
     assert {"onnxruntime", "litert"} <= set(REGISTERED["runtime"])
     assert {"fp32", "int8", "int4", "int4-qat", "int8-qat"} <= set(REGISTERED["recipe"])
     assert {"local", "aihub"} <= set(REGISTERED["device"])  # aihub imports qai_hub only when used
+
+
+def test_every_fixture_kind_is_named_where_users_look():
+    """embg-export's --help, embg-fixture's --help and the README each list every built-in fixture."""
+    from embg.cli.export import build_parser as export_parser
+    from embg.cli.fixture import build_parser as fixture_parser
+    from embg.fixtures import FIXTURE_KINDS
+
+    readme = (TESTS.parent / "README.md").read_text(encoding="utf-8")
+    places = {"embg-export --help": export_parser().format_help(), "embg-fixture --help": fixture_parser().format_help(),
+              "README": readme}
+    for place, text in places.items():
+        missing = [name for name in FIXTURE_KINDS if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text)]
+        assert not missing, f"{place} does not name the fixtures {missing}"

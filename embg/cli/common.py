@@ -36,9 +36,19 @@ def quiet_third_party() -> None:
 def setup_logging(verbose: bool) -> None:
     if verbose:
         os.environ["EMBG_VERBOSE"] = "1"
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_EmbgPrefix())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     if not verbose:
         quiet_third_party()
+
+
+class _EmbgPrefix(logging.Formatter):
+    """embg's own log lines read like its progress lines ("[embg] ..."); third-party lines (--verbose) do not."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return f"[embg] {message}" if record.name.split(".")[0] == "embg" else message
 
 
 def run_cli(prog: str, body: Callable[[], int]) -> int:

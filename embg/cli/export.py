@@ -32,14 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "to a LiteRT or ONNX bundle, quantized per a recipe, with parity checked on the written file.",
         epilog="Examples:\n  embg-export --model tiny --target onnx --bits 8\n"
                "  embg-export --target tflite --bits 4 --out bundles/int4\n"
-               "Built-in offline fixtures for --model: tiny, tiny-qat-q4_0, tiny-qat-q8_0, full.",
+               "Built-in offline fixtures for --model: tiny, tiny-qat-q4_0, tiny-qat-q8_0, tiny-outliers, full, full-qat-q4_0, full-outliers (embg-fixture --help says what each is).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"hub id, local checkpoint directory, or built-in fixture (default {DEFAULT_MODEL})")
     parser.add_argument("--revision", help="hub revision (branch, tag or commit)")
     parser.add_argument("--target", required=True, help="export format: tflite or onnx (the registered targets)")
-    parser.add_argument("--bits", type=int, help=f"shorthand for a preset recipe: {BITS_TO_PRESET}; a QAT checkpoint "
+    parser.add_argument("--bits", type=int, help="shorthand for a preset recipe: "
+                        f"{', '.join(f'{bits} {name}' for bits, name in BITS_TO_PRESET.items())} (with neither --bits nor "
+                        "--recipe: fp32); a QAT checkpoint "
                         "gets its -qat preset; --bits 8 uses int8-rotated where it simulates as well as int8 on held-out "
                         "texts (the real model does), else int8; onnx --bits 4 uses int4-rotated-int6 where its blocks "
                         "fit the model (the real model's sizes) and its calibration holds, else int4")

@@ -18,7 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kind", required=True, choices=list(FIXTURE_KINDS),
                         help="tiny: seconds to write, crosses its sliding window at ~10 tokens; "
                              "tiny-qat-q4_0 / tiny-qat-q8_0: tiny snapped to the QAT grids; "
-                             "full: the real architecture with random weights (1.2 GB)")
+                             "tiny-outliers: tiny with the real model's activation outliers (~9e4 on BOS); "
+                             "full: the real architecture with random weights (1.2 GB); "
+                             "full-qat-q4_0: full snapped to the Q4_0 grid; "
+                             "full-outliers: full with the outliers (~1.25e5)")
     parser.add_argument("--out", required=True, type=Path, help="directory to write (replaced atomically)")
     parser.add_argument("--verbose", action="store_true", help="show third-party library output")
     return parser

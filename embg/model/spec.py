@@ -224,6 +224,11 @@ def read_checkpoint(directory: Path, model_id: str = "", revision: str | None = 
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {directory}")
+    if not (directory / "config.json").is_file():
+        raise CheckpointError(f"{directory} holds no config.json: --model needs a checkpoint directory in the Hugging "
+                              "Face + sentence-transformers layout of google/embeddinggemma-300m (config.json, "
+                              "model.safetensors, tokenizer files, modules.json and its Dense modules), a hub id, or "
+                              "a built-in fixture such as tiny")
     config = _read_json(directory / "config.json", "config.json")
     _check_config(config, directory / "config.json")
     _check_tokenizer_config(directory)
