@@ -251,3 +251,14 @@ def test_products_sharing_an_activation_share_its_residual():
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     alone = _quantized_session(weights[1], residual_pass=True).run(None, {"x": x})[0]
     np.testing.assert_allclose(got[1], alone, rtol=1e-6, atol=1e-6)
+
+
+def test_the_printed_summary_keeps_the_descriptions_first_sentence_only():
+    """The CLI prints a recipe's first sentence (a new user's first run printed 1000 characters about ONNX for
+    a LiteRT file); the whole description stays in the recipe the manifest records."""
+    from embg.quantize.recipe import load_recipe
+
+    recipe = load_recipe("int4")
+    first = recipe.summary().splitlines()[0]
+    assert first.startswith("recipe int4: calibrated int4") and first.endswith("at run time.")
+    assert "LiteRT does neither" not in first and "LiteRT does neither" in recipe.to_dict()["description"]

@@ -89,6 +89,8 @@ bits 16.
 
 from __future__ import annotations
 
+import re
+
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -313,7 +315,10 @@ class QuantRecipe:
         return data
 
     def summary(self) -> str:
-        lines = [f"recipe {self.name}: {self.description}"]
+        """The recipe as the CLI prints it: the description's first sentence (the whole is in the manifest and
+        the README), then one line per rule and per graph change."""
+        first = re.split(r"(?<=[.!?])\s", self.description.strip(), maxsplit=1)[0]
+        lines = [f"recipe {self.name}: {first}"]
         lines += [f"  {key:<13} {rule.describe()}" for key, rule in self.rules.items()]
         for entry in self.layer_rules:
             lines += [f"  layers {entry.spec}: {key} {rule.describe()}" for key, rule in entry.rules.items()]
