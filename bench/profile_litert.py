@@ -76,8 +76,8 @@ def part_inputs(graph, layer_type: str, tokens: int, banded: bool) -> tuple[dict
     mask = torch.ones(1, width, dtype=torch.long)
     mask[0, tokens:] = 0
     positions = torch.arange(width, dtype=torch.float32)
-    masks = graph._masks(mask, positions, layout)
-    cos, sin = graph._rope(positions, layer_type)
+    masks = graph._masks(mask, positions, layout, torch.float32)
+    cos, sin = graph._rope(positions, layer_type, torch.float32)
     hidden = graph.embed_tokens.weight.shape[1]
     inputs = {"x": torch.randn(1, width, hidden) * 10, "cos": cos, "sin": sin}
     chosen = masks[layer_type]

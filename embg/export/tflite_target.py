@@ -6,8 +6,10 @@ pick the smallest bucket that fits (the manifest lists them). Inputs are int32 [
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,25 @@ class NamedOutput(torch.nn.Module):
         return {OUTPUT_NAME: self.embedder(input_ids, attention_mask)}
 
 
+#: Query blocks of every dense attention product in a LiteRT file: two keep q x k^T a BATCH_MATMUL that XNNPACK
+#: runs fast, where one became a dynamic-weight FULLY_CONNECTED (embg/model/attention.py, split_dense_attention).
+DENSE_QUERY_BLOCKS = 2
+
+
+@contextlib.contextmanager
+def split_dense_products(graph: torch.nn.Module, blocks: int = DENSE_QUERY_BLOCKS) -> Iterator[None]:
+    """Every attention module of ``graph`` splits its dense products into ``blocks`` query blocks meanwhile."""
+    modules = [m for m in graph.modules() if hasattr(m, "dense_query_blocks")]
+    saved = [m.dense_query_blocks for m in modules]
+    for module in modules:
+        module.dense_query_blocks = blocks
+    try:
+        yield
+    finally:
+        for module, value in zip(modules, saved):
+            module.dense_query_blocks = value
+
+
 def convert_float(graph: torch.nn.Module, seq_lens: tuple[int, ...], path: Path) -> None:
     with captured_native_output("litert-torch import"):  # absl/oneDNN/torchao banners on import
         import litert_torch
@@ -60,14 +81,15 @@ def convert_float(graph: torch.nn.Module, seq_lens: tuple[int, ...], path: Path)
         logging.getLogger(name).setLevel(logging.ERROR)
     named = NamedOutput(graph).eval()
     converter = None
-    for seq_len in seq_lens:
-        sample = {"input_ids": torch.zeros((1, seq_len), dtype=torch.int32),
-                  "attention_mask": torch.ones((1, seq_len), dtype=torch.int32)}
-        name = signature_name(seq_len)
-        converter = (litert_torch.signature(name, named, sample_kwargs=sample) if converter is None
-                     else converter.signature(name, named, sample_kwargs=sample))
-    with captured_native_output("litert-torch"):
-        converter.convert().export(str(path))
+    with split_dense_products(graph):
+        for seq_len in seq_lens:
+            sample = {"input_ids": torch.zeros((1, seq_len), dtype=torch.int32),
+                      "attention_mask": torch.ones((1, seq_len), dtype=torch.int32)}
+            name = signature_name(seq_len)
+            converter = (litert_torch.signature(name, named, sample_kwargs=sample) if converter is None
+                         else converter.signature(name, named, sample_kwargs=sample))
+        with captured_native_output("litert-torch"):
+            converter.convert().export(str(path))
 
 
 def check_signatures(path: Path, seq_lens: tuple[int, ...], dim: int) -> None:

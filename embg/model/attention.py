@@ -114,8 +114,13 @@ def sliding_band(attention_mask: torch.Tensor, positions: torch.Tensor, layout: 
 
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-                    scaling: float) -> torch.Tensor:
-    """[B, S, H, D] queries against every key; ``mask`` [B, 1, S or 1, S]. Returns [B, S, H * D]."""
+                    scaling: float, query_blocks: int = 1) -> torch.Tensor:
+    """[B, S, H, D] queries against every key; ``mask`` [B, 1, S or 1, S]. Returns [B, S, H * D].
+
+    ``query_blocks`` > 1 (a fixed length it divides): the same products in that many query blocks, each
+    against its own gathered copy of the keys and values (split_dense_attention)."""
+    if query_blocks > 1 and isinstance(q.shape[1], int) and q.shape[1] % query_blocks == 0:
+        return split_dense_attention(q, k, v, mask, scaling, query_blocks)
     batch, seq, heads, dim = q.shape
     kv_heads = k.shape[2]
     # Fold each KV head's query group into the sequence axis: [B, KV, G*S, D] x [B, KV, D, S].
@@ -127,17 +132,40 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
     return out.transpose(1, 2).reshape(batch, seq, heads * dim)
 
 
+def split_dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scaling: float,
+                          blocks: int) -> torch.Tensor:
+    """dense_attention in ``blocks`` query blocks, each with its own copy of every key and value (a gather).
+
+    Why: with one batch of one, litert-torch turns q x k^T into a FULLY_CONNECTED whose weights are the keys,
+    and XNNPACK runs such a dynamic-weight product about 5x slower than a BATCH_MATMUL (on 256 x 256 keys of
+    the real model's shape: 7.9 against 1.5 ms at 512 tokens). A batch of blocks keeps it a BATCH_MATMUL; the
+    copies cost [blocks, S, D] per layer. Same products and sums as the dense form."""
+    batch, seq = q.shape[:2]
+    index = torch.arange(seq, device=q.device).repeat(blocks)
+    # a key mask [B, 1, 1, S] broadcasts over every block; a [B, 1, S, S] mask is cut into the query blocks
+    rows = (mask.reshape(batch, 1, 1, 1, seq) if mask.shape[2] == 1
+            else mask.reshape(batch, 1, blocks, seq // blocks, seq).transpose(1, 2))
+    return _query_block_attention(q, k, v, index, blocks, seq // blocks, seq, rows, scaling)
+
+
 def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, band: Band, scaling: float) -> torch.Tensor:
     """Each query block against its own ``keys`` positions only. Same inputs and output as dense."""
+    layout = band.layout
+    return _query_block_attention(q, k, v, band.index, layout.blocks, layout.block, layout.keys, band.mask, scaling)
+
+
+def _query_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, blocks: int,
+                           block: int, keys: int, mask: torch.Tensor, scaling: float) -> torch.Tensor:
+    """``blocks`` query blocks of ``block`` rows (S = blocks x block), each against the ``keys`` key positions
+    ``index`` gathers for it, ``mask`` added to the scores [B, blocks, heads, block, keys]. Returns [B, S, H * D]."""
     batch, seq, heads, dim = q.shape
     kv_heads = k.shape[2]
-    blocks, block, keys = band.layout.blocks, band.layout.block, band.layout.keys
     groups = heads // kv_heads
     q = q.reshape(batch, blocks, block, heads, dim).transpose(2, 3).reshape(batch, blocks, kv_heads, groups * block, dim)
-    k = torch.index_select(k, 1, band.index).reshape(batch, blocks, keys, kv_heads, dim)
-    v = torch.index_select(v, 1, band.index).reshape(batch, blocks, keys, kv_heads, dim)
+    k = torch.index_select(k, 1, index).reshape(batch, blocks, keys, kv_heads, dim)
+    v = torch.index_select(v, 1, index).reshape(batch, blocks, keys, kv_heads, dim)
     scores = torch.matmul(q, k.permute(0, 1, 3, 4, 2)) * scaling  # [B, N, KV, G*block, keys]
-    scores = scores.reshape(batch, blocks, heads, block, keys) + band.mask
+    scores = scores.reshape(batch, blocks, heads, block, keys) + mask
     probs = torch.softmax(scores, dim=-1).reshape(batch, blocks, kv_heads, groups * block, keys)
     out = torch.matmul(probs, v.transpose(2, 3)).reshape(batch, blocks, heads, block, dim)
     return out.transpose(2, 3).reshape(batch, seq, heads * dim)

@@ -127,6 +127,7 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.rotate_input = nn.Identity()  # a block Hadamard after rotate_graph (embg/quantize/rotation.py)
+        self.dense_query_blocks = 1  # > 1: dense products split by query (LiteRT's conversion; attention.py)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | Band) -> torch.Tensor:
         batch, seq, _ = x.shape
@@ -140,7 +141,7 @@ class Attention(nn.Module):
         if isinstance(mask, Band):
             out = banded_attention(q, k, v, mask, self.scaling)
         else:
-            out = dense_attention(q, k, v, mask, self.scaling)
+            out = dense_attention(q, k, v, mask, self.scaling, self.dense_query_blocks)
         return self.o_proj(out)
 
 
@@ -151,6 +152,7 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
         self.rotate_input = nn.Identity()  # a block Hadamard after rotate_graph (embg/quantize/rotation.py)
+        self.dense_query_blocks = 1  # > 1: dense products split by query (LiteRT's conversion; attention.py)
         self.rotate_hidden = nn.Identity()  # down_proj's input, when rotate_graph(down=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

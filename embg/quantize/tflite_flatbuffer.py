@@ -172,6 +172,19 @@ def weight_uses(model) -> list[WeightUse]:
     return uses
 
 
+def dynamic_weight_products(model) -> list[tuple[int, int]]:
+    """(subgraph, op) of every FULLY_CONNECTED whose weights are an activation, not a constant: XNNPACK runs
+    those several times slower than a BATCH_MATMUL of the same size (embg/model/attention.py)."""
+    found = []
+    for sg_index, subgraph in enumerate(model.subgraphs):
+        for op_index, op in enumerate(subgraph.operators):
+            if op_name(model, op) == "FULLY_CONNECTED":
+                weights = subgraph.tensors[int(op.inputs[WEIGHT_OPS["FULLY_CONNECTED"]])]
+                if raw_bytes(model, weights) is None:
+                    found.append((sg_index, op_index))
+    return found
+
+
 def strip_tensor_names(path: Path) -> int:
     """Shorten internal tensor names to ``t<index>``; returns bytes saved.
 
