@@ -152,7 +152,6 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
         self.rotate_input = nn.Identity()  # a block Hadamard after rotate_graph (embg/quantize/rotation.py)
-        self.dense_query_blocks = 1  # > 1: dense products split by query (LiteRT's conversion; attention.py)
         self.rotate_hidden = nn.Identity()  # down_proj's input, when rotate_graph(down=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -89,10 +89,9 @@ bits 16.
 
 from __future__ import annotations
 
-import re
-
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
